@@ -1,0 +1,42 @@
+"""Type stubs of the compiled engine (rust_clean/src/python.rs)."""
+
+from collections.abc import Callable
+
+import pyarrow as pa
+
+__version__: str
+
+class PrepError(Exception): ...
+class UsageError(PrepError): ...
+class InputError(PrepError): ...
+
+def run(
+    inputs: list[str],
+    out_dir: str,
+    *,
+    val_fraction: float = 0.01,
+    seed: int = 3407,
+    limit: int | None = None,
+    sample: int | None = None,
+    min_title_chars: int = 3,
+    max_title_chars: int = 400,
+    min_desc_chars: int = 40,
+    max_desc_chars: int = 5000,
+    dedup: str = "exact",
+    drop_patterns: list[str] = ...,
+    rejects: str | None = None,
+    max_errors: int | None = None,
+    threads: int | None = None,
+    force: bool = False,
+    progress: Callable[[int, int | None, int, int], object] | None = None,
+) -> str: ...
+def clean_batch(
+    batch: pa.RecordBatch,
+    *,
+    min_title_chars: int = 3,
+    max_title_chars: int = 400,
+    min_desc_chars: int = 40,
+    max_desc_chars: int = 5000,
+    drop_patterns: list[str] = ...,
+) -> tuple[pa.RecordBatch, str]: ...
+def unescape_html(s: str) -> str: ...

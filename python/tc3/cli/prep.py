@@ -1,0 +1,113 @@
+"""`tc3-prep`: clean LF-Amazon-1.3M `trn.json` into Parquet train/validation splits."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from importlib.resources import files
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.table import Table
+
+from tc3 import prep
+
+EXAMPLE_INPUT = files("tc3") / "data" / "amazon_titles_sample500.jsonl.gz"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tc3-prep",
+        description="Clean LF-Amazon-1.3M trn.json (one JSON object a line; plain, .gz or - for stdin) into "
+        "OUT_DIR/data/{train,validation}-*.parquet (uid, title, description), OUT_DIR/stats.json and a "
+        "dataset card that datasets.load_dataset(OUT_DIR) reads. Rules: docs/cleaning.md.",
+        epilog="Example: tc3-prep trn.json.gz -o prep/ --rejects rejects.jsonl   |   tc3-prep --example -o demo/",
+    )
+    p.add_argument("inputs", nargs="*", metavar="INPUT", help="trn.json files (.json/.jsonl/.gz) or - for stdin")
+    p.add_argument("-o", "--out", required=True, type=Path, metavar="OUT_DIR", help="output directory")
+    p.add_argument("--example", action="store_true", help="use the bundled 500 real records as input")
+    p.add_argument("--val-fraction", type=float, default=0.01, help="share of records in validation (default 0.01)")
+    p.add_argument("--seed", type=int, default=3407, help="seed of the split, sample and MinHash (default 3407)")
+    p.add_argument("--limit", type=int, metavar="N", help="read only the first N records")
+    p.add_argument("--sample", type=int, metavar="N", help="keep N kept records drawn uniformly at random (seeded)")
+    p.add_argument("--min-title-chars", type=int, default=3, help="default 3")
+    p.add_argument("--max-title-chars", type=int, default=400, help="default 400")
+    p.add_argument("--min-desc-chars", type=int, default=40, help="default 40")
+    p.add_argument("--max-desc-chars", type=int, default=5000, help="default 5000")
+    p.add_argument("--dedup", choices=["none", "exact", "near"], default="exact",
+                   help="exact: same description up to case and punctuation; near: also word 5-gram "
+                   "Jaccard >= 0.8 (MinHash+LSH) (default exact)")
+    p.add_argument("--drop-pattern", action="append", default=[], metavar="REGEX",
+                   help="extra boilerplate removed from descriptions (Rust regex syntax; repeatable)")
+    p.add_argument("--rejects", type=Path, metavar="FILE", help="write dropped records with their reason as JSON lines")
+    p.add_argument("--max-errors", type=int, metavar="N", help="fail when more than N lines are malformed (default: never)")
+    p.add_argument("--threads", type=int, metavar="N", help="worker threads (default: all cores)")
+    p.add_argument("--force", action="store_true", help="replace OUT_DIR if it exists and is not empty")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    err = Console(stderr=True)
+    inputs = list(args.inputs) + ([str(EXAMPLE_INPUT)] if args.example else [])
+    if not inputs:
+        err.print("tc3-prep: error: give at least one INPUT (or --example)")
+        return 2
+    bar = Progress(
+        TextColumn("[bold]tc3-prep"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+        TextColumn("{task.fields[records]:,} records, {task.fields[kept]:,} kept"), TimeRemainingColumn(),
+        console=err, disable=args.quiet or not err.is_terminal, transient=True,
+    )
+    task = bar.add_task("prep", total=None, records=0, kept=0)
+
+    def progress(bytes_read: int, bytes_total: int | None, records: int, kept: int) -> None:
+        bar.update(task, completed=bytes_read, total=bytes_total, records=records, kept=kept)
+
+    started = time.perf_counter()
+    try:
+        with bar:
+            stats = prep.run(
+                inputs, args.out, val_fraction=args.val_fraction, seed=args.seed, limit=args.limit,
+                sample=args.sample, min_title_chars=args.min_title_chars, max_title_chars=args.max_title_chars,
+                min_desc_chars=args.min_desc_chars, max_desc_chars=args.max_desc_chars, dedup=args.dedup,
+                drop_patterns=args.drop_pattern, rejects=args.rejects, max_errors=args.max_errors,
+                threads=args.threads, force=args.force, progress=progress,
+            )
+    except prep.UsageError as e:
+        err.print(f"tc3-prep: error: {e}", markup=False, highlight=False)
+        return 2
+    except prep.PrepError as e:
+        err.print(f"tc3-prep: error: {e}", markup=False, highlight=False)
+        return 1
+    except KeyboardInterrupt:
+        err.print("tc3-prep: interrupted; no output written")
+        return 130
+    if not args.quiet:
+        Console().print(summary(stats, args.out, time.perf_counter() - started))
+    return 0
+
+
+def summary(stats: dict, out: Path, seconds: float) -> Table:
+    """The end-of-run table: where records went, and what cleaning changed."""
+    table = Table(title=f"tc3-prep -> {out}  ({stats['bytes'] / 1e6:,.1f} MB in {seconds:,.1f} s)", show_header=True)
+    table.add_column("")
+    table.add_column("records", justify="right")
+    table.add_column("share", justify="right")
+    records = max(stats["records"], 1)
+    rows = [("lines read", stats["lines"]), ("blank lines", stats["blank_lines"]),
+            ("kept: train", stats["kept"]["train"]), ("kept: validation", stats["kept"]["validation"])]
+    rows += [(f"dropped: {reason}", n) for reason, n in stats["dropped"].items() if n]
+    if stats["sampled_out"]:
+        rows.append(("left out by --sample", stats["sampled_out"]))
+    rows += [(f"cleaned: {rule}", n) for rule, n in stats["cleaned"].items() if n]
+    for label, n in rows:
+        share = "" if label in ("lines read", "blank lines") else f"{100 * n / records:.1f}%"
+        table.add_row(label, f"{n:,}", share)
+    return table
+
+
+if __name__ == "__main__":
+    sys.exit(main())

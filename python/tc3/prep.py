@@ -1,0 +1,122 @@
+"""The Python face of the Rust cleaning engine: `run` (what `tc3-prep` calls) and `clean_batch`.
+
+Rules and outputs are described in docs/cleaning.md. The heavy work runs in Rust with the GIL released.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from tc3 import _rust_clean
+from tc3._rust_clean import InputError, PrepError, UsageError
+
+__all__ = ["run", "clean_batch", "PrepError", "UsageError", "InputError", "DROP_REASONS", "CLEANING_RULES"]
+
+DROP_REASONS = (
+    "malformed", "empty_title", "empty_description", "same_as_title",
+    "too_short", "too_long", "duplicate", "near_duplicate",
+)
+CLEANING_RULES = (
+    "html_entities", "double_escaped", "html_tags", "whitespace",
+    "this_text_refers_to", "reed_footer", "drop_pattern",
+)
+
+ProgressCallback = Callable[[int, "int | None", int, int], None]
+
+
+def run(
+    inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    val_fraction: float = 0.01,
+    seed: int = 3407,
+    limit: int | None = None,
+    sample: int | None = None,
+    min_title_chars: int = 3,
+    max_title_chars: int = 400,
+    min_desc_chars: int = 40,
+    max_desc_chars: int = 5000,
+    dedup: str = "exact",
+    drop_patterns: Iterable[str] = (),
+    rejects: str | os.PathLike[str] | None = None,
+    max_errors: int | None = None,
+    threads: int | None = None,
+    force: bool = False,
+    progress: ProgressCallback | None = None,
+) -> dict[str, Any]:
+    """Cleans `inputs` (trn.json lines, plain or gzip, "-" for stdin) into `out_dir`; returns stats.json's dict.
+
+    `out_dir` is built beside itself under a temporary name and renamed into place at the end.
+    `progress(bytes_read, bytes_total, records, kept)` is called a few times a second.
+    """
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    for name, value in (("limit", limit), ("sample", sample), ("max_errors", max_errors), ("threads", threads)):
+        if value is not None and value < (1 if name == "threads" else 0):
+            raise UsageError(f"{name} must be {'at least 1' if name == 'threads' else 'zero or more'}, not {value}")
+    stats = _rust_clean.run(
+        [os.fspath(i) for i in inputs],
+        os.fspath(out_dir),
+        val_fraction=val_fraction,
+        seed=seed,
+        limit=limit,
+        sample=sample,
+        min_title_chars=min_title_chars,
+        max_title_chars=max_title_chars,
+        min_desc_chars=min_desc_chars,
+        max_desc_chars=max_desc_chars,
+        dedup=dedup,
+        drop_patterns=list(drop_patterns),
+        rejects=None if rejects is None else os.fspath(rejects),
+        max_errors=max_errors,
+        threads=threads,
+        force=force,
+        progress=progress,
+    )
+    return json.loads(stats)
+
+
+def clean_batch(
+    table: pa.Table | pa.RecordBatch,
+    *,
+    min_title_chars: int = 3,
+    max_title_chars: int = 400,
+    min_desc_chars: int = 40,
+    max_desc_chars: int = 5000,
+    drop_patterns: Iterable[str] = (),
+) -> tuple[pa.Table | pa.RecordBatch, dict[str, Any]]:
+    """Cleans and filters rows with `title` and `content` (and optional `uid`) columns, as `run` does,
+    without the global steps (dedup, split). Returns kept rows as `uid`, `title`, `description` (same
+    type as given: Table or RecordBatch) and counts: rows, kept, dropped per reason, cleaned per rule.
+
+    Made for distributed engines: Ray Data `map_batches`, Spark `mapInArrow`, Dask `map_partitions`.
+    """
+    options = dict(
+        min_title_chars=min_title_chars, max_title_chars=max_title_chars,
+        min_desc_chars=min_desc_chars, max_desc_chars=max_desc_chars, drop_patterns=list(drop_patterns),
+    )
+    if isinstance(table, pa.RecordBatch):
+        batch, counts = _rust_clean.clean_batch(table, **options)
+        return batch, json.loads(counts)
+    if not isinstance(table, pa.Table):
+        raise TypeError(f"clean_batch takes a pyarrow Table or RecordBatch, not {type(table).__name__}")
+    batches, totals = [], None
+    for piece in table.to_batches() or [pa.RecordBatch.from_pylist([], schema=table.schema)]:
+        batch, counts = _rust_clean.clean_batch(piece, **options)
+        batches.append(batch)
+        totals = _add_counts(totals, json.loads(counts))
+    return pa.Table.from_batches(batches), totals
+
+
+def _add_counts(total: dict | None, counts: dict) -> dict:
+    if total is None:
+        return counts
+    return {
+        key: {k: total[key][k] + v for k, v in value.items()} if isinstance(value, dict) else total[key] + value
+        for key, value in counts.items()
+    }

@@ -1,0 +1,189 @@
+//! Deduplication over kept records, in input order: exact keys and MinHash + LSH near duplicates.
+//!
+//! Signatures are computed in the parallel workers; the tables here are filled by the one thread that
+//! sees records in input order, so the first of a group is always the one kept.
+
+use std::collections::HashMap;
+
+use xxhash_rust::xxh3::{xxh3_128, xxh3_64_with_seed};
+
+use crate::text::{alnum_key, words};
+
+/// Word n-gram size of near-duplicate shingles.
+const SHINGLE_WORDS: usize = 5;
+/// MinHash permutations, split into LSH bands of `ROWS` rows.
+pub const PERMUTATIONS: usize = 64;
+const ROWS: usize = 4;
+const BANDS: usize = PERMUTATIONS / ROWS;
+/// Estimated Jaccard similarity from which a record is a near duplicate.
+pub const NEAR_THRESHOLD: f64 = 0.8;
+
+pub type Signature = [u32; PERMUTATIONS];
+
+/// 128-bit hash of the exact-dedup key (lower-cased alphanumerics of the description).
+pub fn exact_key(description: &str) -> u128 {
+    xxh3_128(alnum_key(description).as_bytes())
+}
+
+/// Seeded multiply-shift permutations of 64-bit shingle hashes.
+#[derive(Clone)]
+pub struct MinHasher {
+    mul: [u64; PERMUTATIONS],
+    add: [u64; PERMUTATIONS],
+    seed: u64,
+}
+
+impl MinHasher {
+    pub fn new(seed: u64) -> Self {
+        let draw = |i: usize, salt: u64| xxh3_64_with_seed(&(i as u64).to_le_bytes(), seed ^ salt);
+        MinHasher {
+            mul: std::array::from_fn(|i| draw(i, 0x6d69_6e68_6173_6801) | 1),
+            add: std::array::from_fn(|i| draw(i, 0x6d69_6e68_6173_6802)),
+            seed,
+        }
+    }
+
+    /// MinHash of the set of word 5-grams (one shingle of all words when there are fewer).
+    pub fn signature(&self, description: &str) -> Signature {
+        let words: Vec<String> = words(description).collect();
+        let mut sig = [u32::MAX; PERMUTATIONS];
+        let window = SHINGLE_WORDS.min(words.len().max(1));
+        let mut buf = Vec::new();
+        for gram in words.windows(window) {
+            buf.clear();
+            for w in gram {
+                buf.extend_from_slice(w.as_bytes());
+                buf.push(b' ');
+            }
+            let h = xxh3_64_with_seed(&buf, self.seed);
+            for (slot, (m, a)) in sig.iter_mut().zip(self.mul.iter().zip(&self.add)) {
+                *slot = (*slot).min((m.wrapping_mul(h).wrapping_add(*a) >> 32) as u32);
+            }
+        }
+        sig
+    }
+}
+
+/// The records kept so far, with what later records are compared against.
+pub struct Deduper {
+    exact: Option<HashMap<u128, u64>>,
+    near: Option<NearIndex>,
+}
+
+/// Which kept record a new one duplicates: its record number.
+pub enum Verdict {
+    Unique,
+    Duplicate { of: u64 },
+    NearDuplicate { of: u64 },
+}
+
+impl Deduper {
+    pub fn new(exact: bool, near: bool) -> Self {
+        Deduper { exact: exact.then(HashMap::new), near: near.then(NearIndex::default) }
+    }
+
+    /// Checks a record against those kept before it and, when unique, remembers it.
+    pub fn check(&mut self, record_no: u64, key: u128, signature: Option<&Signature>) -> Verdict {
+        if let Some(exact) = &self.exact {
+            if let Some(&of) = exact.get(&key) {
+                return Verdict::Duplicate { of };
+            }
+        }
+        if let (Some(near), Some(sig)) = (&mut self.near, signature) {
+            if let Some(of) = near.find(sig) {
+                return Verdict::NearDuplicate { of };
+            }
+            near.insert(record_no, sig);
+        }
+        if let Some(exact) = &mut self.exact {
+            exact.insert(key, record_no);
+        }
+        Verdict::Unique
+    }
+}
+
+/// LSH buckets as linked lists threaded through flat vectors: one `u32` a record a band.
+#[derive(Default)]
+struct NearIndex {
+    signatures: Vec<u32>,
+    record_nos: Vec<u64>,
+    heads: HashMap<u64, u32>,
+    next: Vec<u32>,
+}
+
+const END: u32 = u32::MAX;
+
+impl NearIndex {
+    fn band_keys(sig: &Signature) -> impl Iterator<Item = u64> + '_ {
+        sig.chunks_exact(ROWS).enumerate().map(|(band, rows)| {
+            let bytes: Vec<u8> = rows.iter().flat_map(|r| r.to_le_bytes()).collect();
+            xxh3_64_with_seed(&bytes, band as u64)
+        })
+    }
+
+    fn find(&self, sig: &Signature) -> Option<u64> {
+        let mut best: Option<u32> = None;
+        for (band, key) in Self::band_keys(sig).enumerate() {
+            let mut slot = self.heads.get(&key).copied().unwrap_or(END);
+            while slot != END {
+                let stored = &self.signatures[slot as usize * PERMUTATIONS..][..PERMUTATIONS];
+                let agree = stored.iter().zip(sig).filter(|(a, b)| a == b).count();
+                if agree as f64 >= NEAR_THRESHOLD * PERMUTATIONS as f64 && best.is_none_or(|b| slot < b) {
+                    best = Some(slot);
+                }
+                slot = self.next[slot as usize * BANDS + band];
+            }
+        }
+        best.map(|slot| self.record_nos[slot as usize])
+    }
+
+    fn insert(&mut self, record_no: u64, sig: &Signature) {
+        let slot = u32::try_from(self.record_nos.len()).expect("fewer than 4 billion kept records");
+        self.signatures.extend_from_slice(sig);
+        self.record_nos.push(record_no);
+        for key in Self::band_keys(sig) {
+            let previous = self.heads.insert(key, slot).unwrap_or(END);
+            self.next.push(previous);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "The quick brown fox jumps over the lazy dog while the cat sleeps on a warm windowsill in the afternoon sun and birds sing in the old oak tree outside the kitchen window all day long";
+
+    #[test]
+    fn exact_keys_ignore_case_and_punctuation() {
+        assert_eq!(exact_key("Hello, World!"), exact_key("hello world"));
+        assert_ne!(exact_key("Hello World"), exact_key("Hello Word"));
+    }
+
+    #[test]
+    fn exact_keeps_the_first() {
+        let mut d = Deduper::new(true, false);
+        assert!(matches!(d.check(0, exact_key("a b"), None), Verdict::Unique));
+        assert!(matches!(d.check(5, exact_key("A, B!"), None), Verdict::Duplicate { of: 0 }));
+        assert!(matches!(d.check(6, exact_key("c"), None), Verdict::Unique));
+    }
+
+    #[test]
+    fn near_duplicates_found_and_unrelated_kept() {
+        let h = MinHasher::new(3407);
+        let mut d = Deduper::new(true, true);
+        let near = BASE.replace("long", "long!") + " indeed";
+        let other = "An entirely different text about gardening tools, soil, seeds, watering cans and the joys of growing tomatoes in a small urban balcony garden during summer";
+        let check = |d: &mut Deduper, n: u64, s: &str| d.check(n, exact_key(s), Some(&h.signature(s)));
+        assert!(matches!(check(&mut d, 0, BASE), Verdict::Unique));
+        assert!(matches!(check(&mut d, 1, other), Verdict::Unique));
+        assert!(matches!(check(&mut d, 2, &near), Verdict::NearDuplicate { of: 0 }));
+    }
+
+    #[test]
+    fn signatures_are_seeded_and_deterministic() {
+        assert_eq!(MinHasher::new(1).signature(BASE), MinHasher::new(1).signature(BASE));
+        assert_ne!(MinHasher::new(1).signature(BASE), MinHasher::new(2).signature(BASE));
+        assert_eq!(MinHasher::new(1).signature("").len(), PERMUTATIONS);
+    }
+}

@@ -1,0 +1,279 @@
+//! Parquet shards of a split, encoded off the ordering thread, and the output directory's atomic swap.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use arrow_array::builder::{ArrayBuilder, StringBuilder};
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use crate::record::Cleaned;
+use crate::PrepError;
+
+/// Uncompressed text bytes in one shard; a shard is one file of one row group.
+pub const SHARD_BYTES: usize = 96 << 20;
+
+pub fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("uid", DataType::Utf8, true),
+        Field::new("title", DataType::Utf8, false),
+        Field::new("description", DataType::Utf8, false),
+    ]))
+}
+
+/// Rows of the three output columns, appended in input order.
+pub struct Columns {
+    uid: StringBuilder,
+    title: StringBuilder,
+    description: StringBuilder,
+    bytes: usize,
+}
+
+impl Default for Columns {
+    fn default() -> Self {
+        Columns { uid: StringBuilder::new(), title: StringBuilder::new(), description: StringBuilder::new(), bytes: 0 }
+    }
+}
+
+impl Columns {
+    pub fn push(&mut self, r: &Cleaned) {
+        self.uid.append_option(r.uid.as_deref());
+        self.title.append_value(&r.title);
+        self.description.append_value(&r.description);
+        self.bytes += r.uid.as_ref().map_or(0, String::len) + r.title.len() + r.description.len();
+    }
+
+    pub fn len(&self) -> usize {
+        self.title.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn finish(&mut self) -> RecordBatch {
+        self.bytes = 0;
+        let columns: Vec<ArrayRef> =
+            vec![Arc::new(self.uid.finish()), Arc::new(self.title.finish()), Arc::new(self.description.finish())];
+        RecordBatch::try_new(schema(), columns).expect("columns match the schema")
+    }
+}
+
+fn writer_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")))
+        // Titles and descriptions are nearly all distinct: a dictionary only costs time.
+        .set_dictionary_enabled(false)
+        .set_max_row_group_row_count(Some(usize::MAX))
+        .build()
+}
+
+pub fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<(), PrepError> {
+    let io = |e: &dyn std::fmt::Display| PrepError::Io(format!("writing {}: {e}", path.display()));
+    let file = File::create(path).map_err(|e| io(&e))?;
+    let mut writer = ArrowWriter::try_new(file, schema(), Some(writer_properties())).map_err(|e| io(&e))?;
+    writer.write(batch).map_err(|e| io(&e))?;
+    writer.close().map_err(|e| io(&e))?;
+    Ok(())
+}
+
+struct Job {
+    path: PathBuf,
+    batch: RecordBatch,
+}
+
+/// Encodes shards on their own threads, so the ordering thread never waits on zstd.
+pub struct Encoders {
+    jobs: Option<SyncSender<Job>>,
+    threads: Vec<JoinHandle<Result<(), PrepError>>>,
+}
+
+impl Encoders {
+    pub fn new(count: usize) -> Self {
+        let (tx, rx) = sync_channel::<Job>(count);
+        let rx = Arc::new(Mutex::new(rx));
+        let threads = (0..count.max(1))
+            .map(|_| {
+                let rx: Arc<Mutex<Receiver<Job>>> = Arc::clone(&rx);
+                std::thread::spawn(move || loop {
+                    let job = rx.lock().expect("encoder queue").recv();
+                    match job {
+                        Ok(job) => write_parquet(&job.path, &job.batch)?,
+                        Err(_) => return Ok(()),
+                    }
+                })
+            })
+            .collect();
+        Encoders { jobs: Some(tx), threads }
+    }
+
+    fn submit(&self, path: PathBuf, batch: RecordBatch) -> Result<(), PrepError> {
+        let jobs = self.jobs.as_ref().expect("submit before finish");
+        jobs.send(Job { path, batch }).map_err(|_| PrepError::Io("a Parquet encoder stopped".into()))
+    }
+
+    /// Waits for every shard to be written; the first encoding error wins.
+    pub fn finish(mut self) -> Result<(), PrepError> {
+        self.jobs.take();
+        let mut result = Ok(());
+        for t in self.threads.drain(..) {
+            let r = t.join().unwrap_or_else(|_| Err(PrepError::Io("a Parquet encoder panicked".into())));
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
+    }
+}
+
+/// One split's shards: `data/{split}-{k:05}.parquet` while running, renamed to Hub names at the end.
+pub struct SplitWriter {
+    split: &'static str,
+    data_dir: PathBuf,
+    columns: Columns,
+    shards: usize,
+    pub rows: u64,
+}
+
+impl SplitWriter {
+    pub fn new(split: &'static str, data_dir: &Path) -> Self {
+        SplitWriter { split, data_dir: data_dir.to_path_buf(), columns: Columns::default(), shards: 0, rows: 0 }
+    }
+
+    fn shard_path(&self, k: usize) -> PathBuf {
+        self.data_dir.join(format!("{}-{k:05}.parquet", self.split))
+    }
+
+    pub fn push(&mut self, r: &Cleaned, encoders: &Encoders) -> Result<(), PrepError> {
+        self.columns.push(r);
+        self.rows += 1;
+        if self.columns.bytes >= SHARD_BYTES {
+            self.flush(encoders)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, encoders: &Encoders) -> Result<(), PrepError> {
+        let path = self.shard_path(self.shards);
+        self.shards += 1;
+        encoders.submit(path, self.columns.finish())
+    }
+
+    /// Flushes the last shard (an empty split still gets one file, so its schema is known), returns the count.
+    pub fn close(mut self, encoders: &Encoders) -> Result<Finished, PrepError> {
+        if !self.columns.is_empty() || self.shards == 0 {
+            self.flush(encoders)?;
+        }
+        Ok(Finished { split: self.split, data_dir: self.data_dir, shards: self.shards })
+    }
+}
+
+pub struct Finished {
+    split: &'static str,
+    data_dir: PathBuf,
+    shards: usize,
+}
+
+impl Finished {
+    /// Renames shards to `{split}-{k:05}-of-{n:05}.parquet` once every one is written.
+    pub fn rename_to_hub_names(&self) -> Result<Vec<String>, PrepError> {
+        (0..self.shards)
+            .map(|k| {
+                let name = format!("{}-{k:05}-of-{:05}.parquet", self.split, self.shards);
+                let from = self.data_dir.join(format!("{}-{k:05}.parquet", self.split));
+                fs::rename(&from, self.data_dir.join(&name))
+                    .map_err(|e| PrepError::Io(format!("renaming {}: {e}", from.display())))?;
+                Ok(name)
+            })
+            .collect()
+    }
+}
+
+/// A directory built beside its destination and renamed into place, or removed if never committed.
+pub struct StagedDir {
+    pub tmp: PathBuf,
+    dest: PathBuf,
+    committed: bool,
+}
+
+impl StagedDir {
+    /// Refuses a destination that is a file, or a non-empty directory without `force`.
+    pub fn create(dest: &Path, force: bool) -> Result<Self, PrepError> {
+        if dest.is_file() {
+            return Err(PrepError::Usage(format!("output {} is a file, not a directory", dest.display())));
+        }
+        if !force && dest.is_dir() && fs::read_dir(dest).map(|mut d| d.next().is_some()).unwrap_or(false) {
+            return Err(PrepError::Usage(format!(
+                "output directory {} exists and is not empty (use --force to replace it)",
+                dest.display()
+            )));
+        }
+        let name = dest.file_name().ok_or_else(|| PrepError::Usage(format!("bad output path {}", dest.display())))?;
+        let parent = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        fs::create_dir_all(&parent).map_err(|e| PrepError::Io(format!("creating {}: {e}", parent.display())))?;
+        let tmp = parent.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp).map_err(|e| PrepError::Io(format!("removing stale {}: {e}", tmp.display())))?;
+        }
+        fs::create_dir_all(tmp.join("data")).map_err(|e| PrepError::Io(format!("creating {}: {e}", tmp.display())))?;
+        Ok(StagedDir { tmp, dest: dest.to_path_buf(), committed: false })
+    }
+
+    /// Replaces the destination with the staged directory.
+    pub fn commit(mut self) -> Result<(), PrepError> {
+        if self.dest.exists() {
+            fs::remove_dir_all(&self.dest)
+                .map_err(|e| PrepError::Io(format!("replacing {}: {e}", self.dest.display())))?;
+        }
+        fs::rename(&self.tmp, &self.dest)
+            .map_err(|e| PrepError::Io(format!("moving output into {}: {e}", self.dest.display())))?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for StagedDir {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_dir_all(&self.tmp);
+        }
+    }
+}
+
+/// A file written under a temporary name and renamed into place, or removed if never committed.
+pub struct StagedFile {
+    pub tmp: PathBuf,
+    dest: PathBuf,
+    committed: bool,
+}
+
+impl StagedFile {
+    pub fn new(dest: &Path) -> Self {
+        let mut tmp = dest.as_os_str().to_owned();
+        tmp.push(format!(".tmp-{}", std::process::id()));
+        StagedFile { tmp: PathBuf::from(tmp), dest: dest.to_path_buf(), committed: false }
+    }
+
+    pub fn commit(mut self) -> Result<(), PrepError> {
+        fs::rename(&self.tmp, &self.dest).map_err(|e| PrepError::Io(format!("writing {}: {e}", self.dest.display())))?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for StagedFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}

@@ -1,0 +1,447 @@
+//! The streaming run: a reader thread cuts the input into line-aligned chunks, worker threads parse and
+//! clean them, and the calling thread puts results back in input order for dedup, split, sample and
+//! output. Everything that depends on order happens on that one thread, so outputs do not depend on
+//! the thread count.
+
+use std::collections::{BTreeMap, BinaryHeap};
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use flate2::read::MultiGzDecoder;
+use serde_json::json;
+use xxhash_rust::xxh3::xxh3_64_with_seed;
+
+use crate::dedup::{exact_key, Deduper, MinHasher, Signature, Verdict};
+use crate::output::{Encoders, SplitWriter, StagedDir, StagedFile};
+use crate::record::{process_line, Cleaned, MalformedKind, Original, Outcome, Reason};
+use crate::stats::{write_dataset_card, Stats};
+use crate::text::Changes;
+use crate::{Dedup, Options, PrepError, Source};
+
+const CHUNK_BYTES: u64 = 4 << 20;
+const PROGRESS_EVERY: Duration = Duration::from_millis(200);
+
+/// What the caller is told while the run goes on; an `Err` from the callback aborts the run.
+pub struct Progress {
+    pub bytes_read: u64,
+    pub bytes_total: Option<u64>,
+    pub records: u64,
+    pub kept: u64,
+}
+
+struct Chunk {
+    seq: u64,
+    file: usize,
+    data: Vec<u8>,
+}
+
+enum Item {
+    Blank,
+    Kept { record: Cleaned, changes: Changes, key: u128, signature: Option<Box<Signature>>, validation: bool },
+    Dropped { reason: Reason, changes: Changes, original: Option<Original> },
+    Malformed { kind: MalformedKind, error: String, text: Option<String> },
+}
+
+struct ChunkResult {
+    seq: u64,
+    file: usize,
+    items: Vec<Item>,
+}
+
+/// Where a record came from: input file index and 1-based line number, packed for the dedup tables.
+fn location(file: usize, line: u64) -> u64 {
+    ((file as u64) << 40) | line
+}
+
+fn unpack_location(loc: u64) -> (usize, u64) {
+    ((loc >> 40) as usize, loc & ((1 << 40) - 1))
+}
+
+/// Whether a kept record belongs to validation: a seeded hash of its uid (of its title without one).
+pub fn is_validation(uid: Option<&str>, title: &str, seed: u64, fraction: f64) -> bool {
+    let h = xxh3_64_with_seed(uid.unwrap_or(title).as_bytes(), seed);
+    (h as f64) / 18446744073709551616.0 < fraction
+}
+
+pub fn run(
+    inputs: &[Source],
+    out_dir: &std::path::Path,
+    opts: &Options,
+    progress: &mut dyn FnMut(&Progress) -> Result<(), PrepError>,
+) -> Result<Stats, PrepError> {
+    let started = Instant::now();
+    opts.validate()?;
+    for source in inputs {
+        source.check()?;
+    }
+    let staged = StagedDir::create(out_dir, opts.force)?;
+    let rejects = match &opts.rejects {
+        Some(path) => {
+            let file = StagedFile::new(path);
+            let w = File::create(&file.tmp).map_err(|e| PrepError::Io(format!("creating {}: {e}", path.display())))?;
+            Some((file, BufWriter::new(w)))
+        }
+        None => None,
+    };
+    let threads = opts.threads.max(1);
+    let bytes_read = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let bytes_total = inputs.iter().map(Source::size).sum::<Option<u64>>();
+
+    let (chunk_tx, chunk_rx) = sync_channel::<Result<Chunk, PrepError>>(threads * 2);
+    let (result_tx, result_rx) = sync_channel::<Result<ChunkResult, PrepError>>(threads * 2);
+    let reader = {
+        let inputs = inputs.to_vec();
+        let (bytes_read, stop) = (Arc::clone(&bytes_read), Arc::clone(&stop));
+        std::thread::spawn(move || read_inputs(&inputs, &chunk_tx, &bytes_read, &stop))
+    };
+    let chunk_rx = Arc::new(Mutex::new(chunk_rx));
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            let (rx, tx) = (Arc::clone(&chunk_rx), result_tx.clone());
+            let opts = opts.clone();
+            std::thread::spawn(move || work(&rx, &tx, &opts))
+        })
+        .collect();
+    drop(result_tx);
+
+    let mut order = Sequencer {
+        opts,
+        stats: Stats::new(inputs, opts),
+        deduper: Deduper::new(opts.dedup != Dedup::None, opts.dedup == Dedup::Near),
+        sample: BinaryHeap::new(),
+        encoders: Encoders::new((threads / 2).max(1)),
+        train: SplitWriter::new("train", &staged.tmp.join("data")),
+        validation: SplitWriter::new("validation", &staged.tmp.join("data")),
+        rejects,
+        inputs,
+        sample_hasher_seed: opts.seed ^ 0x7361_6d70_6c65,
+    };
+    let outcome = order.consume(&result_rx, &stop, &mut |records, kept| {
+        progress(&Progress { bytes_read: bytes_read.load(Ordering::Relaxed), bytes_total, records, kept })
+    });
+    // Unblock and join the other threads whatever happened, so no thread outlives the run.
+    stop.store(true, Ordering::Relaxed);
+    drop(result_rx);
+    let reader_result = reader.join().map_err(|_| PrepError::Io("the reader thread panicked".into()))?;
+    for w in workers {
+        w.join().map_err(|_| PrepError::Io("a worker thread panicked".into()))?;
+    }
+    outcome?;
+    reader_result?;
+    order.finish(staged, started)
+}
+
+/// The state of the ordering thread.
+struct Sequencer<'a> {
+    opts: &'a Options,
+    stats: Stats,
+    deduper: Deduper,
+    sample: BinaryHeap<Sampled>,
+    encoders: Encoders,
+    train: SplitWriter,
+    validation: SplitWriter,
+    rejects: Option<(StagedFile, BufWriter<File>)>,
+    inputs: &'a [Source],
+    sample_hasher_seed: u64,
+}
+
+struct Sampled {
+    priority: u64,
+    record_no: u64,
+    record: Cleaned,
+    validation: bool,
+}
+
+impl PartialEq for Sampled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.priority, self.record_no) == (other.priority, other.record_no)
+    }
+}
+impl Eq for Sampled {}
+impl PartialOrd for Sampled {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Sampled {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.priority, self.record_no).cmp(&(other.priority, other.record_no))
+    }
+}
+
+impl Sequencer<'_> {
+    fn consume(
+        &mut self,
+        results: &Receiver<Result<ChunkResult, PrepError>>,
+        stop: &AtomicBool,
+        progress: &mut dyn FnMut(u64, u64) -> Result<(), PrepError>,
+    ) -> Result<(), PrepError> {
+        let mut pending: BTreeMap<u64, ChunkResult> = BTreeMap::new();
+        let mut next_seq = 0;
+        let mut line_in_file = vec![0u64; self.inputs.len()];
+        let mut last_report = Instant::now();
+        for result in results {
+            let result = result?;
+            pending.insert(result.seq, result);
+            while let Some(chunk) = pending.remove(&next_seq) {
+                next_seq += 1;
+                for item in chunk.items {
+                    if self.opts.limit.is_some_and(|limit| self.stats.records >= limit) {
+                        stop.store(true, Ordering::Relaxed);
+                        return Ok(());
+                    }
+                    line_in_file[chunk.file] += 1;
+                    self.take(item, chunk.file, line_in_file[chunk.file])?;
+                }
+                if last_report.elapsed() >= PROGRESS_EVERY {
+                    last_report = Instant::now();
+                    progress(self.stats.records, self.stats.kept_before_sampling)?;
+                }
+            }
+        }
+        progress(self.stats.records, self.stats.kept_before_sampling)
+    }
+
+    fn take(&mut self, item: Item, file: usize, line: u64) -> Result<(), PrepError> {
+        self.stats.lines += 1;
+        let record_no = self.stats.records;
+        match item {
+            Item::Blank => {
+                self.stats.blank_lines += 1;
+                return Ok(());
+            }
+            Item::Malformed { kind, error, text } => {
+                self.stats.malformed(kind);
+                let count = self.stats.dropped[Reason::Malformed as usize];
+                if self.stats.first_malformed.is_none() {
+                    self.stats.first_malformed = Some(format!("{}:{line}: {error}", self.inputs[file].name()));
+                }
+                self.reject(file, line, json!({"reason": "malformed", "kind": kind.name(), "error": error, "text": text}))?;
+                if let Some(max) = self.opts.max_errors {
+                    if count > max {
+                        return Err(PrepError::Input(format!(
+                            "more than {max} malformed lines (--max-errors {max}); the first: {}",
+                            self.stats.first_malformed.as_deref().unwrap_or("")
+                        )));
+                    }
+                }
+            }
+            Item::Dropped { reason, changes, original } => {
+                self.stats.changed(changes);
+                self.stats.dropped[reason as usize] += 1;
+                if let Some(o) = original {
+                    self.reject(file, line, json!({"reason": reason.name(), "uid": o.uid, "title": o.title, "content": o.content}))?;
+                }
+            }
+            Item::Kept { record, changes, key, signature, validation } => {
+                self.stats.changed(changes);
+                let here = location(file, line);
+                let duplicate = match self.deduper.check(here, key, signature.as_deref()) {
+                    Verdict::Unique => None,
+                    Verdict::Duplicate { of } => Some((Reason::Duplicate, of)),
+                    Verdict::NearDuplicate { of } => Some((Reason::NearDuplicate, of)),
+                };
+                if let Some((reason, of)) = duplicate {
+                    self.stats.dropped[reason as usize] += 1;
+                    let (of_file, of_line) = unpack_location(of);
+                    self.reject(
+                        file,
+                        line,
+                        json!({"reason": reason.name(), "uid": record.uid, "title": record.title, "description": record.description,
+                               "duplicate_of": {"file": self.inputs[of_file].name(), "line": of_line}}),
+                    )?;
+                } else {
+                    self.stats.kept_before_sampling += 1;
+                    match self.opts.sample {
+                        Some(n) => self.offer_sample(n, record_no, record, validation),
+                        None => self.write(&record, validation)?,
+                    }
+                }
+            }
+        }
+        self.stats.records += 1;
+        Ok(())
+    }
+
+    /// Keeps the `n` records of smallest seeded priority seen so far: a uniform draw in one pass.
+    fn offer_sample(&mut self, n: u64, record_no: u64, record: Cleaned, validation: bool) {
+        let priority = xxh3_64_with_seed(&record_no.to_le_bytes(), self.sample_hasher_seed);
+        if (self.sample.len() as u64) < n {
+            self.sample.push(Sampled { priority, record_no, record, validation });
+        } else if self.sample.peek().is_some_and(|top| priority < top.priority) {
+            self.sample.pop();
+            self.sample.push(Sampled { priority, record_no, record, validation });
+        }
+    }
+
+    fn write(&mut self, record: &Cleaned, validation: bool) -> Result<(), PrepError> {
+        let split = if validation { &mut self.validation } else { &mut self.train };
+        split.push(record, &self.encoders)
+    }
+
+    fn reject(&mut self, file: usize, line: u64, mut entry: serde_json::Value) -> Result<(), PrepError> {
+        let Some((staged, w)) = &mut self.rejects else { return Ok(()) };
+        entry["file"] = json!(self.inputs[file].name());
+        entry["line"] = json!(line);
+        serde_json::to_writer(&mut *w, &entry)
+            .map_err(io::Error::from)
+            .and_then(|_| w.write_all(b"\n"))
+            .map_err(|e| PrepError::Io(format!("writing rejects {}: {e}", staged.tmp.display())))
+    }
+
+    fn finish(mut self, staged: StagedDir, started: Instant) -> Result<Stats, PrepError> {
+        let mut sampled = std::mem::take(&mut self.sample).into_vec();
+        sampled.sort_by_key(|s| s.record_no);
+        if self.opts.sample.is_some() {
+            self.stats.sampled_out = self.stats.kept_before_sampling - sampled.len() as u64;
+        }
+        for s in sampled {
+            self.write(&s.record, s.validation)?;
+        }
+        self.stats.kept_train = self.train.rows;
+        self.stats.kept_validation = self.validation.rows;
+        let finished = [self.train.close(&self.encoders)?, self.validation.close(&self.encoders)?];
+        self.encoders.finish()?;
+        for split in &finished {
+            self.stats.files.extend(split.rename_to_hub_names()?);
+        }
+        if let Some((file, mut w)) = self.rejects.take() {
+            w.flush().map_err(|e| PrepError::Io(format!("writing rejects: {e}")))?;
+            drop(w);
+            file.commit()?;
+        }
+        self.stats.seconds = started.elapsed().as_secs_f64();
+        write_dataset_card(&staged.tmp, &self.stats)?;
+        self.stats.write_json(&staged.tmp.join("stats.json"))?;
+        staged.commit()?;
+        Ok(self.stats)
+    }
+}
+
+/// Worker loop: chunks in, cleaned items out, until the reader is done or the run stops.
+fn work(chunks: &Mutex<Receiver<Result<Chunk, PrepError>>>, results: &SyncSender<Result<ChunkResult, PrepError>>, opts: &Options) {
+    let hasher = (opts.dedup == Dedup::Near).then(|| MinHasher::new(opts.seed));
+    loop {
+        let chunk = match chunks.lock().expect("chunk queue").recv() {
+            Ok(c) => c,
+            Err(_) => return,
+        };
+        let out = chunk.map(|c| ChunkResult { seq: c.seq, file: c.file, items: clean_chunk(&c.data, opts, hasher.as_ref()) });
+        if results.send(out).is_err() {
+            return;
+        }
+    }
+}
+
+fn clean_chunk(data: &[u8], opts: &Options, hasher: Option<&MinHasher>) -> Vec<Item> {
+    let keep_original = opts.rejects.is_some();
+    let body = data.strip_suffix(b"\n").unwrap_or(data);
+    body.split(|&b| b == b'\n')
+        .map(|line| {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.iter().all(u8::is_ascii_whitespace) {
+                return Item::Blank;
+            }
+            match process_line(line, &opts.filters, keep_original) {
+                Outcome::Kept { record, changes } => Item::Kept {
+                    key: exact_key(&record.description),
+                    signature: hasher.map(|h| Box::new(h.signature(&record.description))),
+                    validation: is_validation(record.uid.as_deref(), &record.title, opts.seed, opts.val_fraction),
+                    record,
+                    changes,
+                },
+                Outcome::Dropped { reason, changes, original } => Item::Dropped { reason, changes, original },
+                Outcome::Malformed { kind, error } => Item::Malformed {
+                    kind,
+                    error,
+                    text: keep_original.then(|| String::from_utf8_lossy(&line[..line.len().min(1000)]).into_owned()),
+                },
+            }
+        })
+        .collect()
+}
+
+/// Counts bytes as they come off the underlying file, before any decompression.
+struct Counting<R> {
+    inner: R,
+    bytes: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+fn read_inputs(inputs: &[Source], chunks: &SyncSender<Result<Chunk, PrepError>>, bytes_read: &Arc<AtomicU64>, stop: &AtomicBool) -> Result<(), PrepError> {
+    let mut seq = 0;
+    for (file, source) in inputs.iter().enumerate() {
+        let fail = |e: io::Error| PrepError::Input(format!("{}: {}", source.name(), describe_read_error(&e)));
+        let raw = Counting { inner: source.open().map_err(fail)?, bytes: Arc::clone(bytes_read) };
+        let mut buffered = BufReader::with_capacity(1 << 20, raw);
+        let gzip = buffered.fill_buf().map_err(fail)?.starts_with(&[0x1f, 0x8b]);
+        let mut reader: Box<dyn Read> =
+            if gzip { Box::new(MultiGzDecoder::new(buffered)) } else { Box::new(buffered) };
+        let mut carry = Vec::new();
+        let mut first = true;
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            let mut buf = std::mem::take(&mut carry);
+            let before = buf.len();
+            let n = match (&mut reader).take(CHUNK_BYTES).read_to_end(&mut buf) {
+                Ok(n) => n,
+                Err(e) => {
+                    let err = fail(e);
+                    let _ = chunks.send(Err(err.clone()));
+                    return Err(err);
+                }
+            };
+            if first && buf.starts_with(b"\xEF\xBB\xBF") {
+                buf.drain(..3);
+            }
+            first = first && buf.is_empty();
+            let data = if n == 0 {
+                buf
+            } else {
+                // The carried part holds no newline, so the last one is in what was just read.
+                match memchr::memrchr(b'\n', &buf[before..]) {
+                    Some(i) => {
+                        carry = buf.split_off(before + i + 1);
+                        buf
+                    }
+                    None => {
+                        carry = buf; // a line longer than a chunk: keep reading it
+                        continue;
+                    }
+                }
+            };
+            if !data.is_empty() {
+                if chunks.send(Ok(Chunk { seq, file, data })).is_err() {
+                    return Ok(());
+                }
+                seq += 1;
+            }
+            if n == 0 {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn describe_read_error(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::UnexpectedEof => "the file is truncated (unexpected end of compressed data)".into(),
+        io::ErrorKind::InvalidInput | io::ErrorKind::InvalidData => format!("corrupt compressed data ({e})"),
+        _ => e.to_string(),
+    }
+}

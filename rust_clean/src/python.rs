@@ -1,0 +1,134 @@
+//! The thin Python binding (`tc3._rust_clean`): argument conversion, GIL release, errors.
+//!
+//! No global thread pool or other process-wide state lives here: every run starts its own threads, so
+//! the module works the same in a child forked after a run (HF `datasets.map(num_proc=...)`).
+
+use std::path::PathBuf;
+
+use arrow_array::RecordBatch;
+use arrow_pyarrow::{FromPyArrow, ToPyArrow};
+use pyo3::create_exception;
+use pyo3::exceptions::PyException;
+use pyo3::prelude::*;
+
+use crate::{batch, compile_patterns, pipeline, unescape, Dedup, Filters, Options, PrepError as CoreError, Source};
+
+create_exception!(_rust_clean, PrepError, PyException, "tc3-prep could not run as asked.");
+create_exception!(_rust_clean, UsageError, PrepError, "A bad option or output path.");
+create_exception!(_rust_clean, InputError, PrepError, "An input that cannot be read (missing, truncated, corrupt, too many malformed lines).");
+
+fn to_py(e: CoreError) -> PyErr {
+    match e {
+        CoreError::Usage(m) => UsageError::new_err(m),
+        CoreError::Input(m) => InputError::new_err(m),
+        CoreError::Io(m) => PrepError::new_err(m),
+        CoreError::Interrupted => pyo3::exceptions::PyKeyboardInterrupt::new_err("interrupted"),
+    }
+}
+
+fn filters(
+    min_title_chars: usize,
+    max_title_chars: usize,
+    min_desc_chars: usize,
+    max_desc_chars: usize,
+    drop_patterns: &[String],
+) -> Result<Filters, CoreError> {
+    Ok(Filters { min_title_chars, max_title_chars, min_desc_chars, max_desc_chars, drop_patterns: compile_patterns(drop_patterns)? })
+}
+
+/// Runs the whole pipeline; returns `stats.json` as a string. `progress(bytes_read, bytes_total,
+/// records, kept)` is called a few times a second with the GIL held; Ctrl-C stops the run cleanly.
+#[pyfunction]
+#[pyo3(signature = (inputs, out_dir, *, val_fraction=0.01, seed=3407, limit=None, sample=None,
+    min_title_chars=3, max_title_chars=400, min_desc_chars=40, max_desc_chars=5000, dedup="exact",
+    drop_patterns=vec![], rejects=None, max_errors=None, threads=None, force=false, progress=None))]
+#[allow(clippy::too_many_arguments)]
+fn run(
+    py: Python<'_>,
+    inputs: Vec<String>,
+    out_dir: PathBuf,
+    val_fraction: f64,
+    seed: u64,
+    limit: Option<u64>,
+    sample: Option<u64>,
+    min_title_chars: usize,
+    max_title_chars: usize,
+    min_desc_chars: usize,
+    max_desc_chars: usize,
+    dedup: &str,
+    drop_patterns: Vec<String>,
+    rejects: Option<PathBuf>,
+    max_errors: Option<u64>,
+    threads: Option<usize>,
+    force: bool,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<String> {
+    if inputs.is_empty() {
+        return Err(UsageError::new_err("no input given"));
+    }
+    let defaults = Options::default();
+    let opts = Options {
+        filters: filters(min_title_chars, max_title_chars, min_desc_chars, max_desc_chars, &drop_patterns).map_err(to_py)?,
+        val_fraction,
+        seed,
+        limit,
+        sample,
+        dedup: Dedup::parse(dedup).map_err(to_py)?,
+        rejects,
+        max_errors,
+        threads: threads.unwrap_or(defaults.threads),
+        force,
+    };
+    let sources: Vec<Source> = inputs.iter().map(|s| Source::parse(s)).collect();
+    let mut report = |p: &pipeline::Progress| -> Result<(), CoreError> {
+        Python::attach(|py| {
+            py.check_signals().map_err(|_| CoreError::Interrupted)?;
+            if let Some(cb) = &progress {
+                cb.call1(py, (p.bytes_read, p.bytes_total, p.records, p.kept))
+                    .map_err(|e| CoreError::Io(format!("progress callback failed: {e}")))?;
+            }
+            Ok(())
+        })
+    };
+    let stats = py.detach(|| pipeline::run(&sources, &out_dir, &opts, &mut report)).map_err(to_py)?;
+    Ok(serde_json::to_string(&stats.to_json()).expect("stats serialize"))
+}
+
+/// Cleans and filters one Arrow record batch (`title`, `content`, optional `uid`); no dedup or split.
+/// Returns `(batch of uid/title/description, counts as a JSON string)`.
+#[pyfunction]
+#[pyo3(signature = (batch, *, min_title_chars=3, max_title_chars=400, min_desc_chars=40, max_desc_chars=5000, drop_patterns=vec![]))]
+fn clean_batch<'py>(
+    py: Python<'py>,
+    batch: &Bound<'py, PyAny>,
+    min_title_chars: usize,
+    max_title_chars: usize,
+    min_desc_chars: usize,
+    max_desc_chars: usize,
+    drop_patterns: Vec<String>,
+) -> PyResult<(Bound<'py, PyAny>, String)> {
+    let f = filters(min_title_chars, max_title_chars, min_desc_chars, max_desc_chars, &drop_patterns).map_err(to_py)?;
+    let input = RecordBatch::from_pyarrow_bound(batch)?;
+    let (kept, stats) = py.detach(|| batch::clean_batch(&input, &f)).map_err(to_py)?;
+    let counts = stats.to_json();
+    let counts = serde_json::json!({"rows": stats.records, "kept": stats.kept_train, "dropped": counts["dropped"], "cleaned": counts["cleaned"]});
+    Ok((kept.to_pyarrow(py)?, counts.to_string()))
+}
+
+/// `html.unescape` as the engine does it (exposed for parity tests).
+#[pyfunction]
+fn unescape_html(s: &str) -> String {
+    unescape::unescape(s).into_owned()
+}
+
+#[pymodule]
+fn _rust_clean(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(run, m)?)?;
+    m.add_function(wrap_pyfunction!(clean_batch, m)?)?;
+    m.add_function(wrap_pyfunction!(unescape_html, m)?)?;
+    m.add("PrepError", m.py().get_type::<PrepError>())?;
+    m.add("UsageError", m.py().get_type::<UsageError>())?;
+    m.add("InputError", m.py().get_type::<InputError>())?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

@@ -1,0 +1,350 @@
+"""tc3-prep end to end, through the installed package and its command."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import html
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tc3 import prep
+from tc3._rust_clean import unescape_html
+
+REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata" / "amazon_titles_head500.json"
+DESC = "A sturdy board book about a cat and her many kittens, for ages one to three."
+
+
+def line(title=None, content=None, uid="0001", **extra) -> str:
+    record = {"uid": uid, "title": title, "content": content, "target_ind": [1, 2], "target_rel": [1.0, 1.0]}
+    record.update(extra)
+    return json.dumps(record)
+
+
+def read_split(out: Path, split: str) -> list[dict]:
+    files = sorted((out / "data").glob(f"{split}-*.parquet"))
+    assert files, f"no {split} files in {out}"
+    return pa.concat_tables([pq.read_table(f) for f in files]).to_pylist()
+
+
+def kept_rows(out: Path) -> list[dict]:
+    return read_split(out, "train") + read_split(out, "validation")
+
+
+def assert_invariant(stats: dict) -> None:
+    total = stats["kept"]["train"] + stats["kept"]["validation"] + sum(stats["dropped"].values()) + stats["sampled_out"]
+    assert stats["lines"] - stats["blank_lines"] == total
+
+
+def run_cli(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tc3.cli.prep", *args], input=stdin, capture_output=True)
+
+
+@pytest.fixture
+def crafted(tmp_path: Path) -> Path:
+    """One line for every reason, plus blank lines."""
+    lines = [
+        line("Good Title", DESC, uid="keep1"),
+        "{not json",
+        '["an", "array"]',
+        line("Title", DESC).replace('"Title"', "5"),
+        line("", DESC, uid="e1"),
+        line("Title Here", None, uid="e2"),
+        line("Title Here", "--This text refers to thePaperbackedition.", uid="e3"),
+        line("Same Title As The Description Here Long Enough To Pass", "same title as the description, here long enough to pass!", uid="s1"),
+        line("ab", DESC, uid="short1"),
+        line("Long Description", "x " * 3000, uid="long1"),
+        line("Another Title", DESC.upper() + "!!", uid="dup1"),
+        "",
+        "   ",
+        line("Good Title Two", "Completely different text that is long enough to be kept by the filters.", uid="keep2"),
+    ]
+    path = tmp_path / "crafted.json"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_every_reason_is_counted(crafted: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    rejects = tmp_path / "rejects.jsonl"
+    stats = prep.run([crafted], out, rejects=rejects, val_fraction=0.0)
+    assert stats["dropped"] == {
+        "malformed": 3, "empty_title": 1, "empty_description": 2, "same_as_title": 1,
+        "too_short": 1, "too_long": 1, "duplicate": 1, "near_duplicate": 0,
+    }
+    assert stats["malformed_kinds"] == {"invalid_utf8": 0, "invalid_json": 1, "not_object": 1, "bad_field_type": 1}
+    assert stats["blank_lines"] == 2 and stats["lines"] == 14
+    assert_invariant(stats)
+    assert [r["uid"] for r in read_split(out, "train")] == ["keep1", "keep2"]
+    reasons = [json.loads(x) for x in rejects.read_text().splitlines()]
+    assert sorted(r["reason"] for r in reasons) == sorted(
+        ["malformed"] * 3 + ["empty_title", "empty_description", "empty_description", "same_as_title",
+                             "too_short", "too_long", "duplicate"])
+    dup = next(r for r in reasons if r["reason"] == "duplicate")
+    assert dup["uid"] == "dup1" and dup["duplicate_of"]["line"] == 1
+    assert json.loads((out / "stats.json").read_text())["kept"]["total"] == 2
+
+
+def test_crlf_bom_escapes_and_surrogate_pairs(tmp_path: Path) -> None:
+    body = '{"uid": "u1", "title": "Caf\\u00e9 \\ud83d\\ude00 Mug", "content": "' + DESC + ' \\u00a0&#8217;"}'
+    path = tmp_path / "crlf.json"
+    path.write_bytes(b"\xef\xbb\xbf" + body.encode() + b"\r\n" + line("Other Title", DESC + " More.", uid="u2").encode() + b"\r\n")
+    stats = prep.run([path], tmp_path / "out", val_fraction=0)
+    rows = read_split(tmp_path / "out", "train")
+    assert stats["dropped"]["malformed"] == 0
+    assert rows[0]["title"] == "Café 😀 Mug"
+    assert rows[0]["description"] == DESC + " \u2019"
+    assert len(rows) == 2
+
+
+def test_lone_surrogate_and_invalid_utf8_are_malformed(tmp_path: Path) -> None:
+    path = tmp_path / "bad.json"
+    path.write_bytes(b'{"title": "x\\ud800y", "content": "z"}\n{"title": "\xff\xfe", "content": "z"}\n')
+    stats = prep.run([path], tmp_path / "out")
+    assert stats["malformed_kinds"]["invalid_json"] == 1
+    assert stats["malformed_kinds"]["invalid_utf8"] == 1
+
+
+def test_a_10mb_line(tmp_path: Path) -> None:
+    big = "word " * 2_000_000
+    path = tmp_path / "big.json"
+    path.write_text(line("Big", big, uid="big") + "\n" + line("Small Title", DESC, uid="small") + "\n")
+    stats = prep.run([path], tmp_path / "out", val_fraction=0)
+    assert stats["dropped"]["too_long"] == 1
+    assert [r["uid"] for r in read_split(tmp_path / "out", "train")] == ["small"]
+
+
+def test_truncated_gzip_fails_cleanly(tmp_path: Path) -> None:
+    data = gzip.compress(("\n".join(line(f"Title {i}", DESC + str(i), uid=str(i)) for i in range(20000)) + "\n").encode())
+    path = tmp_path / "cut.json.gz"
+    path.write_bytes(data[: len(data) // 2])
+    out = tmp_path / "out"
+    result = run_cli(str(path), "-o", str(out))
+    assert result.returncode != 0
+    assert "cut.json.gz" in result.stderr.decode() and "truncated" in result.stderr.decode()
+    assert "Traceback" not in result.stderr.decode()
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")], "temporary directory left behind"
+
+
+def test_gzip_and_stdin_give_the_same_output(crafted: Path, tmp_path: Path) -> None:
+    gz = tmp_path / "crafted.gz"
+    gz.write_bytes(gzip.compress(crafted.read_bytes()))
+    plain = prep.run([crafted], tmp_path / "a")
+    packed = prep.run([gz], tmp_path / "b")
+    result = run_cli("-", "-o", str(tmp_path / "c"), "-q", stdin=crafted.read_bytes())
+    assert result.returncode == 0, result.stderr
+    assert plain["dropped"] == packed["dropped"]
+    assert kept_rows(tmp_path / "a") == kept_rows(tmp_path / "b") == kept_rows(tmp_path / "c")
+
+
+def digest(out: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.rglob("*")) if p.is_file() and p.name != "stats.json"}
+
+
+@pytest.fixture(scope="module")
+def realdata_jsonl(tmp_path_factory) -> Path:
+    """The 500 real records as trn.json lines, repeated with new uids so dedup and shards have work."""
+    records = json.loads(REALDATA.read_text())
+    path = tmp_path_factory.mktemp("real") / "trn.json"
+    with path.open("w") as f:
+        for copy in range(3):
+            for i, r in enumerate(records):
+                f.write(json.dumps({"uid": f"{copy}-{i:07d}", "title": r["instruction"], "content": r["output"]}) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("dedup", ["exact", "near"])
+def test_byte_identical_for_any_thread_count(realdata_jsonl: Path, tmp_path: Path, dedup: str) -> None:
+    outs = []
+    for threads in (1, 2, 4):
+        out = tmp_path / f"t{threads}"
+        prep.run([realdata_jsonl], out, threads=threads, dedup=dedup, val_fraction=0.1)
+        outs.append(digest(out))
+    assert outs[0] == outs[1] == outs[2]
+    assert any(name.startswith("validation-") for name in outs[0])
+
+
+def test_realdata_leaves_no_entity_tag_or_boilerplate(realdata_jsonl: Path, tmp_path: Path) -> None:
+    stats = prep.run([realdata_jsonl], tmp_path / "out", val_fraction=0.1)
+    rows = kept_rows(tmp_path / "out")
+    assert 300 < len(rows) <= 500, "each real record is kept once, its copies are duplicates"
+    assert stats["dropped"]["duplicate"] >= 1000
+    for r in rows:
+        for text in (r["title"], r["description"]):
+            assert not re.search(r"&(#\d+|#x[0-9a-f]+|[a-z]+);", text, re.I), text
+            assert not re.search(r"</?[a-z][^<>]*>", text, re.I), text
+            assert "  " not in text and text == text.strip()
+        assert "this text refers to" not in r["description"].lower()
+        assert "reed business information" not in r["description"].lower()
+    assert stats["cleaned"]["this_text_refers_to"] > 0 and stats["cleaned"]["reed_footer"] > 0
+    assert_invariant(stats)
+
+
+def test_load_dataset_reads_both_splits(realdata_jsonl: Path, tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    out = tmp_path / "out"
+    stats = prep.run([realdata_jsonl], out, val_fraction=0.1)
+    ds = datasets.load_dataset(str(out))
+    assert set(ds) == {"train", "validation"}
+    assert ds["train"].num_rows == stats["kept"]["train"] and ds["validation"].num_rows == stats["kept"]["validation"]
+    assert ds["train"].column_names == ["uid", "title", "description"]
+
+
+def test_validation_membership_does_not_depend_on_order(realdata_jsonl: Path, tmp_path: Path) -> None:
+    lines = realdata_jsonl.read_text().splitlines()[:500]
+    reversed_path = tmp_path / "reversed.json"
+    reversed_path.write_text("\n".join(reversed(lines)) + "\n")
+    # Without dedup, so that reversing cannot change which copy of a repeated description is kept.
+    prep.run([realdata_jsonl], tmp_path / "a", val_fraction=0.2, limit=500, dedup="none")
+    prep.run([reversed_path], tmp_path / "b", val_fraction=0.2, dedup="none")
+    val_a = {r["uid"] for r in read_split(tmp_path / "a", "validation")}
+    val_b = {r["uid"] for r in read_split(tmp_path / "b", "validation")}
+    assert val_a == val_b and 40 < len(val_a) < 130
+
+
+def test_limit_and_sample(realdata_jsonl: Path, tmp_path: Path) -> None:
+    limited = prep.run([realdata_jsonl], tmp_path / "l", limit=100)
+    assert limited["records"] == 100
+    assert_invariant(limited)
+    full = prep.run([realdata_jsonl], tmp_path / "f", val_fraction=0)
+    sampled = prep.run([realdata_jsonl], tmp_path / "s", sample=50, val_fraction=0)
+    again = prep.run([realdata_jsonl], tmp_path / "s2", sample=50, val_fraction=0)
+    other_seed = prep.run([realdata_jsonl], tmp_path / "s3", sample=50, val_fraction=0, seed=1)
+    rows = read_split(tmp_path / "s", "train")
+    assert len(rows) == 50 and sampled["sampled_out"] == full["kept"]["total"] - 50
+    assert_invariant(sampled)
+    assert rows == read_split(tmp_path / "s2", "train")
+    assert rows != read_split(tmp_path / "s3", "train") and other_seed["kept"]["total"] == 50
+    all_uids = [r["uid"] for r in read_split(tmp_path / "f", "train")]
+    positions = [all_uids.index(r["uid"]) for r in rows]
+    assert positions == sorted(positions), "sampled rows keep input order"
+    assert positions[-1] > len(all_uids) // 2, "the sample is drawn from the whole input, not its head"
+
+
+def test_near_dedup_drops_reworded_copies(tmp_path: Path) -> None:
+    base = ("This classic story follows a young boy who discovers a hidden door in the garden wall and "
+            "finds a world of talking animals, brave knights and a wise old owl who teaches him courage")
+    path = tmp_path / "near.json"
+    path.write_text("\n".join([
+        line("First Edition", base, uid="a"),
+        line("Second Edition", base + " and kindness.", uid="b"),
+        line("Unrelated", "A stainless steel kitchen knife with an ergonomic handle, dishwasher safe, ideal for chefs.", uid="c"),
+    ]) + "\n")
+    exact = prep.run([path], tmp_path / "e", val_fraction=0)
+    near = prep.run([path], tmp_path / "n", dedup="near", val_fraction=0)
+    assert exact["dropped"]["near_duplicate"] == 0 and exact["kept"]["total"] == 3
+    assert near["dropped"]["near_duplicate"] == 1
+    assert [r["uid"] for r in read_split(tmp_path / "n", "train")] == ["a", "c"]
+
+
+def test_drop_pattern_and_bounds(tmp_path: Path) -> None:
+    path = tmp_path / "in.json"
+    path.write_text(line("Nice Tutu", "FREE SHIPPING! " + DESC, uid="a") + "\n")
+    stats = prep.run([path], tmp_path / "o", drop_patterns=[r"(?i)free shipping!?"], val_fraction=0, max_desc_chars=100)
+    assert read_split(tmp_path / "o", "train")[0]["description"] == DESC
+    assert stats["cleaned"]["drop_pattern"] == 1
+    assert stats["options"]["drop_patterns"] == ["(?i)free shipping!?"]
+
+
+def test_max_errors(crafted: Path, tmp_path: Path) -> None:
+    assert prep.run([crafted], tmp_path / "ok", max_errors=3)["dropped"]["malformed"] == 3
+    with pytest.raises(prep.InputError, match="more than 2 malformed"):
+        prep.run([crafted], tmp_path / "fail", max_errors=2)
+    assert not (tmp_path / "fail").exists()
+
+
+def test_existing_output_needs_force(crafted: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    result = run_cli(str(crafted), "-o", str(out))
+    assert result.returncode == 2 and b"--force" in result.stderr
+    assert (out / "old.txt").exists()
+    assert run_cli(str(crafted), "-o", str(out), "--force", "-q").returncode == 0
+    assert not (out / "old.txt").exists() and (out / "stats.json").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["missing.json"], "missing.json"),
+        (["{crafted}", "--drop-pattern", "("], "not a valid regex"),
+        (["{crafted}", "--val-fraction", "2"], "val-fraction"),
+        (["{crafted}", "--min-desc-chars", "50", "--max-desc-chars", "10"], "min-desc-chars"),
+        (["{crafted}", "--dedup", "fuzzy"], "invalid choice"),
+        ([], "at least one INPUT"),
+    ],
+)
+def test_user_mistakes_give_one_clear_line(crafted: Path, tmp_path: Path, args: list[str], message: str) -> None:
+    args = [a.format(crafted=crafted) for a in args]
+    result = run_cli(*args, "-o", str(tmp_path / "out"))
+    stderr = result.stderr.decode()
+    assert result.returncode == 2, stderr
+    assert message in stderr and "Traceback" not in stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_summary_and_example(tmp_path: Path) -> None:
+    result = run_cli("--example", "-o", str(tmp_path / "demo"))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.decode()
+    assert "kept: train" in out and "dropped: empty_description" in out
+    stats = json.loads((tmp_path / "demo" / "stats.json").read_text())
+    assert stats["lines"] == 500 and stats["kept"]["total"] > 300
+
+
+def test_clean_batch_matches_run(realdata_jsonl: Path, tmp_path: Path) -> None:
+    rows = [json.loads(x) for x in realdata_jsonl.read_text().splitlines()[:500]]
+    table = pa.Table.from_pylist(rows).select(["uid", "title", "content"])
+    cleaned, counts = prep.clean_batch(table)
+    prep.run([realdata_jsonl], tmp_path / "out", dedup="none", val_fraction=0, limit=500)
+    assert cleaned.to_pylist() == read_split(tmp_path / "out", "train")
+    assert counts["rows"] == 500 and counts["kept"] == cleaned.num_rows
+    assert counts["rows"] == counts["kept"] + sum(counts["dropped"].values())
+    batch, batch_counts = prep.clean_batch(table.to_batches()[0])
+    assert isinstance(batch, pa.RecordBatch) and batch_counts["kept"] == batch.num_rows
+    with pytest.raises(prep.UsageError, match="content"):
+        prep.clean_batch(pa.table({"title": ["x"]}))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_usable_after_fork(crafted: Path, tmp_path: Path) -> None:
+    prep.run([crafted], tmp_path / "parent", threads=2)
+    pid = os.fork()
+    if pid == 0:  # child: a run after fork must neither hang nor crash
+        try:
+            stats = prep.run([crafted], tmp_path / "child", threads=2)
+            os._exit(0 if stats["kept"]["total"] == 2 else 1)
+        except BaseException:
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+entity_text = st.lists(
+    st.one_of(
+        st.sampled_from(["&amp;", "&amp", "&lt;", "&copy", "&notit;", "&#8217;", "&#x92;", "&#0;", "&#xD800;",
+                         "&#1114112;", "&ampT", "&", "#", ";", "&#", "&#x", "&;", "&zz;", "&AElig", "&amp;amp;"]),
+        st.text(alphabet=st.characters(codec="utf-8"), max_size=8),
+        st.from_regex(r"&#[xX]?[0-9a-fA-F]{1,8};?", fullmatch=True),
+        st.from_regex(r"&[a-zA-Z]{1,12};?", fullmatch=True),
+    ),
+    max_size=12,
+).map("".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(entity_text)
+def test_unescape_matches_python(s: str) -> None:
+    assert unescape_html(s) == html.unescape(s)
