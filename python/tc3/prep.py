@@ -8,12 +8,13 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any
 
 from tc3 import _rust_clean
 from tc3._rust_clean import InputError, PrepError, UsageError
+
+if TYPE_CHECKING:  # pyarrow (and numpy with it) loads only when a batch is cleaned, not for tc3-prep
+    import pyarrow as pa
 
 __all__ = ["run", "clean_batch", "PrepError", "UsageError", "InputError", "DROP_REASONS", "CLEANING_RULES"]
 
@@ -96,6 +97,8 @@ def clean_batch(
 
     Made for distributed engines: Ray Data `map_batches`, Spark `mapInArrow`, Dask `map_partitions`.
     """
+    import pyarrow as pa
+
     options = dict(
         min_title_chars=min_title_chars, max_title_chars=max_title_chars,
         min_desc_chars=min_desc_chars, max_desc_chars=max_desc_chars, drop_patterns=list(drop_patterns),

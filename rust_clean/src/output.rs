@@ -67,7 +67,7 @@ impl Columns {
 
 fn writer_properties() -> WriterProperties {
     WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")))
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("valid level")))
         // Titles and descriptions are nearly all distinct: a dictionary only costs time.
         .set_dictionary_enabled(false)
         .set_max_row_group_row_count(Some(usize::MAX))

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use regex::Regex;
 use serde::Deserialize;
 
-use crate::text::{alnum_key, clean_text, strip_boilerplate, Changes};
+use crate::text::{clean_text, same_alnum_key, strip_boilerplate, Changes};
 
 /// Why a record is not kept, named as in `stats.json` `dropped`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -186,7 +186,7 @@ pub fn judge(title: &str, description: &str, f: &Filters) -> Option<Reason> {
             return Some(Reason::TooLong);
         }
     }
-    (alnum_key(title) == alnum_key(description)).then_some(Reason::SameAsTitle)
+    same_alnum_key(title, description).then_some(Reason::SameAsTitle)
 }
 
 fn malformed_kind(e: &serde_json::Error) -> MalformedKind {
