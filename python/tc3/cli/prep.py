@@ -14,7 +14,7 @@ from rich.table import Table
 
 from tc3 import prep
 
-EXAMPLE_INPUT = files("tc3") / "data" / "amazon_titles_sample500.jsonl.gz"
+EXAMPLE_INPUT = files("tc3") / "samples" / "amazon_titles_sample500.jsonl.gz"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,30 @@
+"""tc3-export: merge a LoRA adapter into a 16-bit copy of its base model."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tc3.config import ConfigError
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="tc3-export", description=__doc__.split(": ", 1)[1])
+    p.add_argument("adapter_dir", help="a tc3-train output dir (adapter_config.json, adapter_model.safetensors)")
+    p.add_argument("out_dir", help="where the merged model goes (must not exist)")
+    p.add_argument("--base", help="16-bit base weights (default: the adapter's base; -bnb-4bit ids lose the suffix)")
+    p.add_argument("--dtype", choices=["bf16", "fp16"], default="bf16")
+    args = p.parse_args(argv)
+    try:
+        from tc3.export import export_merged
+
+        out = export_merged(args.adapter_dir, args.out_dir, base=args.base, dtype=args.dtype)
+    except ConfigError as e:
+        print(f"tc3-export: error: {e}", file=sys.stderr)
+        return 2
+    print(f"tc3-export: merged model in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

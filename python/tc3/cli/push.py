@@ -1,0 +1,33 @@
+"""tc3-push: upload an adapter or merged model dir, with its model card, to the Hugging Face Hub."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tc3.config import ConfigError
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="tc3-push",
+        description=__doc__.split(": ", 1)[1],
+        epilog="The token comes from HF_TOKEN or `hf auth login`; it is never printed or saved.",
+    )
+    p.add_argument("path", help="a tc3-train output dir (adapter) or a tc3-export output dir (merged model)")
+    p.add_argument("repo_id", help="owner/name of the model repo on the Hub")
+    p.add_argument("--public", action="store_true", help="create the repo public (default: private)")
+    p.add_argument("--dry-run", action="store_true", help="list what would be uploaded; upload nothing")
+    args = p.parse_args(argv)
+    try:
+        from tc3.hub import push
+
+        push(args.path, args.repo_id, private=not args.public, dry_run=args.dry_run)
+    except ConfigError as e:
+        print(f"tc3-push: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""tc3-train: fine-tune a causal LM on a tc3-prep output, from one YAML config."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tc3.config import FIELDS, ConfigError, load_config
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tc3-train",
+        description="QLoRA/LoRA fine-tuning: product title -> description. Flags key=value override the config file.",
+        epilog=f"config keys: {', '.join(FIELDS)}",
+    )
+    p.add_argument("--config", required=True, help="YAML config file (see configs/)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="override a config key (value read as YAML)")
+    p.add_argument("--dry-run", action="store_true", help="print config, data sizes, lengths, 3 examples; exit")
+    p.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint of output_dir")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        config = load_config(args.config, args.overrides)
+        if args.dry_run:
+            from tc3.train import dry_run
+
+            dry_run(config)
+            return 0
+        from tc3.train import train
+
+        metrics = train(config, resume=args.resume)
+    except ConfigError as e:
+        print(f"tc3-train: error: {e}", file=sys.stderr)
+        return 2
+    print(
+        f"tc3-train: done: train loss {metrics['train_loss']}, eval loss {metrics['eval_loss']}, "
+        f"{metrics['global_step']} steps; adapter in {config.output_dir}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

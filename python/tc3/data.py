@@ -1,0 +1,95 @@
+"""A `tc3-prep` output dir as Hugging Face datasets, sampled and shaped as conversational prompt/completion pairs."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from tc3.config import ConfigError
+from tc3.prompts import completion_messages, prompt_messages
+
+COLUMNS = ("uid", "title", "description")
+
+
+def cache_dir_for(prep_dir: Path) -> str:
+    """A datasets cache dir for exactly these Parquet files. datasets keys the cache of a local dir by the dir's
+    name alone, so a second `prep` dir, or one made again, would silently load the Arrow cache of the first."""
+    from datasets import config
+
+    files = sorted((prep_dir / "data").glob("*.parquet"))
+    identity = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    key = hashlib.sha256(repr(identity).encode()).hexdigest()[:16]
+    return str(Path(config.HF_DATASETS_CACHE) / "tc3-prep" / key)
+
+
+def load_splits(prep_dir: str | Path):
+    """The train and validation splits of a `tc3-prep` output dir (its dataset card names the Parquet files)."""
+    from datasets import load_dataset
+
+    prep_dir = Path(prep_dir)
+    if not (prep_dir / "README.md").is_file() or not (prep_dir / "data").is_dir():
+        raise ConfigError(f"{prep_dir} is not a tc3-prep output dir (expected README.md and data/)")
+    splits = load_dataset(str(prep_dir), cache_dir=cache_dir_for(prep_dir))
+    for split in ("train", "validation"):
+        if split not in splits:
+            raise ConfigError(f"{prep_dir} has no {split} split")
+        missing = set(COLUMNS) - set(splits[split].column_names)
+        if missing:
+            raise ConfigError(f"{prep_dir} {split} split lacks column(s) {', '.join(sorted(missing))}")
+    return splits
+
+
+def sample(dataset, n: int | None, seed: int):
+    """A seeded random sample of n rows (all rows, shuffled, when n is None or larger than the split)."""
+    shuffled = dataset.shuffle(seed=seed)
+    return shuffled if n is None or n >= len(shuffled) else shuffled.select(range(n))
+
+
+def to_prompt_completion(dataset, instruction: str, num_proc: int | None = None):
+    """Rows {prompt, completion} in TRL's conversational format, rendered later by the tokenizer's template."""
+
+    def convert(row):
+        return {
+            "prompt": prompt_messages(row["title"], instruction),
+            "completion": completion_messages(row["description"]),
+        }
+
+    return dataset.map(convert, remove_columns=dataset.column_names, num_proc=num_proc)
+
+
+def training_splits(config):
+    """(train, eval) prompt/completion datasets as the config asks: seeded samples of the prep output."""
+    splits = load_splits(config.data)
+    train = sample(splits["train"], config.train_samples, config.seed)
+    evaluation = sample(splits["validation"], config.eval_samples, config.seed)
+    return (
+        to_prompt_completion(train, config.instruction, config.dataset_num_proc),
+        to_prompt_completion(evaluation, config.instruction, config.dataset_num_proc),
+    )
+
+
+def token_lengths(tokenizer, examples) -> list[int]:
+    """Token count of each full training sequence (prompt and completion through the chat template)."""
+    texts = [tokenizer.apply_chat_template(row["prompt"] + row["completion"], tokenize=False) for row in examples]
+    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+
+def _percentile(ordered: list[int], p: float) -> int:
+    """Nearest-rank percentile of a sorted list."""
+    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
+
+
+def length_stats(lengths: list[int]) -> dict:
+    """Summary of a length distribution: count, mean, percentiles, max."""
+    ordered = sorted(lengths)
+    return {
+        "count": len(ordered),
+        "mean": round(sum(ordered) / len(ordered), 1),
+        **{f"p{p}": _percentile(ordered, p) for p in (50, 90, 95, 99)},
+        "max": ordered[-1],
+    }
+
+
+def derive_max_length(lengths: list[int], percentile: float, cap: int) -> int:
+    """The length that holds `percentile`% of the examples whole, capped (longer ones are truncated)."""
+    return min(_percentile(sorted(lengths), percentile), cap)

@@ -1,0 +1,87 @@
+"""The README.md model card of a trained adapter or merged model: base model, data, config, metrics, license."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from tc3.models import hub_id, model_dir
+from tc3.prompts import resolve_instruction
+
+
+def base_model_license(model: str) -> str:
+    """The `license:` of the base model's own card when its files are here; "other" otherwise (check the base)."""
+    local = model_dir(model)
+    card = local / "README.md" if local else None
+    if card is None or not card.is_file():
+        return "other"
+    text = card.read_text(encoding="utf-8", errors="replace")
+    if text.startswith("---"):
+        try:
+            front = yaml.safe_load(text.split("---", 2)[1]) or {}
+        except yaml.YAMLError:
+            return "other"
+        if isinstance(front, dict) and front.get("license"):
+            return str(front["license"])
+    return "other"
+
+
+def data_summary(prep_dir: str) -> str:
+    """What the prep report says about the data, when it is there."""
+    stats = Path(prep_dir) / "stats.json"
+    if not stats.is_file():
+        return f"A `tc3-prep` output dir (`{prep_dir}`) of LF-Amazon-1.3M (AmazonTitles-1.3MM) `trn.json`."
+    return (
+        f"A `tc3-prep` output dir (`{prep_dir}`) of LF-Amazon-1.3M (AmazonTitles-1.3MM) `trn.json`; its report:\n\n"
+        f"```json\n{stats.read_text(encoding='utf-8').strip()}\n```"
+    )
+
+
+def write_model_card(out_dir: Path, config, metrics: dict, merged: bool = False) -> None:
+    license_id = base_model_license(config.model)
+    front = {
+        # the Hub accepts only a hub id here; a model from a plain local dir is named in the text alone
+        **({"base_model": hub_id(config.model)} if hub_id(config.model) else {}),
+        "library_name": "transformers" if merged else "peft",
+        "license": license_id,
+        "language": ["pt", "en"],
+        "pipeline_tag": "text-generation",
+        "tags": ["tc3", "lora", "sft", "trl", "product-descriptions"] + (["merged"] if merged else []),
+    }
+    what = "A 16-bit model with a LoRA adapter merged in" if merged else "A LoRA adapter"
+    card = f"""---
+{yaml.safe_dump(front, sort_keys=False, allow_unicode=True).strip()}
+---
+# {Path(config.output_dir).name}
+
+{what} for `{config.model}` that writes a product's description from its title, trained with
+`tc3-train` (TRL SFTTrainer, loss on the description only).
+
+## Prompt
+One user turn, rendered by the tokenizer's chat template (`tc3.prompts.render_prompt`): the instruction
+"{resolve_instruction(config.instruction)}", a blank line, the title. The answer ends with the template's
+end-of-turn token: stop generation on any of `tc3.prompts.end_token_ids(tokenizer)`.
+
+## Data
+{data_summary(config.data)}
+
+Train examples: {metrics.get("train_examples")}, eval examples: {metrics.get("eval_examples")}
+(seeded random samples, seed {config.seed}).
+
+## Metrics
+```json
+{json.dumps(metrics, indent=2)}
+```
+
+## Config
+```yaml
+{config.to_yaml().strip()}
+```
+
+## License
+The weights derive from `{config.model}`: its license (`{license_id}`) and use policy apply.
+The training text is Amazon product metadata as redistributed by the Extreme Classification Repository.
+"""
+    (Path(out_dir) / "README.md").write_text(card, encoding="utf-8")

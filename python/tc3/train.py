@@ -1,0 +1,434 @@
+"""QLoRA / LoRA fine-tuning with TRL's SFTTrainer on conversational prompt/completion pairs.
+
+Two backends share everything but model loading: `unsloth` (CUDA: FastLanguageModel, its gradient checkpointing and
+padding-free batching) and `hf` (transformers + PEFT; bitsandbytes 4-bit on CUDA, plain LoRA on CPU).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from tc3.config import ConfigError, TrainConfig
+from tc3.models import check_model_ref, fit_embeddings, go_offline_if_possible, load_source
+
+CONFIG_NAME = "tc3_config.yaml"
+LOG_NAME = "train_log.jsonl"
+COMPLETE_MARKER = "tc3_checkpoint_complete"  # written after the Trainer has saved every file of a checkpoint
+LENGTH_SAMPLE = 5000  # examples tokenized to measure the length distribution
+EIGHT_BIT_OPTIMIZERS = ("adamw_8bit", "paged_adamw_8bit")  # bitsandbytes: CUDA only
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def resolve_backend(config: TrainConfig) -> str:
+    if config.backend == "hf":
+        return "hf"
+    unsloth_usable = cuda_available() and importlib.util.find_spec("unsloth") is not None
+    if config.backend == "unsloth" and not unsloth_usable:
+        raise ConfigError("backend unsloth needs CUDA and the unsloth package (pip install 'tc3[gpu]'); use backend=hf")
+    return "unsloth" if unsloth_usable else "hf"
+
+
+def prepare_environment(config: TrainConfig, backend: str) -> bool:
+    """Environment the HF libraries and unsloth read at import: must run before any of them is imported.
+    Returns whether the run is offline."""
+    check_model_ref(config.model)
+    offline = go_offline_if_possible(config.model)
+    if backend == "unsloth":
+        os.environ["UNSLOTH_DISABLE_STATISTICS"] = "1"
+        if not config.padding_free:
+            os.environ["UNSLOTH_DISABLE_AUTO_PADDING_FREE"] = "1"
+        import unsloth  # noqa: F401  (first, so that it patches transformers and TRL before they load)
+    return offline
+
+
+def mixed_precision(config: TrainConfig, on_cuda: bool) -> str:
+    """bf16 / fp16 / fp32: bf16 where the GPU has it, fp32 on CPU (CPU half precision is slow and lossy)."""
+    if config.precision != "auto":
+        return config.precision
+    if not on_cuda:
+        return "fp32"
+    import torch
+
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def torch_dtype(precision: str):
+    import torch
+
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Data and lengths
+
+
+def measure_lengths(config: TrainConfig, tokenizer, train) -> dict:
+    """Token-length statistics of a seeded sample of training sequences, and the max_length the run uses."""
+    from tc3.data import derive_max_length, length_stats, sample, token_lengths
+
+    lengths = token_lengths(tokenizer, sample(train, LENGTH_SAMPLE, config.seed))
+    max_length = config.max_length or derive_max_length(lengths, config.max_length_percentile, config.max_length_cap)
+    return {
+        "stats": length_stats(lengths),
+        "max_length": max_length,
+        "truncated_fraction": round(sum(n > max_length for n in lengths) / len(lengths), 4),
+    }
+
+
+def render_example(tokenizer, row) -> str:
+    """A training example as the model sees it, with the point where the loss starts marked."""
+    prompt = tokenizer.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True)
+    full = tokenizer.apply_chat_template(row["prompt"] + row["completion"], tokenize=False)
+    return f"{prompt}[loss from here →]{full[len(prompt) :]}"
+
+
+def dry_run(config: TrainConfig) -> None:
+    """Print the resolved config, dataset sizes, token-length statistics and three rendered examples."""
+    from tc3.data import training_splits
+    from tc3.prompts import load_tokenizer
+
+    prepare_environment(config, "hf")  # the tokenizer alone: no backend is loaded
+    train, evaluation = training_splits(config)
+    tokenizer = load_tokenizer(load_source(config.model))
+    lengths = measure_lengths(config, tokenizer, train)
+    print("# resolved config\n" + replace(config, max_length=lengths["max_length"]).to_yaml())
+    print(f"# data: {len(train)} train examples, {len(evaluation)} eval examples from {config.data}")
+    print(f"# token lengths (sample of {lengths['stats']['count']}): {json.dumps(lengths['stats'])}")
+    print(f"# max_length {lengths['max_length']}: {lengths['truncated_fraction']:.2%} of examples truncated")
+    for i in range(min(3, len(train))):
+        print(f"\n# example {i + 1}\n{render_example(tokenizer, train[i])}")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Models
+
+
+def load_unsloth(config: TrainConfig, max_length: int, precision: str, offline: bool):
+    from unsloth import FastLanguageModel
+
+    from tc3.prompts import ensure_chat_template
+
+    model, tokenizer = FastLanguageModel.from_pretrained(
+        model_name=load_source(config.model),
+        max_seq_length=max_length,
+        dtype=torch_dtype(precision),
+        load_in_4bit=config.load_in_4bit,
+        local_files_only=offline,
+    )
+    ensure_chat_template(tokenizer)
+    fit_embeddings(model, tokenizer)
+    model = FastLanguageModel.get_peft_model(
+        model,
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=config.lora_target_modules,
+        bias="none",
+        use_gradient_checkpointing="unsloth" if config.gradient_checkpointing else False,
+        random_state=config.seed,
+    )
+    return model, tokenizer
+
+
+def load_hf(config: TrainConfig, precision: str, on_cuda: bool):
+    import torch
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoConfig, AutoModelForCausalLM, BitsAndBytesConfig
+
+    from tc3.prompts import load_tokenizer
+
+    source = load_source(config.model)
+    if not on_cuda and getattr(AutoConfig.from_pretrained(source), "quantization_config", None):
+        raise ConfigError(
+            f"{config.model} is stored quantized (bitsandbytes), which needs CUDA: on CPU use its 16-bit "
+            "original (for unsloth's ids, the id without -bnb-4bit)"
+        )
+    tokenizer = load_tokenizer(source)
+    dtype = torch_dtype(precision)
+    kwargs = {"dtype": dtype}
+    quantized = on_cuda and config.load_in_4bit
+    if on_cuda:
+        kwargs["device_map"] = {"": torch.cuda.current_device()}
+    if quantized:
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype,
+        )
+    model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    fit_embeddings(model, tokenizer)
+    if quantized:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
+    lora = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=config.lora_target_modules,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora), tokenizer
+
+
+class _EagerLogProb:
+    """Stand-in for TRL's Triton `ChunkedLogProbFunction` off GPU (Triton has no CPU driver: "0 active drivers").
+    Same arguments and outputs, computed with plain PyTorch ops and autograd."""
+
+    @staticmethod
+    def apply(hidden, weight, bias, labels, temperature, chunk_size, softcap, logit_scale, outputs):
+        import torch.nn.functional as F
+
+        logits = F.linear(hidden, weight, bias).float() * logit_scale
+        if softcap is not None:
+            logits = softcap * (logits / softcap).tanh()
+        logits = logits / temperature
+        log_probs = logits.log_softmax(-1)
+        target = log_probs.gather(-1, labels[:, None]).squeeze(-1)
+        entropy = -(log_probs.exp() * log_probs).sum(-1) if "entropy" in outputs else None
+        log_sum_sq = (2 * log_probs).logsumexp(-1).detach() if "log_sum_sq_probs" in outputs else None
+        mean_logits = logits.mean(-1).detach() if "mean_logits" in outputs else None
+        is_top1 = (logits.argmax(-1) == labels) if "is_top1" in outputs else None
+        return target, entropy, log_sum_sq, mean_logits, is_top1
+
+
+def use_eager_loss_off_gpu() -> None:
+    import trl.trainer.utils
+
+    trl.trainer.utils._ChunkedLogProbFunction = _EagerLogProb
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Checkpoints and logs
+
+
+def complete_checkpoints(output_dir: Path) -> list[Path]:
+    """Checkpoint dirs whose saving finished, oldest first (a run killed while saving leaves one without marker)."""
+    found = [p for p in output_dir.glob("checkpoint-*") if (p / COMPLETE_MARKER).is_file()]
+    return sorted(found, key=lambda p: int(p.name.rsplit("-", 1)[1]))
+
+
+def make_callbacks(log_path: Path):
+    from transformers import TrainerCallback
+
+    class MarkCompleteCheckpoint(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                (Path(args.output_dir) / f"checkpoint-{state.global_step}" / COMPLETE_MARKER).touch()
+
+    class JsonLinesLog(TrainerCallback):
+        """step, loss, eval loss, learning rate, tokens/s and peak GPU memory, one JSON object a log event."""
+
+        def __init__(self):
+            self.last = None  # (time, tokens seen) at the previous training log
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.last = (time.monotonic(), 0)  # TRL counts tokens from 0 in each process, resumed or not
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero or not logs:
+                return
+            import torch
+
+            record = {"step": state.global_step, "epoch": round(state.epoch or 0, 4)}
+            for key in ("loss", "eval_loss", "learning_rate", "grad_norm", "mean_token_accuracy", "train_loss"):
+                if key in logs:
+                    record[key] = logs[key]
+            if len(record) == 2:  # nothing this log knows about (e.g. runtime figures only)
+                return
+            if "num_tokens" in logs and "loss" in logs:
+                now = (time.monotonic(), logs["num_tokens"])
+                if now[0] > self.last[0]:
+                    record["tokens_per_s"] = round((now[1] - self.last[1]) / (now[0] - self.last[0]), 1)
+                self.last = now
+            if torch.cuda.is_available():
+                record["gpu_max_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+            with log_path.open("a", encoding="utf-8") as log:
+                log.write(json.dumps(record) + "\n")
+
+    return [MarkCompleteCheckpoint(), JsonLinesLog()]
+
+
+def check_output_dir(config: TrainConfig, resume: bool) -> Path | None:
+    """The checkpoint to resume from (None for a fresh run); refuses to mix a new run into an old output dir."""
+    output_dir = Path(config.output_dir)
+    saved = output_dir / CONFIG_NAME
+    if not resume:
+        if (output_dir / "adapter_model.safetensors").exists() or any(output_dir.glob("checkpoint-*")):
+            raise ConfigError(f"{output_dir} already holds a run: pass --resume, or choose another output_dir")
+        return None
+    checkpoints = complete_checkpoints(output_dir)
+    if not checkpoints:
+        raise ConfigError(f"--resume: no complete checkpoint in {output_dir}")
+    from tc3.config import load_config
+
+    before = load_config(saved).to_dict() if saved.exists() else {}
+    # The schedule may be extended on resume; anything else would silently train a different run.
+    ignored = {"output_dir", "epochs", "max_steps", "eval_steps", "save_steps", "save_total_limit", "logging_steps"}
+    if config.max_length is None:  # derived again, the same way
+        ignored.add("max_length")
+    changed = sorted(k for k, v in config.to_dict().items() if k not in ignored and before.get(k, v) != v)
+    if changed:
+        raise ConfigError(f"--resume with a config that differs from {saved} in: {', '.join(changed)}")
+    state = json.loads((checkpoints[-1] / "trainer_state.json").read_text())
+    same_length = config.max_steps is None and config.epochs == before.get("epochs")
+    target = config.max_steps or (state["max_steps"] if same_length else None)
+    if target is not None and state["global_step"] >= target:
+        raise ConfigError(
+            f"--resume: the run in {output_dir} already reached step {state['global_step']}; "
+            "raise max_steps or epochs to train on"
+        )
+    return checkpoints[-1]
+
+
+def final_eval_loss(trainer) -> float:
+    """Eval loss at the last step: the one logged there, or a fresh evaluation when the last step was not one."""
+    step = trainer.state.global_step
+    logged = [e["eval_loss"] for e in trainer.state.log_history if "eval_loss" in e and e.get("step") == step]
+    return logged[-1] if logged else trainer.evaluate()["eval_loss"]
+
+
+def publish_final(staging: Path, output_dir: Path) -> None:
+    """Move the finished adapter files into the output dir, weights last: a half-written final model never looks
+    complete."""
+    files = sorted(staging.iterdir(), key=lambda p: p.name.startswith("adapter_model"))
+    for path in files:
+        os.replace(path, output_dir / path.name)
+    staging.rmdir()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The run
+
+
+@dataclass
+class Run:
+    """A trainer ready to start, and what the run resolved on the way."""
+
+    trainer: object
+    tokenizer: object
+    config: TrainConfig  # with max_length resolved
+    lengths: dict
+    backend: str
+    resume_from: Path | None
+
+
+def build_run(config: TrainConfig, resume: bool = False, callbacks=()) -> Run:
+    """Load data, model and tokenizer as `config` says and set up the SFTTrainer (nothing trained yet)."""
+    backend = resolve_backend(config)
+    resume_from = check_output_dir(config, resume)
+    offline = prepare_environment(config, backend)
+    on_cuda = cuda_available()
+
+    from trl import SFTConfig, SFTTrainer
+
+    from tc3.data import training_splits
+    from tc3.prompts import load_tokenizer
+
+    precision = mixed_precision(config, on_cuda)
+    optimizer = config.optimizer
+    if not on_cuda and optimizer in EIGHT_BIT_OPTIMIZERS:
+        print(f"tc3-train: {optimizer} needs CUDA (bitsandbytes); using adamw_torch on CPU")
+        optimizer = "adamw_torch"
+    if not on_cuda:
+        use_eager_loss_off_gpu()
+
+    train_set, eval_set = training_splits(config)
+    lengths = measure_lengths(config, load_tokenizer(load_source(config.model)), train_set)
+    max_length = lengths["max_length"]
+    resolved = replace(config, max_length=max_length)
+
+    if backend == "unsloth":
+        model, tokenizer = load_unsloth(config, max_length, precision, offline)
+    else:
+        model, tokenizer = load_hf(config, precision, on_cuda)
+
+    output_dir = Path(config.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    resolved.save(output_dir / CONFIG_NAME)
+    args = SFTConfig(
+        output_dir=str(output_dir),
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps or -1,
+        per_device_train_batch_size=config.per_device_batch_size,
+        per_device_eval_batch_size=config.per_device_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
+        weight_decay=config.weight_decay,
+        optim=optimizer,
+        max_grad_norm=config.max_grad_norm,
+        seed=config.seed,
+        data_seed=config.seed,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=not on_cuda,
+        # unsloth brings its own checkpointing (set in get_peft_model); PEFT needs the non-reentrant kind
+        gradient_checkpointing=config.gradient_checkpointing and backend == "hf",
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+        max_length=max_length,
+        completion_only_loss=True,  # loss on the description only, never on the prompt
+        packing=False,
+        dataset_num_proc=config.dataset_num_proc,
+        logging_steps=config.logging_steps,
+        eval_strategy="steps",
+        eval_steps=config.eval_steps,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        report_to="none",
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        processing_class=tokenizer,
+        callbacks=[*make_callbacks(output_dir / LOG_NAME), *callbacks],
+    )
+    return Run(trainer, tokenizer, resolved, lengths, backend, resume_from)
+
+
+def train(config: TrainConfig, resume: bool = False, callbacks=()) -> dict:
+    """Fine-tune as `config` says; returns the final metrics. Writes adapter, tokenizer, config, log and model card
+    to the output dir. `callbacks`: extra transformers TrainerCallbacks."""
+    from tc3.model_card import write_model_card
+
+    run = build_run(config, resume, callbacks)
+    trainer = run.trainer
+    result = trainer.train(resume_from_checkpoint=str(run.resume_from) if run.resume_from else None)
+    metrics = {
+        "train_loss": round(result.training_loss, 4),
+        "global_step": result.global_step,
+        "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 1),
+        "eval_loss": round(final_eval_loss(trainer), 4),
+        "train_examples": len(trainer.train_dataset),
+        "eval_examples": len(trainer.eval_dataset),
+        "max_length": run.config.max_length,
+        "token_lengths": run.lengths["stats"],
+        "backend": run.backend,
+    }
+
+    output_dir = Path(config.output_dir)
+    staging = output_dir / ".final.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    trainer.save_model(str(staging))
+    (staging / "training_args.bin").unlink(missing_ok=True)  # a pickle; the resolved config says it all
+    run.tokenizer.save_pretrained(str(staging))
+    run.config.save(staging / CONFIG_NAME)
+    (staging / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_model_card(staging, run.config, metrics)
+    publish_final(staging, output_dir)
+    return metrics

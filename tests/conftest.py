@@ -1,0 +1,113 @@
+"""Shared fixtures: the `tc3-prep` output of the real records (../shared/realdata) and a tiny random Llama with its own tokenizer.
+
+`prep_dir` and `tiny_model_dir` are session-scoped and read-only for tests: copy before modifying.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+# ../shared/realdata beside the checkout; TC3_REALDATA points elsewhere (the device machine gets a carried copy).
+REALDATA = Path(
+    os.environ.get(
+        "TC3_REALDATA", Path(__file__).resolve().parents[2] / "shared" / "realdata" / "amazon_titles_head500.json"
+    )
+)
+
+# Llama-3 base names for its special tokens; like Llama-3 base, the tokenizer has them but no chat template.
+BOS, EOS, PAD = "<|begin_of_text|>", "<|end_of_text|>", "<|finetune_right_pad_id|>"
+TEMPLATE_TOKENS = ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+
+
+def realdata_records() -> list[dict]:
+    """The real records as trn.json lines would give them: uid, title, content."""
+    rows = json.loads(REALDATA.read_text())
+    return [{"uid": f"T{i:09d}", "title": r["instruction"], "content": r["output"]} for i, r in enumerate(rows)]
+
+
+def write_prep_output(work_dir: Path, val_fraction: float = 0.1) -> Path:
+    """`tc3-prep` run on the real records (written as trn.json lines): work_dir/prep, train/validation Parquet,
+    dataset card and stats.json."""
+    from tc3.prep import run
+
+    trn = work_dir / "trn.json"
+    trn.write_text("".join(json.dumps(r) + "\n" for r in realdata_records()))
+    run(inputs=[str(trn)], out_dir=str(work_dir / "prep"), val_fraction=val_fraction)
+    return work_dir / "prep"
+
+
+def build_tiny_llama(out_dir: Path, vocab_size: int = 1000, seed: int = 0) -> Path:
+    """A randomly initialised 2-layer Llama and a byte-level BPE tokenizer trained on the real titles/descriptions."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    texts = [t for r in realdata_records() for t in (r["title"], r["content"])]
+    specials = [BOS, EOS, PAD, *TEMPLATE_TOKENS]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(
+        texts,
+        trainers.BpeTrainer(
+            vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
+    )
+    # Like Llama-3's tokenizer: plain tokenization prepends BOS, which is what makes double-BOS bugs possible.
+    bpe.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, bpe.token_to_id(BOS))]
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, bos_token=BOS, eos_token=EOS, pad_token=PAD, extra_special_tokens=TEMPLATE_TOKENS
+    )
+    tokenizer.save_pretrained(out_dir)
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+        initializer_range=0.2,  # wide enough that a frozen head lets LoRA move the logits: the loss can visibly fall
+    )
+    LlamaForCausalLM(config).save_pretrained(out_dir)
+    return out_dir
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """Tiny models on a small shared box: one thread is several times faster than threads contending for cores."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def prep_dir(tmp_path_factory) -> Path:
+    """A `tc3-prep` output dir (train/validation Parquet + dataset card) of ../shared/realdata."""
+    return write_prep_output(tmp_path_factory.mktemp("prep"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A local model dir: tiny random LlamaForCausalLM + tokenizer with Llama-3 special tokens, no chat template."""
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_model_dir):
+    """The tiny model's tokenizer as tc3 loads it (Llama-3 chat template set)."""
+    from tc3.prompts import load_tokenizer
+
+    return load_tokenizer(str(tiny_model_dir))

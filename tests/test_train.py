@@ -1,0 +1,348 @@
+"""End to end on CPU: the tiny random Llama trained for a few dozen steps on a tc3-prep output of the real records."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from tc3.config import load_config
+from tc3.prompts import end_token_ids, prompt_ids
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+TITLE = "The Prophet"
+# Small enough for CI on 2 cores; a learning rate high enough that the loss visibly falls in 32 steps.
+TINY_RUN = [
+    "max_steps=32", "per_device_batch_size=4", "max_length_cap=128", "train_samples=160", "eval_samples=16",
+    "learning_rate=5e-3", "logging_steps=4", "eval_steps=16", "save_steps=16", "save_total_limit=2",
+]  # fmt: skip
+
+
+def tiny_config(model, data, output_dir, *overrides):
+    return load_config(
+        CONFIGS / "tiny-cpu.yaml", [f"model={model}", f"data={data}", f"output_dir={output_dir}", *overrides]
+    )
+
+
+def read_log(run_dir):
+    return [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
+
+
+def probe_logits(model, tokenizer):
+    """Logits of a fixed prompt, the model in eval mode."""
+    ids = torch.tensor([prompt_ids(tokenizer, TITLE, "pt")], device=model.device)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits.float().cpu()
+    model.train(was_training)
+    return logits
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model_dir, prep_dir, tmp_path_factory):
+    """One 32-step run shared by the tests below: (output dir, metrics, logits of the trained model in memory)."""
+    from tc3.train import train
+    from transformers import TrainerCallback
+
+    final = {}
+
+    class KeepFinalLogits(TrainerCallback):
+        def on_train_end(self, args, state, control, model=None, processing_class=None, **kwargs):
+            final["logits"] = probe_logits(model, processing_class)
+
+    out = tmp_path_factory.mktemp("run") / "tiny"
+    metrics = train(tiny_config(tiny_model_dir, prep_dir, out, *TINY_RUN), callbacks=[KeepFinalLogits()])
+    return out, metrics, final["logits"]
+
+
+def test_loss_falls(trained):
+    out, metrics, _ = trained
+    log = read_log(out)
+    train_losses = [e["loss"] for e in log if "loss" in e]
+    eval_losses = [e["eval_loss"] for e in log if "eval_loss" in e]
+    assert len(train_losses) == 8 and len(eval_losses) == 2
+    assert train_losses[-1] < train_losses[0] - 0.3
+    assert eval_losses[-1] < eval_losses[0]
+    assert metrics["global_step"] == 32 and metrics["eval_loss"] == pytest.approx(eval_losses[-1], abs=1e-4)
+    assert all({"step", "loss", "learning_rate"} <= e.keys() for e in log if "loss" in e)
+    assert any("tokens_per_s" in e for e in log)
+
+
+def test_outputs_are_complete(trained):
+    out, metrics, _ = trained
+    for name in ("adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "tc3_config.yaml",
+                 "train_log.jsonl", "README.md", "metrics.json"):  # fmt: skip
+        assert (out / name).is_file(), name
+    assert not (out / ".final.partial").exists() and not (out / "training_args.bin").exists()
+    resolved = load_config(out / "tc3_config.yaml")
+    assert resolved.max_length == metrics["max_length"] == 128  # derived (p99 of far longer examples), capped
+    checkpoints = sorted(p.name for p in out.glob("checkpoint-*"))
+    assert checkpoints == ["checkpoint-16", "checkpoint-32"]
+    assert all((out / c / "tc3_checkpoint_complete").is_file() for c in checkpoints)
+    card = (out / "README.md").read_text()
+    # a plain local base dir has no hub id: no base_model (the Hub would reject a path), the text names it
+    assert card.startswith("---\nlibrary_name: peft") and "license: other" in card
+    assert f"for `{resolved.model}`" in card
+    assert '"eval_loss"' in card and "lora_r: 16" in card
+
+
+def assert_masked_and_well_formed(rows, tokenizer):
+    """Training rows (input_ids, labels, prompt messages): one BOS first, the end-of-turn token last, labels -100
+    exactly over the prompt as generation renders it and equal to the input over the description."""
+    eot = tokenizer.convert_tokens_to_ids("<|eot_id|>")
+    for row in rows:
+        ids, labels = row["input_ids"], row["labels"]
+        prompt = tokenizer(
+            tokenizer.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True),
+            add_special_tokens=False,
+        )["input_ids"]
+        assert ids.count(tokenizer.bos_token_id) == 1 and ids[0] == tokenizer.bos_token_id
+        assert ids[: len(prompt)] == prompt
+        assert labels[: len(prompt)] == [-100] * len(prompt)  # no loss on the prompt ...
+        assert labels[len(prompt) :] == ids[len(prompt) :]  # ... all of it on the description and its end
+        assert ids[-1] == eot
+
+
+def test_a_remade_prep_dir_is_not_read_from_a_stale_cache(prep_dir, tmp_path):
+    """datasets caches a local dir under its name alone: two dirs named `prep` must still load their own rows."""
+    import pyarrow.parquet as pq
+    from tc3.data import load_splits
+
+    other = tmp_path / "prep"
+    shutil.copytree(prep_dir, other)
+    table = pq.read_table(other / "data" / "validation-00000-of-00001.parquet")
+    pq.write_table(table.slice(0, 5), other / "data" / "validation-00000-of-00001.parquet")
+    assert len(load_splits(prep_dir)["validation"]) == table.num_rows
+    assert len(load_splits(other)["validation"]) == 5
+
+
+def test_model_sources(tmp_path):
+    from tc3.models import hub_id, load_source
+
+    snapshot = tmp_path / "hub" / "models--unsloth--llama-3-8b-bnb-4bit" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    plain = tmp_path / "my-model"
+    plain.mkdir()
+    assert (
+        hub_id("unsloth/llama-3-8b-bnb-4bit")
+        == load_source("unsloth/llama-3-8b-bnb-4bit")
+        == "unsloth/llama-3-8b-bnb-4bit"
+    )
+    assert hub_id(str(snapshot)) == "unsloth/llama-3-8b-bnb-4bit"
+    assert hub_id(str(plain)) is None and load_source(str(plain)) == str(plain.resolve())
+
+
+def test_training_examples_are_masked_and_well_formed(tiny_model_dir, prep_dir, tmp_path):
+    """The examples SFTTrainer actually trains on (no truncation here: every example ends)."""
+    from tc3.train import build_run
+
+    run = build_run(tiny_config(tiny_model_dir, prep_dir, tmp_path / "run", "max_length_cap=4096"))
+    assert run.tokenizer.convert_tokens_to_ids("<|eot_id|>") in end_token_ids(run.tokenizer)
+    assert_masked_and_well_formed(run.trainer.train_dataset.select(range(20)), run.tokenizer)
+
+
+def test_eager_loss_matches_the_model_loss(tiny_model_dir):
+    """The CPU stand-in for TRL's Triton loss kernel gives the model's own loss and gradients."""
+    from tc3.train import use_eager_loss_off_gpu
+    from transformers import AutoModelForCausalLM
+    from trl.trainer.utils import add_fused_lm_head
+
+    use_eager_loss_off_gpu()
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    ids = torch.randint(10, 900, (2, 24))
+    labels = ids.clone()
+    labels[:, :8] = -100
+    expected = model(input_ids=ids, labels=labels).loss
+    (expected_grad,) = torch.autograd.grad(expected, model.model.norm.weight)
+    add_fused_lm_head(model, outputs=("log_probs", "entropy", "is_top1"))
+    fused = model(input_ids=ids, labels=labels, fused_lm_head=True)
+    (fused_grad,) = torch.autograd.grad(fused.loss, model.model.norm.weight)
+    assert fused.loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert torch.allclose(fused_grad, expected_grad, atol=1e-6)
+
+
+def test_adapter_reloads_with_the_same_logits(trained, tiny_model_dir):
+    from tc3.models import load_trained
+    from transformers import AutoModelForCausalLM
+
+    out, _, trained_logits = trained
+    model, tokenizer = load_trained(out)
+    assert torch.allclose(probe_logits(model, tokenizer), trained_logits, atol=1e-5)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    assert not torch.allclose(probe_logits(base, tokenizer), trained_logits, atol=1e-3)  # the adapter does something
+
+
+def test_resume_continues_at_the_right_step(trained, tiny_model_dir, prep_dir, tmp_path):
+    """Killed after step 16 while saving step 32: --resume skips the half-written checkpoint, restarts at 16 and
+    retraces the uninterrupted run (same data order, optimizer and schedule)."""
+    from tc3.train import train
+
+    original, _, _ = trained
+    out = tmp_path / "tiny"
+    shutil.copytree(original, out)
+    (out / "checkpoint-32" / "tc3_checkpoint_complete").unlink()  # saving was interrupted
+    before = len(read_log(out))
+    metrics = train(tiny_config(tiny_model_dir, prep_dir, out, *TINY_RUN), resume=True)
+    resumed = [e for e in read_log(out)[before:] if "loss" in e]
+    uninterrupted = {e["step"]: e["loss"] for e in read_log(original) if "loss" in e}
+    assert [e["step"] for e in resumed] == [20, 24, 28, 32]
+    assert metrics["global_step"] == 32
+    for e in resumed:
+        assert e["loss"] == pytest.approx(uninterrupted[e["step"]], abs=1e-3)
+
+
+def test_resume_refuses_a_changed_run(trained, tiny_model_dir, prep_dir, tmp_path):
+    from tc3.config import ConfigError
+    from tc3.train import train
+
+    out = tmp_path / "tiny"
+    shutil.copytree(trained[0], out)
+    with pytest.raises(ConfigError, match="differs .* in: learning_rate"):
+        train(tiny_config(tiny_model_dir, prep_dir, out, *TINY_RUN, "learning_rate=1e-3"), resume=True)
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train(tiny_config(tiny_model_dir, prep_dir, out, *TINY_RUN))
+    with pytest.raises(ConfigError, match="already reached step 32; raise max_steps"):
+        train(tiny_config(tiny_model_dir, prep_dir, out, *TINY_RUN), resume=True)
+
+
+def test_dry_run_prints_examples(tiny_model_dir, prep_dir, tmp_path, capsys):
+    from tc3.cli.train import main
+
+    argv = ["--config", str(CONFIGS / "tiny-cpu.yaml"), f"model={tiny_model_dir}", f"data={prep_dir}",
+            f"output_dir={tmp_path / 'out'}", "--dry-run"]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    import pyarrow.parquet as pq
+
+    rows = {s: pq.read_metadata(next((prep_dir / "data").glob(f"{s}-*"))).num_rows for s in ("train", "validation")}
+    assert f"# data: {min(400, rows['train'])} train examples, {min(50, rows['validation'])} eval examples" in out
+    assert out.count("[loss from here →]") == 3
+    for example in out.split("# example ")[1:]:
+        assert example.count("<|begin_of_text|>") == 1
+    assert "# token lengths" in out and "max_length" in out
+    assert not (tmp_path / "out").exists()  # a dry run writes nothing
+
+
+def test_export_merges_into_a_plain_model(trained, tmp_path):
+    from tc3.export import export_merged
+    from transformers import AutoModelForCausalLM
+
+    out, _, trained_logits = trained
+    merged_dir = export_merged(out, tmp_path / "merged", dtype="bf16")
+    assert not (merged_dir / "adapter_config.json").exists()
+    assert "library_name: transformers" in (merged_dir / "README.md").read_text()
+    merged = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=torch.float32)
+    from tc3.prompts import load_tokenizer
+
+    tokenizer = load_tokenizer(str(merged_dir))
+    assert tokenizer.convert_tokens_to_ids("<|eot_id|>") in merged.generation_config.eos_token_id
+    logits = probe_logits(merged, tokenizer)
+    assert torch.allclose(logits, trained_logits, atol=0.15, rtol=0.02)  # bf16 weights
+    assert (logits[0, -1].argmax() == trained_logits[0, -1].argmax()).item()
+
+
+def test_push_dry_run_and_token_handling(trained, monkeypatch, capsys):
+    import huggingface_hub
+    from tc3.config import ConfigError
+    from tc3.hub import push
+
+    out = trained[0]
+    secret = "hf_this_must_never_be_printed"
+    monkeypatch.setenv("HF_TOKEN", secret)
+    files = [str(f) for f in push(out, "someone/tc3-tiny", dry_run=True)]
+    printed = capsys.readouterr().out
+    assert "adapter_model.safetensors" in files and "README.md" in files
+    assert not any(f.startswith(("checkpoint-", "train_log")) for f in files)
+    checkpoint_files = [str(f) for f in push(out / "checkpoint-32", "someone/tc3-tiny", dry_run=True)]
+    assert "adapter_model.safetensors" in checkpoint_files and "optimizer.pt" not in checkpoint_files
+    assert not any(f.startswith(("rng_state", "trainer_state", "scheduler")) for f in checkpoint_files)
+    assert "(private)" in printed and secret not in printed
+
+    calls = {}
+
+    class FakeApi:
+        def __init__(self, token):
+            calls["token"] = token
+
+        def create_repo(self, repo_id, **kwargs):
+            calls["create"] = (repo_id, kwargs)
+
+        def upload_folder(self, **kwargs):
+            calls["upload"] = kwargs
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    push(out, "someone/tc3-tiny")
+    assert calls["token"] == secret and calls["create"][1]["private"] is True
+    assert set(calls["upload"]["allow_patterns"]) == set(files)
+    assert secret not in capsys.readouterr().out
+
+    monkeypatch.delenv("HF_TOKEN")
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
+    with pytest.raises(ConfigError, match="no Hugging Face token"):
+        push(out, "someone/tc3-tiny")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="with CUDA a quantized model is simply loaded")
+def test_a_quantized_model_on_cpu_is_a_clear_error(tiny_model_dir, prep_dir, tmp_path, capsys):
+    from tc3.cli.train import main
+
+    quantized = tmp_path / "model-bnb-4bit"
+    shutil.copytree(tiny_model_dir, quantized)
+    config = json.loads((quantized / "config.json").read_text())
+    config["quantization_config"] = {"quant_method": "bitsandbytes", "load_in_4bit": True}
+    (quantized / "config.json").write_text(json.dumps(config))
+    argv = ["--config", str(CONFIGS / "tiny-cpu.yaml"), f"model={quantized}", f"data={prep_dir}",
+            f"output_dir={tmp_path / 'out'}"]  # fmt: skip
+    assert main(argv) == 2
+    assert "stored quantized (bitsandbytes), which needs CUDA" in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+def test_unsloth_backend_on_gpu(tiny_model_dir, prep_dir, tmp_path):
+    """The CUDA path as a user runs it, in fresh processes so that unsloth is imported first: 4-bit, unsloth's
+    gradient checkpointing, padding-free batches, 8-bit AdamW. Its examples are masked like the hf backend's, the
+    loss falls and the adapter reloads."""
+    import importlib.util
+    import os
+    import subprocess
+    import sys
+
+    if not torch.cuda.is_available() or importlib.util.find_spec("unsloth") is None:
+        pytest.skip("needs CUDA and unsloth")  # found, not imported: importing it here would go online
+    out = tmp_path / "unsloth"
+    overrides = [f"model={tiny_model_dir}", f"data={prep_dir}", f"output_dir={out}", "backend=unsloth",
+                 "load_in_4bit=true", "precision=auto", "optimizer=adamw_8bit", "gradient_checkpointing=true",
+                 *TINY_RUN]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(CONFIGS.parent / "python"), *sys.path])}
+    # unsloth's prepared rows lose the prompt column: pair them with the input rows (same order, TRL does not shuffle)
+    inspect = (
+        "import json; from tc3.config import load_config; from tc3.data import training_splits; "
+        "from tc3.train import build_run; "
+        f"run = build_run(load_config({str(CONFIGS / 'tiny-cpu.yaml')!r}, {overrides + ['max_length_cap=4096']!r})); "
+        "inputs = training_splits(run.config)[0]; rows = run.trainer.train_dataset; assert len(rows) == len(inputs); "
+        "print(json.dumps([{'input_ids': rows[i]['input_ids'], 'labels': rows[i]['labels'], "
+        "'prompt': inputs[i]['prompt']} for i in range(20)]))"
+    )
+    done = subprocess.run([sys.executable, "-c", inspect], capture_output=True, text=True, env=env, check=False)
+    assert done.returncode == 0, done.stderr[-4000:]
+    from tc3.prompts import load_tokenizer
+
+    assert_masked_and_well_formed(json.loads(done.stdout.splitlines()[-1]), load_tokenizer(str(tiny_model_dir)))
+
+    shutil.rmtree(out)
+    argv = ["--config", str(CONFIGS / "tiny-cpu.yaml"), *overrides]
+    done = subprocess.run(
+        [sys.executable, "-m", "tc3.cli.train", *argv], capture_output=True, text=True, env=env, check=False
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    log = read_log(out)
+    losses = [e["loss"] for e in log if "loss" in e]
+    eval_losses = [e["eval_loss"] for e in log if "eval_loss" in e]
+    assert losses[-1] < losses[0] - 0.3 and eval_losses[-1] < eval_losses[0] - 0.05, log
+    assert all("gpu_max_memory_gb" in e for e in log)
+    assert json.loads((out / "metrics.json").read_text())["backend"] == "unsloth"
+    from tc3.models import load_trained
+
+    model, tokenizer = load_trained(out, device="cuda")
+    assert torch.isfinite(probe_logits(model, tokenizer)).all()
