@@ -1,0 +1,243 @@
+"""Times tc3-prep against the Python reference and polars on one input, in one run.
+
+    python benches/run_prep_bench.py --records 2248619 --gz     # generated trn.json (cached in benches/data/)
+    python benches/run_prep_bench.py path/to/trn.json.gz --skip-reference
+
+Each tool runs as a child process on a warm page cache; wall seconds, peak RSS and CPU seconds are the
+child's own (/usr/bin/time, else os.wait4). With a gzip input (or --gz, which adds INPUT.gz) it also times
+`gzip -dc` (one stream: the floor for any single-stream reader) and tc3-prep on the .gz.
+MB/s are of the uncompressed input.
+Writes benches/results/prep-<name>.json and a .md table beside it.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+
+import gen_trn
+import pyarrow.parquet as pq
+
+BENCHES = Path(__file__).resolve().parent
+GNU_TIME = Path("/usr/bin/time")
+
+
+def is_gzip(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(2) == b"\x1f\x8b"
+
+
+def warm_and_size(path: Path) -> int:
+    """Reads the file once (so every tool sees a warm page cache); returns its uncompressed size."""
+    size, inflate = 0, zlib.decompressobj(31) if is_gzip(path) else None
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            if inflate is None:
+                size += len(chunk)
+                continue
+            while chunk:  # concatenated members: start a new inflater at each member's end
+                size += len(inflate.decompress(chunk))
+                chunk = inflate.unused_data
+                if inflate.eof:
+                    inflate = zlib.decompressobj(31)
+    return size
+
+
+def timed(cmd: list[str]) -> dict:
+    """Wall seconds, peak RSS and CPU of one child. The child's rusage from os.wait4 alone would count our
+    own RSS (Linux keeps the high-water mark of the forking process's memory across exec), so the child is
+    started by /usr/bin/time, which forks it from a small process, when it exists."""
+    with tempfile.NamedTemporaryFile("r") as report:
+        wrapped = [str(GNU_TIME), "-f", "%M %U %S", "-o", report.name, *cmd] if GNU_TIME.exists() else cmd
+        t0 = time.perf_counter()
+        child = subprocess.Popen(wrapped, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        stderr = child.stderr.read()
+        _, status, usage = os.wait4(child.pid, 0)
+        seconds = time.perf_counter() - t0
+        rss_kib, cpu = usage.ru_maxrss, usage.ru_utime + usage.ru_stime
+        if GNU_TIME.exists():
+            rss, user, system = report.read().split("\n")[-2].split()  # after an exit-status line on failure
+            rss_kib, cpu = int(rss), float(user) + float(system)
+    rc = os.waitstatus_to_exitcode(status)
+    if rc:
+        print(f"  FAILED ({rc}): {stderr.decode(errors='replace')[-2000:]}", file=sys.stderr)
+    return {"seconds": round(seconds, 3), "peak_rss_mib": round(rss_kib / 1024, 1), "cpu_seconds": round(cpu, 2),
+            "rc": rc}
+
+
+def machine() -> dict:
+    cpuinfo, meminfo = Path("/proc/cpuinfo").read_text().splitlines(), Path("/proc/meminfo").read_text().splitlines()
+    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "?")
+    mem_kib = next(int(line.split()[1]) for line in meminfo if line.startswith("MemTotal"))
+    env = {k: os.environ[k] for k in ("POLARS_MAX_THREADS", "RAYON_NUM_THREADS") if k in os.environ}
+    return {"nproc": os.cpu_count(), "cpu": cpu, "ram_gib": round(mem_kib / 2**20, 1),
+            "python": platform.python_version(), "env": env}
+
+
+def parquet_rows(out: Path) -> dict:
+    """Rows written per split, from the Parquet footers (reference: train.parquet; tc3-prep: data/train-*)."""
+    rows = {"train": 0, "validation": 0}
+    for f in out.rglob("*.parquet"):
+        rows["validation" if f.name.startswith("validation") else "train"] += pq.ParquetFile(f).metadata.num_rows
+    return rows
+
+
+def stats_diff(got: dict, want: dict) -> list[str]:
+    """Differences of the counts the reference writes (tc3-prep writes more), as 'key: got != want' lines."""
+    out = []
+    for key, value in want.items():
+        if isinstance(value, dict):
+            sub = got.get(key) or {}
+            out += [f"{key}.{k}: {sub.get(k)} != {v}" for k, v in value.items() if sub.get(k) != v]
+        elif got.get(key) != value:
+            out.append(f"{key}: {got.get(key)} != {value}")
+    return out
+
+
+def resolve_inputs(args) -> tuple[Path | None, Path | None]:
+    """(plain, gz) inputs; a missing generated one (--records, --gz) is made in benches/data/."""
+    if args.input:
+        if not args.input.exists():
+            sys.exit(f"{args.input} does not exist")
+        if is_gzip(args.input):
+            return None, args.input
+        plain = args.input
+    else:
+        # Named by the generator's code and corpus too, so a changed generator never reuses a stale file.
+        version = hashlib.sha1(Path(gen_trn.__file__).read_bytes() + gen_trn.CORPUS.read_bytes()).hexdigest()[:8]
+        plain = BENCHES / "data" / f"trn-n{args.records}-s{args.seed}-{version}.json"
+    gz = plain.with_name(plain.name + ".gz") if args.gz else None
+    if not plain.exists():
+        print(f"generating {plain} ({args.records:,} records, seed {args.seed})", file=sys.stderr)
+        gen_trn.generate(plain, args.records, args.seed, gz_too=bool(gz) and not gz.exists())
+    if gz and not gz.exists():
+        print(f"compressing {plain} to {gz}", file=sys.stderr)
+        with open(plain, "rb") as src, open(gz, "wb") as dst:
+            deflate = zlib.compressobj(6, zlib.DEFLATED, 31)
+            while chunk := src.read(1 << 24):
+                dst.write(deflate.compress(chunk))
+            dst.write(deflate.flush())
+    return plain, gz
+
+
+def planned_runs(args, plain: Path | None, gz: Path | None, out: Path) -> list[tuple[str, list[str]]]:
+    main_input = plain or gz
+    tc3 = shutil.which("tc3-prep")
+    if not tc3 and not args.skip_tc3:
+        print("tc3-prep not found on PATH (pip install -e . / maturin develop): skipping its runs", file=sys.stderr)
+    runs = []
+    if tc3 and not args.skip_tc3:
+        runs.append(("tc3-prep", [tc3, str(main_input), "-o", str(out / "tc3-prep"), "--force", *args.tc3_arg]))
+    if not args.skip_reference:
+        runs.append(("reference", [sys.executable, str(BENCHES / "reference_python.py"), str(main_input),
+                                   "-o", str(out / "reference")]))
+    if not args.skip_polars:
+        runs.append(("polars", [sys.executable, str(BENCHES / "polars_prep.py"), str(main_input),
+                                "-o", str(out / "polars")]))
+    if gz:
+        if not args.skip_gzip:
+            runs.append(("gzip -dc", ["gzip", "-dc", str(gz)]))
+        if tc3 and not args.skip_tc3 and plain:
+            runs.append(("tc3-prep-gz", [tc3, str(gz), "-o", str(out / "tc3-prep-gz"), "--force", *args.tc3_arg]))
+    return runs
+
+
+def ratios(results: dict, gz_only: bool) -> dict:
+    def secs(name):
+        r = results.get(name)
+        return r["seconds"] if r and r["rc"] == 0 else None
+
+    tc3 = secs("tc3-prep")
+    pairs = {"reference/tc3-prep": (secs("reference"), tc3), "polars/tc3-prep": (secs("polars"), tc3),
+             "tc3-prep-gz/gzip -dc": (tc3 if gz_only else secs("tc3-prep-gz"), secs("gzip -dc"))}
+    return {k: round(a / b, 2) for k, (a, b) in pairs.items() if a and b}
+
+
+def markdown(report: dict) -> str:
+    rows = [f"| {name} | {r['seconds']:.2f} | {r['mb_per_s']:.1f} | {r['peak_rss_mib']:.0f} | {r['cpu_seconds']:.1f} | "
+            f"{'/'.join(map(str, r['rows'].values())) if 'rows' in r else ''} | "
+            f"{'ok' if r['rc'] == 0 else 'FAILED ' + str(r['rc'])} |" for name, r in report["runs"].items()]
+    m, inp = report["machine"], report["input"]
+    lines = [f"# tc3-prep benchmark: {report['name']}", "",
+             f"- date: {report['date']}", f"- command: `{report['command']}`",
+             f"- machine: {m['nproc']} CPUs ({m['cpu']}), {m['ram_gib']} GiB RAM, Python {m['python']}"
+             + "".join(f", {k}={v}" for k, v in m["env"].items()),
+             f"- input: {inp['path']} ({inp['bytes'] / 1e6:,.0f} MB uncompressed)", "",
+             "| run | seconds | MB/s | peak RSS MiB | CPU seconds | rows train/validation | status |",
+             "|---|---:|---:|---:|---:|---:|---|", *rows, ""]
+    lines += [f"- {k}: **{v}x**" for k, v in report["ratios"].items()]
+    if report.get("parity") is not None:
+        lines.append("- tc3-prep vs reference stats: " + ("identical" if not report["parity"] else
+                                                          "DIFFER: " + "; ".join(report["parity"])))
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("input", nargs="?", type=Path, help="trn.json or .gz (default: generated, see --records)")
+    ap.add_argument("--records", type=int, default=2_248_619)
+    ap.add_argument("--seed", type=int, default=3407)
+    ap.add_argument("--gz", action="store_true", help="also run on INPUT.gz (generated if missing)")
+    ap.add_argument("--skip-tc3", action="store_true")
+    ap.add_argument("--skip-reference", action="store_true")
+    ap.add_argument("--skip-polars", action="store_true")
+    ap.add_argument("--skip-gzip", action="store_true")
+    ap.add_argument("--tc3-arg", action="append", default=[], help="extra argument for tc3-prep (repeatable)")
+    ap.add_argument("--name", help="results name (default: from the input)")
+    ap.add_argument("--out", type=Path, help="result JSON (default: benches/results/prep-<name>.json)")
+    ap.add_argument("--keep-outputs", action="store_true", help="keep the Parquet outputs (printed path)")
+    args = ap.parse_args(argv)
+
+    plain, gz = resolve_inputs(args)
+    name = args.name or (plain or gz).name.split(".")[0]
+    size = warm_and_size(plain or gz)
+    if plain and gz:
+        warm_and_size(gz)
+    (BENCHES / "data").mkdir(exist_ok=True)
+    out = Path(tempfile.mkdtemp(prefix="bench-out-", dir=BENCHES / "data"))
+    results = {}
+    for run_name, cmd in planned_runs(args, plain, gz, out):
+        print(f"{run_name}: {' '.join(cmd)}", file=sys.stderr)
+        r = timed(cmd)
+        r["mb_per_s"] = round(size / 1e6 / r["seconds"], 1)
+        if (out / run_name).is_dir():
+            r["rows"] = parquet_rows(out / run_name)
+        results[run_name] = r | {"cmd": cmd}
+        print(f"  {r['seconds']:.2f} s, {r['mb_per_s']:.1f} MB/s, peak RSS {r['peak_rss_mib']:.0f} MiB",
+              file=sys.stderr)
+
+    parity = None
+    stats = {k: out / k / "stats.json" for k in ("tc3-prep", "reference")}
+    if all(p.exists() for p in stats.values()):
+        parity = stats_diff(*(json.loads(p.read_text()) for p in stats.values()))
+        rows = [results[k]["rows"] for k in stats]
+        parity += [f"parquet rows {k}: {rows[0][k]} != {rows[1][k]}" for k in rows[0] if rows[0][k] != rows[1][k]]
+        print("tc3-prep vs reference stats: " + ("identical" if not parity else "DIFFER\n  " + "\n  ".join(parity)),
+              file=sys.stderr)
+    report = {"name": name, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": machine(),
+              "input": {"path": str(plain or gz), "gz": str(gz) if gz else None, "bytes": size},
+              "runs": results, "ratios": ratios(results, gz_only=plain is None), "parity": parity}
+    dest = args.out or BENCHES / "results" / f"prep-{name}.json"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(json.dumps(report, indent=2) + "\n")
+    dest.with_suffix(".md").write_text(markdown(report))
+    print(markdown(report))
+    if args.keep_outputs:
+        print(f"outputs kept in {out}", file=sys.stderr)
+    else:
+        shutil.rmtree(out)
+
+
+if __name__ == "__main__":
+    main()
