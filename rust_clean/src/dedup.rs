@@ -4,10 +4,11 @@
 //! sees records in input order, so the first of a group is always the one kept.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use xxhash_rust::xxh3::{xxh3_128, xxh3_64_with_seed, Xxh3};
 
-use crate::text::{alnum_key, words, ASCII_KEY};
+use crate::text::{alnum_key, ASCII_KEY};
 
 /// Word n-gram size of near-duplicate shingles.
 const SHINGLE_WORDS: usize = 5;
@@ -19,6 +20,34 @@ const BANDS: usize = PERMUTATIONS / ROWS;
 pub const NEAR_THRESHOLD: f64 = 0.8;
 
 pub type Signature = [u32; PERMUTATIONS];
+
+/// The tables' keys are xxh3 hashes already: hashing them again (SipHash) would only cost time.
+#[derive(Default)]
+struct PrehashedKey(u64);
+
+impl Hasher for PrehashedKey {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 ^= u64::from_le_bytes(word);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 ^= n;
+    }
+
+    fn write_u128(&mut self, n: u128) {
+        self.0 ^= n as u64 ^ (n >> 64) as u64;
+    }
+}
+
+type PrehashedMap<K, V> = HashMap<K, V, BuildHasherDefault<PrehashedKey>>;
 
 /// 128-bit hash of the exact-dedup key (lower-cased alphanumerics of the description).
 pub fn exact_key(description: &str) -> u128 {
@@ -65,17 +94,21 @@ impl MinHasher {
 
     /// MinHash of the set of word 5-grams (one shingle of all words when there are fewer).
     pub fn signature(&self, description: &str) -> Signature {
-        let words: Vec<String> = words(description).collect();
+        // Words are hashed once; a shingle's hash combines its words' hashes, no strings are built.
+        let lower = description.to_lowercase();
+        let word_hashes: Vec<u64> = lower
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .map(|w| xxh3_64_with_seed(w.as_bytes(), self.seed))
+            .collect();
         let mut sig = [u32::MAX; PERMUTATIONS];
-        let window = SHINGLE_WORDS.min(words.len().max(1));
-        let mut buf = Vec::new();
-        for gram in words.windows(window) {
-            buf.clear();
-            for w in gram {
-                buf.extend_from_slice(w.as_bytes());
-                buf.push(b' ');
+        let window = SHINGLE_WORDS.min(word_hashes.len().max(1));
+        let mut bytes = [0u8; 8 * SHINGLE_WORDS];
+        for gram in word_hashes.windows(window) {
+            for (dst, h) in bytes.chunks_exact_mut(8).zip(gram) {
+                dst.copy_from_slice(&h.to_le_bytes());
             }
-            let h = xxh3_64_with_seed(&buf, self.seed);
+            let h = xxh3_64_with_seed(&bytes[..8 * gram.len()], self.seed);
             for (slot, (m, a)) in sig.iter_mut().zip(self.mul.iter().zip(&self.add)) {
                 *slot = (*slot).min((m.wrapping_mul(h).wrapping_add(*a) >> 32) as u32);
             }
@@ -86,7 +119,7 @@ impl MinHasher {
 
 /// The records kept so far, with what later records are compared against.
 pub struct Deduper {
-    exact: Option<HashMap<u128, u64>>,
+    exact: Option<PrehashedMap<u128, u64>>,
     near: Option<NearIndex>,
 }
 
@@ -99,7 +132,7 @@ pub enum Verdict {
 
 impl Deduper {
     pub fn new(exact: bool, near: bool) -> Self {
-        Deduper { exact: exact.then(HashMap::new), near: near.then(NearIndex::default) }
+        Deduper { exact: exact.then(PrehashedMap::default), near: near.then(NearIndex::default) }
     }
 
     /// Checks a record against those kept before it and, when unique, remembers it.
@@ -127,7 +160,7 @@ impl Deduper {
 struct NearIndex {
     signatures: Vec<u32>,
     record_nos: Vec<u64>,
-    heads: HashMap<u64, u32>,
+    heads: PrehashedMap<u64, u32>,
     next: Vec<u32>,
 }
 

@@ -198,10 +198,6 @@ fn alnum_chars(s: &str) -> impl Iterator<Item = char> + '_ {
     s.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase)
 }
 
-/// Lower-cased alphanumeric words, the units of near-duplicate shingles.
-pub fn words(s: &str) -> impl Iterator<Item = String> + '_ {
-    s.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase)
-}
 
 #[cfg(test)]
 mod tests {
@@ -284,6 +280,5 @@ mod tests {
         assert_eq!(alnum_key("The  Prophet!! (Hardcover)"), "theprophethardcover");
         assert_eq!(alnum_key("Ça Va, ÉTÉ 2"), "çavaété2");
         assert!(same_alnum_key("Ça va", "ÇA-VA!") && !same_alnum_key("abc", "abd"));
-        assert_eq!(words("Ab, cd-EF  1").collect::<Vec<_>>(), ["ab", "cd", "ef", "1"]);
     }
 }

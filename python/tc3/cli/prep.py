@@ -54,8 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     err = Console(stderr=True)
     inputs = list(args.inputs) + ([str(EXAMPLE_INPUT)] if args.example else [])
     if not inputs:
-        err.print("tc3-prep: error: give at least one INPUT (or --example)")
-        return 2
+        return fail("give at least one INPUT (or --example)", 2)
     bar = Progress(
         TextColumn("[bold]tc3-prep"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
         TextColumn("{task.fields[records]:,} records, {task.fields[kept]:,} kept"), TimeRemainingColumn(),
@@ -77,17 +76,20 @@ def main(argv: list[str] | None = None) -> int:
                 threads=args.threads, force=args.force, progress=progress,
             )
     except prep.UsageError as e:
-        err.print(f"tc3-prep: error: {e}", markup=False, highlight=False)
-        return 2
+        return fail(str(e), 2)
     except prep.PrepError as e:
-        err.print(f"tc3-prep: error: {e}", markup=False, highlight=False)
-        return 1
+        return fail(str(e), 1)
     except KeyboardInterrupt:
-        err.print("tc3-prep: interrupted; no output written")
-        return 130
+        return fail("interrupted; no output written", 130)
     if not args.quiet:
         Console().print(summary(stats, args.out, time.perf_counter() - started))
     return 0
+
+
+def fail(message: str, status: int) -> int:
+    """One plain line on stderr (no wrapping, so it greps), and the exit status."""
+    print(f"tc3-prep: error: {message}", file=sys.stderr)
+    return status
 
 
 def summary(stats: dict, out: Path, seconds: float) -> Table:
