@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 from tc3.config import ConfigError
@@ -66,6 +67,12 @@ def training_splits(config):
         to_prompt_completion(train, config.instruction, config.dataset_num_proc),
         to_prompt_completion(evaluation, config.instruction, config.dataset_num_proc),
     )
+
+
+def content_digest(dataset) -> str:
+    """A digest of a dataset's rows, in order: processes that must hold the same sample compare it."""
+    rows = dataset.to_dict()
+    return hashlib.sha256(json.dumps(rows, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
 
 
 def token_lengths(tokenizer, examples) -> list[int]:

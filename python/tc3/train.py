@@ -6,6 +6,8 @@ padding-free batching) and `hf` (transformers + PEFT; bitsandbytes 4-bit on CUDA
 
 from __future__ import annotations
 
+import hashlib
+import importlib
 import importlib.util
 import json
 import os
@@ -22,6 +24,7 @@ LOG_NAME = "train_log.jsonl"
 COMPLETE_MARKER = "tc3_checkpoint_complete"  # written after the Trainer has saved every file of a checkpoint
 LENGTH_SAMPLE = 5000  # examples tokenized to measure the length distribution
 EIGHT_BIT_OPTIMIZERS = ("adamw_8bit", "paged_adamw_8bit")  # bitsandbytes: CUDA only
+TRACE_ENV = "TC3_TRACE_DIR"  # debugging and tests: each process writes what it trained on to <dir>/rank<N>.json
 
 
 def cuda_available() -> bool:
@@ -70,6 +73,43 @@ def torch_dtype(precision: str):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# Several processes (torchrun / accelerate launch: one process a GPU, data parallel)
+
+
+def launched_world_size() -> int:
+    """How many processes the launcher started (torchrun and accelerate launch set WORLD_SIZE); 1 when run alone."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def process_state(on_cuda: bool):
+    """accelerate's process state, made before any data or model is loaded. Under a launcher it joins the process
+    group (nccl on CUDA, gloo on CPU) and pins this process to its own GPU (LOCAL_RANK); alone it is one process."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=not on_cuda)
+
+
+def say(message: str) -> None:
+    """Print once: on the main process only (every process runs the same code)."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(message, flush=True)
+
+
+def check_processes_agree(state, facts: dict) -> None:
+    """Every process must hold the same sample, in the same order, and the same max_length: the sampler gives each
+    process its share of one index order, so processes holding different data would overlap or skip examples
+    without any error. All processes raise together (no process is left waiting)."""
+    if state.num_processes == 1:
+        return
+    from accelerate.utils import gather_object
+
+    gathered = gather_object([facts])
+    differing = sorted(k for k in facts if any(g[k] != gathered[0][k] for g in gathered))
+    if differing:
+        raise ConfigError(f"the {state.num_processes} processes disagree on {', '.join(differing)}: {gathered}")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # Data and lengths
 
 
@@ -114,17 +154,31 @@ def dry_run(config: TrainConfig) -> None:
 # Models
 
 
-def load_unsloth(config: TrainConfig, max_length: int, precision: str, offline: bool):
+def load_unsloth(config: TrainConfig, max_length: int, precision: str, offline: bool, world_size: int = 1):
+    import torch
     from unsloth import FastLanguageModel
 
     from tc3.prompts import ensure_chat_template
 
+    kwargs = {}
+    if world_size > 1:
+        # unsloth runs data parallel under torchrun / accelerate launch since it has loader_utils.prepare_device_map
+        # (one whole model a process); older releases stop training on several GPUs. Verified on CPU only (hf).
+        if importlib.util.find_spec("unsloth.models.loader_utils") is None or not hasattr(
+            importlib.import_module("unsloth.models.loader_utils"), "prepare_device_map"
+        ):
+            raise ConfigError(
+                "this unsloth release cannot train on several processes (no data-parallel support): install "
+                "'tc3[gpu]' (unsloth 2026.10.9) or use backend=hf"
+            )
+        kwargs["device_map"] = {"": torch.cuda.current_device()}  # this process's GPU (set from LOCAL_RANK)
     model, tokenizer = FastLanguageModel.from_pretrained(
         model_name=load_source(config.model),
         max_seq_length=max_length,
         dtype=torch_dtype(precision),
         load_in_4bit=config.load_in_4bit,
         local_files_only=offline,
+        **kwargs,
     )
     ensure_chat_template(tokenizer)
     fit_embeddings(model, tokenizer)
@@ -158,7 +212,7 @@ def load_hf(config: TrainConfig, precision: str, on_cuda: bool):
     dtype = torch_dtype(precision)
     kwargs = {"dtype": dtype}
     quantized = on_cuda and config.load_in_4bit
-    if on_cuda:
+    if on_cuda:  # under a launcher, process_state has made this process's own GPU (LOCAL_RANK) the current one
         kwargs["device_map"] = {"": torch.cuda.current_device()}
     if quantized:
         kwargs["quantization_config"] = BitsAndBytesConfig(
@@ -171,6 +225,7 @@ def load_hf(config: TrainConfig, precision: str, on_cuda: bool):
     fit_embeddings(model, tokenizer)
     if quantized:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
+    torch.manual_seed(config.seed)  # LoRA's A matrices start random: the same seed, the same start in every run
     lora = LoraConfig(
         r=config.lora_r,
         lora_alpha=config.lora_alpha,
@@ -224,8 +279,11 @@ def make_callbacks(log_path: Path):
 
     class MarkCompleteCheckpoint(TrainerCallback):
         def on_save(self, args, state, control, **kwargs):
+            # Every process writes its own RNG state into the checkpoint: mark it only once all of them are done.
+            args.distributed_state.wait_for_everyone()
             if state.is_world_process_zero:
-                (Path(args.output_dir) / f"checkpoint-{state.global_step}" / COMPLETE_MARKER).touch()
+                marker = Path(args.output_dir) / f"checkpoint-{state.global_step}" / COMPLETE_MARKER
+                marker.write_text(json.dumps({"world_size": args.world_size}))
 
     class JsonLinesLog(TrainerCallback):
         """step, loss, eval loss, learning rate, tokens/s and peak GPU memory, one JSON object a log event."""
@@ -281,6 +339,14 @@ def check_output_dir(config: TrainConfig, resume: bool) -> Path | None:
     changed = sorted(k for k, v in config.to_dict().items() if k not in ignored and before.get(k, v) != v)
     if changed:
         raise ConfigError(f"--resume with a config that differs from {saved} in: {', '.join(changed)}")
+    marker = (checkpoints[-1] / COMPLETE_MARKER).read_text().strip()
+    saved_world = json.loads(marker).get("world_size", 1) if marker else 1  # markers before world_size: 1 process
+    if saved_world != launched_world_size():
+        raise ConfigError(
+            f"--resume: {checkpoints[-1].name} was written by {saved_world} process(es), this run has "
+            f"{launched_world_size()}; the batch of a step and the data order depend on it: launch "
+            f"{saved_world} process(es)"
+        )
     state = json.loads((checkpoints[-1] / "trainer_state.json").read_text())
     same_length = config.max_steps is None and config.epochs == before.get("epochs")
     target = config.max_steps or (state["max_steps"] if same_length else None)
@@ -290,6 +356,57 @@ def check_output_dir(config: TrainConfig, resume: bool) -> Path | None:
             "raise max_steps or epochs to train on"
         )
     return checkpoints[-1]
+
+
+def sequence_digest(ids) -> str:
+    """A short digest of one token sequence."""
+    return hashlib.sha256(json.dumps([int(i) for i in ids]).encode()).hexdigest()[:16]
+
+
+def lora_digest(state_dict) -> str:
+    """A digest of adapter weights, by name and exact bytes: what get_peft_model_state_dict gives in memory and
+    adapter_model.safetensors holds on disk digest alike."""
+    import torch
+
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def trace_training_steps(trainer) -> None:
+    """TC3_TRACE_DIR set: record the digest of every sequence this process trains on (its padding left out), to be
+    written with its final adapter digest by write_trace. Padding-free batches are one flat row: a digest a batch."""
+    seen = trainer.tc3_trained_sequences = []
+    original = trainer.training_step
+
+    def training_step(model, inputs, *args, **kwargs):
+        ids, mask = inputs["input_ids"], inputs.get("attention_mask")
+        for i in range(ids.shape[0]):
+            seen.append(sequence_digest((ids[i][mask[i].bool()] if mask is not None else ids[i]).tolist()))
+        return original(model, inputs, *args, **kwargs)
+
+    trainer.training_step = training_step
+
+
+def write_trace(trainer) -> None:
+    """<TC3_TRACE_DIR>/rank<N>.json: this process's world size, the sequences it trained on, every sequence of the
+    training set, and the digest of its LoRA weights at the end."""
+    from peft import get_peft_model_state_dict
+
+    trace_dir = Path(os.environ[TRACE_ENV])
+    trace_dir.mkdir(parents=True, exist_ok=True)
+    args = trainer.args
+    record = {
+        "rank": args.process_index,
+        "world_size": args.world_size,
+        "trained": trainer.tc3_trained_sequences,
+        "train_set": [sequence_digest(ids) for ids in trainer.train_dataset["input_ids"]],
+        "lora_digest": lora_digest(get_peft_model_state_dict(trainer.accelerator.unwrap_model(trainer.model))),
+    }
+    (trace_dir / f"rank{args.process_index}.json").write_text(json.dumps(record))
 
 
 def final_eval_loss(trainer) -> float:
@@ -333,30 +450,46 @@ def build_run(config: TrainConfig, resume: bool = False, callbacks=()) -> Run:
 
     from trl import SFTConfig, SFTTrainer
 
-    from tc3.data import training_splits
+    from tc3.data import content_digest, training_splits
     from tc3.prompts import load_tokenizer
 
+    state = process_state(on_cuda)
+    world_size = state.num_processes
+    if resume_from and world_size > 1 and not on_cuda:
+        # transformers maps the optimizer state to the process's device, "cpu:0" on CPU, which torch.load rejects
+        raise ConfigError("--resume with several processes needs CUDA (on CPU transformers cannot reload optimizers)")
     precision = mixed_precision(config, on_cuda)
     optimizer = config.optimizer
     if not on_cuda and optimizer in EIGHT_BIT_OPTIMIZERS:
-        print(f"tc3-train: {optimizer} needs CUDA (bitsandbytes); using adamw_torch on CPU")
+        say(f"tc3-train: {optimizer} needs CUDA (bitsandbytes); using adamw_torch on CPU")
         optimizer = "adamw_torch"
     if not on_cuda:
         use_eager_loss_off_gpu()
+    global_batch = config.per_device_batch_size * config.gradient_accumulation_steps * world_size
+    say(
+        f"tc3-train: {world_size} process(es); global batch {global_batch} sequences an optimizer step "
+        f"(per_device_batch_size {config.per_device_batch_size} x gradient_accumulation_steps "
+        f"{config.gradient_accumulation_steps} x {world_size})"
+    )
 
-    train_set, eval_set = training_splits(config)
+    with state.main_process_first(), state.local_main_process_first():  # one process fills the datasets cache
+        train_set, eval_set = training_splits(config)
     lengths = measure_lengths(config, load_tokenizer(load_source(config.model)), train_set)
     max_length = lengths["max_length"]
     resolved = replace(config, max_length=max_length)
+    if world_size > 1:
+        facts = {"train": content_digest(train_set), "eval": content_digest(eval_set), "max_length": max_length}
+        check_processes_agree(state, facts)
 
     if backend == "unsloth":
-        model, tokenizer = load_unsloth(config, max_length, precision, offline)
+        model, tokenizer = load_unsloth(config, max_length, precision, offline, world_size)
     else:
         model, tokenizer = load_hf(config, precision, on_cuda)
 
     output_dir = Path(config.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    resolved.save(output_dir / CONFIG_NAME)
+    if state.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        resolved.save(output_dir / CONFIG_NAME)
     args = SFTConfig(
         output_dir=str(output_dir),
         num_train_epochs=config.epochs,
@@ -388,6 +521,7 @@ def build_run(config: TrainConfig, resume: bool = False, callbacks=()) -> Run:
         save_strategy="steps",
         save_steps=config.save_steps,
         save_total_limit=config.save_total_limit,
+        ddp_find_unused_parameters=False,  # every LoRA weight gets a gradient each step: skip DDP's graph search
         report_to="none",
     )
     trainer = SFTTrainer(
@@ -398,6 +532,8 @@ def build_run(config: TrainConfig, resume: bool = False, callbacks=()) -> Run:
         processing_class=tokenizer,
         callbacks=[*make_callbacks(output_dir / LOG_NAME), *callbacks],
     )
+    if os.environ.get(TRACE_ENV):
+        trace_training_steps(trainer)
     return Run(trainer, tokenizer, resolved, lengths, backend, resume_from)
 
 
@@ -409,6 +545,9 @@ def train(config: TrainConfig, resume: bool = False, callbacks=()) -> dict:
     run = build_run(config, resume, callbacks)
     trainer = run.trainer
     result = trainer.train(resume_from_checkpoint=str(run.resume_from) if run.resume_from else None)
+    if os.environ.get(TRACE_ENV):
+        write_trace(trainer)
+    args = trainer.args
     metrics = {
         "train_loss": round(result.training_loss, 4),
         "global_step": result.global_step,
@@ -419,16 +558,23 @@ def train(config: TrainConfig, resume: bool = False, callbacks=()) -> dict:
         "max_length": run.config.max_length,
         "token_lengths": run.lengths["stats"],
         "backend": run.backend,
+        "world_size": args.world_size,
+        "global_batch_size": args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size,
     }
 
+    # Every process takes part in saving (the Trainer writes from the main one); the rest is the main one's alone.
+    main = args.should_save
     output_dir = Path(config.output_dir)
     staging = output_dir / ".final.partial"
-    shutil.rmtree(staging, ignore_errors=True)
+    if main:
+        shutil.rmtree(staging, ignore_errors=True)
     trainer.save_model(str(staging))
-    (staging / "training_args.bin").unlink(missing_ok=True)  # a pickle; the resolved config says it all
-    run.tokenizer.save_pretrained(str(staging))
-    run.config.save(staging / CONFIG_NAME)
-    (staging / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    write_model_card(staging, run.config, metrics)
-    publish_final(staging, output_dir)
+    if main:
+        (staging / "training_args.bin").unlink(missing_ok=True)  # a pickle; the resolved config says it all
+        run.tokenizer.save_pretrained(str(staging))
+        run.config.save(staging / CONFIG_NAME)
+        (staging / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        write_model_card(staging, run.config, metrics)
+        publish_final(staging, output_dir)
+    args.distributed_state.wait_for_everyone()  # no process returns before the output dir is complete
     return metrics

@@ -36,7 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"tc3-train: error: {e}", file=sys.stderr)
         return 2
-    print(
+    from tc3.train import say
+
+    say(  # once, from the main process, when launched as several
         f"tc3-train: done: train loss {metrics['train_loss']}, eval loss {metrics['eval_loss']}, "
         f"{metrics['global_step']} steps; adapter in {config.output_dir}"
     )
