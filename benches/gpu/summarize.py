@@ -1,0 +1,93 @@
+"""Combine one GPU job's pieces into gpu_train.json and print the table.
+
+    python benches/gpu/summarize.py OUT_DIR      # reads matmul.json, model.json, corpus.json, setups.jsonl
+
+Derived figures: tokens/s (real tokens, padding excluded) from the timed steps; the epoch time is the full prep train
+split (its example count from stats) x the mean tokens per example (seeded sample of 5,000, tc3's own measure) over
+tokens/s; MFU = 4 x parameters x tokens/s / the measured bf16 matrix rate (LoRA: forward, and backward to the inputs
+only; the recomputation of gradient checkpointing and attention's own FLOPs are not counted).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def main(out: str) -> int:
+    out = Path(out)
+    matmul = json.loads((out / "matmul.json").read_text())
+    model = json.loads((out / "model.json").read_text())
+    corpus = json.loads((out / "corpus.json").read_text())
+    rows = [
+        json.loads(line)
+        for line in (out / "setups.jsonl").read_text().splitlines()
+        if line.strip()
+    ]
+    ok = [r for r in rows if not r.get("oom")]
+    params = model["params"]
+    epoch_examples = corpus["train_examples"]
+    rate = matmul["tflops"] * 1e12
+    for r in ok:
+        mean = r["token_lengths"]["mean"]
+        r["epoch_hours"] = round(epoch_examples * mean / r["tokens_per_s"] / 3600, 1)
+        r["epoch_hours_1_39m"] = round(1.39e6 * mean / r["tokens_per_s"] / 3600, 1)
+        r["mfu"] = round(4 * params * r["tokens_per_s"] / rate, 4)
+        r["mfu_non_embedding_params"] = round(
+            4 * (params - model["embedding_params"]) * r["tokens_per_s"] / rate, 4
+        )
+    main_row = next(
+        (r for r in ok if r["setup"] == "tc3" and r.get("main")), None
+    ) or next((r for r in ok if r["setup"] == "tc3"), None)
+    course = next((r for r in ok if r["setup"] == "course"), None)
+    hf = max(
+        (r for r in ok if r["setup"] == "hf"), key=lambda r: r["batch"], default=None
+    )
+    targets = {}
+    if main_row:
+        targets["tc3_peak_allocated_gb"] = main_row["peak_allocated_gb"]
+        targets["peak_under_24gb"] = main_row["peak_reserved_gb"] < 24
+        targets["mfu"] = main_row["mfu"]
+        targets["mfu_at_least_35pct"] = main_row["mfu"] >= 0.35
+        if course:
+            targets["speedup_vs_course"] = round(
+                main_row["tokens_per_s"] / course["tokens_per_s"], 2
+            )
+            targets["at_least_3x_course"] = targets["speedup_vs_course"] >= 3
+        if hf:
+            targets["speedup_vs_hf"] = round(
+                main_row["tokens_per_s"] / hf["tokens_per_s"], 2
+            )
+            targets["at_least_2x_hf"] = targets["speedup_vs_hf"] >= 2
+    result = {
+        "device": matmul["device"],
+        "bf16_matmul": matmul,
+        "model": {
+            "shape": "Llama-3-8B (32 x 4096, MLP 14336, 32/8 heads, vocab 128256), random weights, bf16 saved, "
+            "loaded in 4-bit NF4",
+            **model,
+        },
+        "corpus": corpus,
+        "setups": rows,
+        "targets": targets,
+    }
+    (out / "gpu_train.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\n{matmul['device']}: bf16 matmul {matmul['tflops']} TFLOP/s; {params / 1e9:.2f} B params; "
+          f"epoch h: 1.39 M examples (this prep's train split: {epoch_examples:,})")  # fmt: skip
+    print(f"{'setup':8} {'batch':>7} {'tok/s':>8} {'s/step':>7} {'tok/step':>9} {'pad':>6} {'peakGB':>7} "
+          f"{'resvGB':>7} {'epoch h':>8} {'MFU':>6}")  # fmt: skip
+    for r in rows:
+        b = f"{r['batch']}x{r['accumulation']}"
+        if r.get("oom"):
+            print(f"{r['setup']:8} {b:>7}  OOM ({r.get('error', '')[:60]})")
+            continue
+        print(f"{r['setup']:8} {b:>7} {r['tokens_per_s']:8.0f} {r['s_per_step_median']:7.2f} "
+              f"{r['tokens_per_step']:9.0f} {r['padding_fraction']:6.1%} {r['peak_allocated_gb']:7.1f} "
+              f"{r['peak_reserved_gb']:7.1f} {r['epoch_hours_1_39m']:8.1f} {r['mfu']:6.1%}")  # fmt: skip
+    print(json.dumps(targets))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

@@ -1,0 +1,384 @@
+"""QLoRA throughput of tc3-train on a Llama-3-8B-shaped model (random weights), one setup per process.
+
+    python benches/gpu/train_bench.py matmul                         # bf16 matrix rate of this GPU (TFLOP/s)
+    python benches/gpu/train_bench.py build-model DIR --tokenizer TOK  # 8B-shaped random model in bf16
+    python benches/gpu/train_bench.py setup NAME --model DIR --data PREP --out JSONL [--batch B] [--profile F]
+
+Setups (each trains the same seeded sample of the same tc3-prep output through tc3.train.build_run):
+  tc3     the shipped configs/llama3-8b-qlora.yaml as is (unsloth, padding-free, its batch)
+  course  the course notebook: unsloth, batch 2 x accumulation 4, max_seq_length 2048, padded (no padding-free,
+          no packing), loss on the whole text
+  hf      transformers + PEFT + bitsandbytes NF4 QLoRA, same LoRA settings, no unsloth (backend=hf), --batch B
+
+Timing: a callback synchronizes the GPU at the end of every optimizer step; the first --warmup steps are dropped;
+tokens are counted from the batches the Trainer feeds (attention_mask sum; the whole flattened row when
+padding-free), so padding is excluded. One JSON line per setup is appended to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "python"))
+CONFIG = ROOT / "configs" / "llama3-8b-qlora.yaml"
+OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "UNSLOTH_DISABLE_STATISTICS": "1"}  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+def matmul_rate(n: int = 8192, reps: int = 50) -> dict:
+    """Median bf16 n x n x n matrix product rate (cuBLAS through torch), random inputs, three input sets rotated."""
+    import torch
+
+    sets = [(torch.randn(n, n, device="cuda", dtype=torch.bfloat16),
+             torch.randn(n, n, device="cuda", dtype=torch.bfloat16)) for _ in range(3)]  # fmt: skip
+    out = torch.empty(n, n, device="cuda", dtype=torch.bfloat16)
+    for a, b in sets * 5:
+        torch.matmul(a, b, out=out)
+    times = []
+    for i in range(reps):
+        a, b = sets[i % 3]
+        start, end = (
+            torch.cuda.Event(enable_timing=True),
+            torch.cuda.Event(enable_timing=True),
+        )
+        start.record()
+        torch.matmul(a, b, out=out)
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    med = statistics.median(times)
+    return {"n": n, "median_s": med, "tflops": round(2 * n**3 / med / 1e12, 1),
+            "device": torch.cuda.get_device_name(), "reps": reps}  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+def build_model(out_dir: Path, tokenizer_dir: Path) -> dict:
+    """Meta-Llama-3-8B's shape (32 layers, 4096 hidden, 14336 MLP, 32/8 heads, vocab 128256), random weights, bf16,
+    built on the GPU and saved with the benchmark tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    t0 = time.perf_counter()
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = LlamaConfig(
+        vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+        num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=8192, rope_theta=500000.0,
+        rms_norm_eps=1e-5, tie_word_embeddings=False, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+        torch_dtype="bfloat16",
+    )  # fmt: skip
+    torch.manual_seed(0)
+    torch.set_default_dtype(torch.bfloat16)
+    with torch.device("cuda"):
+        model = LlamaForCausalLM(config)
+    torch.set_default_dtype(torch.float32)
+    params = sum(p.numel() for p in model.parameters())
+    model.save_pretrained(out_dir, max_shard_size="5GB")
+    tok.save_pretrained(out_dir)
+    return {"params": params, "embedding_params": config.vocab_size * config.hidden_size,
+            "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+SETUPS = {
+    "tc3": [],
+    "course": ["backend=unsloth", "padding_free=false", "per_device_batch_size=2", "gradient_accumulation_steps=4",
+               "max_length=2048"],
+    "hf": ["backend=hf"],
+}  # fmt: skip
+
+
+def make_timer(trainer, warmup: int, profile_steps: int, profile_path: Path | None):
+    import torch
+    from transformers import TrainerCallback
+
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    micro = []  # (real tokens, padded positions) of every micro-batch, as tensors/ints (no sync here)
+    original = trainer.training_step
+
+    def counted(model, inputs, *args, **kwargs):
+        ids = inputs["input_ids"]
+        mask = inputs.get("attention_mask")
+        labels = inputs.get("labels")
+        loss_tokens = (labels != -100).sum() if labels is not None else 0
+        micro.append(
+            (mask.sum() if mask is not None else ids.numel(), ids.numel(), loss_tokens)
+        )
+        return original(model, inputs, *args, **kwargs)
+
+    trainer.training_step = counted
+
+    class Timer(TrainerCallback):
+        def __init__(self):
+            self.ends = []  # (time, micro-batches so far) at the end of each optimizer step
+            self.prof = None
+            self.profile_window = None
+
+        def on_train_begin(self, args, state, control, **kw):
+            sync()
+            if torch.cuda.is_available():
+                torch.cuda.reset_peak_memory_stats()
+            self.t0 = time.perf_counter()
+
+        def on_step_begin(self, args, state, control, **kw):
+            if profile_path and state.global_step == state.max_steps - profile_steps:
+                sync()
+                kind = (
+                    "CUDA" if torch.cuda.is_available() else "CPU"
+                )  # CPU: only to test this code off GPU
+                self.prof = torch.profiler.profile(
+                    activities=[getattr(torch.profiler.ProfilerActivity, kind)]
+                )
+                self.prof.start()
+                self.profile_window = [time.perf_counter(), None]
+
+        def on_step_end(self, args, state, control, **kw):
+            sync()
+            now = time.perf_counter()
+            if self.prof is None:
+                self.ends.append((now, len(micro)))
+            if self.prof is not None and state.global_step == state.max_steps:
+                self.prof.stop()
+                self.profile_window[1] = now
+
+    return Timer(), micro
+
+
+def summarize_profile(prof, wall_s: float, steps: int, path: Path) -> dict:
+    """Device time by kind of kernel over the profiled steps, and how busy the GPU was: the union of kernel and copy
+    intervals over the wall time (a CUDA-only trace: kernels and copies, no CPU ops, so nothing is counted twice)."""
+    from torch.autograd import DeviceType
+
+    groups = {"matmul (gemm)": ("gemm", "cutlass", "nvjet", "xmma", "cublas", "sm90_xmma"),
+              "attention (cuDNN SDPA)": ("sdpa", "flash", "fmha", "attention", "compute_dot_do_o"),
+              "4-bit dequantize": ("dequant",),
+              "copies device<->host (offloaded checkpoints)": ("memcpy dtoh", "memcpy htod"),
+              "copies device<->device": ("memcpy dtod",),
+              "fill (zeroing)": ("fillfunctor",),
+              "copy / cast kernels": ("direct_copy", "copy_kernel", "catarraybatchedcopy"),
+              "add / other elementwise": ("elementwise_kernel", "vectorized_elementwise", "unrolled_elementwise"),
+              "unsloth triton kernels": ("lora_mlp", "_fg_kernel", "_dwf", "rms_layernorm", "rope", "cross_entropy",
+                                         "_cce", "triton")}  # fmt: skip
+    kernels = [e for e in prof.events() if e.device_type == DeviceType.CUDA]
+    by_group = dict.fromkeys([*groups, "other"], 0.0)
+    by_name: dict[str, list] = {}
+    intervals = []
+    for e in kernels:
+        dur = e.time_range.end - e.time_range.start
+        intervals.append((e.time_range.start, e.time_range.end))
+        name = e.name.lower()
+        for g, keys in groups.items():
+            if any(k in name for k in keys):
+                by_group[g] += dur
+                break
+        else:
+            by_group["other"] += dur
+        row = by_name.setdefault(e.name, [0.0, 0])
+        row[0] += dur
+        row[1] += 1
+    intervals.sort()
+    busy, cur_s, cur_e = 0.0, None, None
+    for s, e in intervals:
+        if cur_e is None or s > cur_e:
+            if cur_e is not None:
+                busy += cur_e - cur_s
+            cur_s, cur_e = s, e
+        else:
+            cur_e = max(cur_e, e)
+    if cur_e is not None:
+        busy += cur_e - cur_s
+    summary = {
+        "profiled_steps": steps,
+        "wall_s": round(wall_s, 3),
+        "kernels_and_copies": len(kernels),
+        "kernels_per_step": round(len(kernels) / steps),
+        "device_time_sum_s": round(sum(by_group.values()) / 1e6, 3),
+        "gpu_busy_s": round(busy / 1e6, 3),
+        "gpu_busy_fraction": round(busy / 1e6 / wall_s, 3),
+        "device_time_by_kind_s": {g: round(v / 1e6, 3) for g, v in by_group.items()},
+    }
+    with path.open("w") as f:
+        f.write(
+            json.dumps(summary, indent=2)
+            + "\n\n# top kernels and copies (device time over the profiled steps)\n"
+        )
+        for name, (dur, count) in sorted(by_name.items(), key=lambda kv: -kv[1][0])[
+            :40
+        ]:
+            f.write(f"{dur / 1e3:10.1f} ms  {count:7d}x  {name[:150]}\n")
+    return summary
+
+
+def _whole_text_post_init(self):
+    self.completion_only_loss = False
+    super(WholeTextLoss, self).__post_init__()
+
+
+def whole_text_config(base):
+    """SFTConfig with completion_only_loss forced off, as a module-level class (the Trainer pickles its args)."""
+    global WholeTextLoss
+    WholeTextLoss = type(
+        "WholeTextLoss",
+        (base,),
+        {"__post_init__": _whole_text_post_init, "__module__": __name__},
+    )
+    return WholeTextLoss
+
+
+def run_setup(args) -> int:
+    os.environ.update(OFFLINE)
+    name = args.name
+    if name != "hf":
+        # read when unsloth is imported, which happens here, before tc3.train.prepare_environment could set it
+        if name == "course" or "padding_free=false" in args.set:
+            os.environ["UNSLOTH_DISABLE_AUTO_PADDING_FREE"] = "1"
+        import unsloth  # noqa: F401  (first, as tc3.train does: it patches transformers and TRL)
+    import torch
+    import trl
+    from tc3.config import load_config
+    from tc3.train import build_run
+
+    if (
+        name == "course"
+    ):  # the notebook trained on the whole text: loss on prompt and answer
+        trl.SFTConfig = whole_text_config(trl.SFTConfig)
+
+    total_steps = args.warmup + args.steps + (args.profile_steps if args.profile else 0)
+    overrides = [f"model={args.model}", f"data={args.data}", f"output_dir={args.workdir}/{name}-b{args.batch}-{os.getpid()}",
+                 f"train_samples={args.train_samples}", f"eval_samples={args.eval_samples}",
+                 f"max_steps={total_steps}", "logging_steps=1", "eval_steps=1000000", "save_steps=1000000",
+                 *SETUPS[name]]  # fmt: skip
+    if args.batch:
+        overrides.append(f"per_device_batch_size={args.batch}")
+    overrides += args.set
+    config = load_config(CONFIG, overrides)
+    t0 = time.perf_counter()
+    run = build_run(config)
+    setup_s = time.perf_counter() - t0
+    trainer = run.trainer
+    timer, micro = make_timer(
+        trainer,
+        args.warmup,
+        args.profile_steps,
+        Path(args.profile) if args.profile else None,
+    )
+    trainer.add_callback(timer)
+    result = {"setup": name, "backend": run.backend, "batch": config.per_device_batch_size,
+              "accumulation": config.gradient_accumulation_steps, "max_length": run.config.max_length,
+              "padding_free": config.padding_free if run.backend == "unsloth" else False,
+              "train_samples": len(trainer.train_dataset), "overrides": SETUPS[name] + (
+                  [f"per_device_batch_size={args.batch}"] if args.batch else []) + args.set,
+              "token_lengths": run.lengths["stats"], "setup_s": round(setup_s, 1)}  # fmt: skip
+    try:
+        trainer.train()
+    except (
+        torch.OutOfMemoryError
+    ) as e:  # the hf setup's batch search: the driver tries a smaller one
+        result.update(oom=True, error=str(e).splitlines()[0][:300],
+                      peak_gb=round(torch.cuda.max_memory_allocated() / 1e9, 2))  # fmt: skip
+        with open(args.out, "a") as f:
+            f.write(json.dumps(result) + "\n")
+        print(json.dumps(result))
+        return 3
+    counts = [(int(real), int(padded), int(loss)) for real, padded, loss in micro]
+    ends = timer.ends
+    if (
+        len(ends) < args.warmup + args.steps
+    ):  # the step callbacks did not fire as expected: keep what there is
+        result.update(error=f"{len(ends)} step ends seen, {len(counts)} micro-batches",
+                      log_history=trainer.state.log_history[-5:])  # fmt: skip
+        with open(args.out, "a") as f:
+            f.write(json.dumps(result) + "\n")
+        print(json.dumps(result))
+        return 1
+    # optimizer steps warmup+1 .. warmup+steps: from the end of step `warmup` to the end of the last timed one
+    (t_a, m_a), (t_b, m_b) = ends[args.warmup - 1], ends[args.warmup + args.steps - 1]
+    step_times = [
+        ends[i][0] - ends[i - 1][0]
+        for i in range(args.warmup, args.warmup + args.steps)
+    ]
+    real = sum(c[0] for c in counts[m_a:m_b])
+    padded = sum(c[1] for c in counts[m_a:m_b])
+    examples = (
+        args.steps * config.per_device_batch_size * config.gradient_accumulation_steps
+    )
+    seconds = t_b - t_a
+    result.update(
+        timed_steps=args.steps, warmup_steps=args.warmup, timed_s=round(seconds, 3),
+        s_per_step_median=round(statistics.median(step_times), 3), s_per_step_mean=round(seconds / args.steps, 3),
+        s_per_step_min=round(min(step_times), 3), s_per_step_max=round(max(step_times), 3),
+        tokens_per_s=round(real / seconds, 1), real_tokens=real, positions=padded,
+        padding_fraction=round(1 - real / padded, 4),
+        loss_token_fraction=round(sum(c[2] for c in counts[m_a:m_b]) / real, 4), tokens_per_step=round(real / args.steps, 1),
+        examples_per_s=round(examples / seconds, 2), mean_tokens_per_example_timed=round(real / examples, 1),
+        first_steps_s=[round(ends[0][0] - timer.t0, 2)] + [round(ends[i][0] - ends[i - 1][0], 2)
+                                                           for i in range(1, args.warmup)],
+        peak_allocated_gb=round(torch.cuda.max_memory_allocated() / 1e9, 2) if torch.cuda.is_available() else None,
+        peak_reserved_gb=round(torch.cuda.max_memory_reserved() / 1e9, 2) if torch.cuda.is_available() else None,
+    )  # fmt: skip
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    result["losses_first_last"] = [losses[0], losses[-1]] if losses else None
+    if timer.prof is not None:
+        lo, hi = timer.profile_window
+        result["profile"] = summarize_profile(
+            timer.prof, hi - lo, args.profile_steps, Path(args.profile)
+        )
+    with open(args.out, "a") as f:
+        f.write(json.dumps(result) + "\n")
+    print(json.dumps(result))
+    return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("matmul")
+    b = sub.add_parser("build-model")
+    b.add_argument("out_dir", type=Path)
+    b.add_argument("--tokenizer", type=Path, required=True)
+    s = sub.add_parser("setup")
+    s.add_argument("name", choices=sorted(SETUPS))
+    s.add_argument("--model", required=True)
+    s.add_argument("--data", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--workdir", default="/tmp/bench-runs")
+    s.add_argument(
+        "--batch",
+        type=int,
+        default=None,
+        help="per-device batch (default: the config's)",
+    )
+    s.add_argument("--train-samples", type=int, default=2048)
+    s.add_argument("--eval-samples", type=int, default=16)
+    s.add_argument("--warmup", type=int, default=3)
+    s.add_argument("--steps", type=int, default=10)
+    s.add_argument(
+        "--profile",
+        help="also profile --profile-steps more steps; write the summary here",
+    )
+    s.add_argument("--profile-steps", type=int, default=1)
+    s.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        help="extra config override key=value (a variant)",
+    )
+    args = ap.parse_args(argv)
+    if args.cmd == "matmul":
+        print(json.dumps(matmul_rate()))
+        return 0
+    if args.cmd == "build-model":
+        print(json.dumps(build_model(args.out_dir, args.tokenizer)))
+        return 0
+    return run_setup(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# One whole GPU job in one call of the lent machine: unpack the bundle, go offline, run, leave logs and a results JSON
+# in $OUT. Everything it needs travels with the call:
+#   carry: [".bundle", "python/tc3/_rust_clean.abi3.so"]
+#   .bundle/tc3-gpu-site.tar.xz     scripts/build_gpu_bundle.sh
+#   .bundle/tokenizer/              python benches/gpu/make_tokenizer.py .bundle/tokenizer
+#   .bundle/amazon_titles_head500.json   the real records the gpu tests train on (conftest's TC3_REALDATA)
+#
+#   scripts/gpu_job.sh bench    # ~8-9 min: corpus + tc3-prep, bf16 rate, 8B-shaped model, the three setups, profile
+#   scripts/gpu_job.sh finish   # ~8 min: gpu tests; tc3-train + --resume, tc3-generate, 4-bit generation,
+#                               # tc3-export and plain-transformers generation from the merged model
+# Each step reuses what an earlier call on the same (still warm) machine left in /tmp.
+set -uo pipefail
+JOB=${1:-bench}
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+OUT=${OUT:-/tmp/tc3-gpu-out}
+mkdir -p "$OUT"
+exec > >(tee -a "$OUT/log_$JOB.txt") 2>&1
+
+SITE=/tmp/gpusite
+if [ ! -f $SITE/.unpacked ]; then
+  tar -C /tmp -xJf .bundle/tc3-gpu-site.tar.xz && touch $SITE/.unpacked || { echo "bundle unpack failed"; exit 1; }
+fi
+export PYTHONPATH=$SITE:$ROOT/python PYTHONUNBUFFERED=1 TQDM_DISABLE=1 TOKENIZERS_PARALLELISM=false \
+  HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 UNSLOTH_DISABLE_STATISTICS=1 \
+  HF_HUB_DISABLE_PROGRESS_BARS=1 HF_DATASETS_CACHE=/tmp/hf-datasets
+PY=python3
+MODEL=/tmp/llama3-8b-random
+DATA=/tmp/prep
+BENCH="$PY benches/gpu/train_bench.py"
+stamp() { echo "== $(date -u +%T) [${SECONDS}s] $*"; }
+
+corpus() {  # $1 records: the prep benchmark's synthetic trn.json (its first N records), cleaned by tc3-prep
+  [ -f $DATA/stats.json ] && { stamp "corpus: reusing $DATA"; return 0; }
+  local t0=$SECONDS
+  $PY benches/gpu/make_corpus.py /tmp/trn.json --records "$1" || return 1
+  local t1=$SECONDS
+  $PY -m tc3.cli.prep /tmp/trn.json -o $DATA --threads "$(nproc)" --force -q || return 1
+  rm -f /tmp/trn.json
+  $PY - "$DATA/stats.json" $((t1 - t0)) $((SECONDS - t1)) >/tmp/corpus.json <<'EOF'
+import json, sys
+s = json.load(open(sys.argv[1]))
+print(json.dumps({"generator": "benches/gen_trn.py seed 3407 (parallel: benches/gpu/make_corpus.py)",
+                  "records": s["records"], "bytes": s["bytes"], "train_examples": s["kept"]["train"],
+                  "validation_examples": s["kept"]["validation"], "dropped": s["dropped"],
+                  "generate_s": int(sys.argv[2]), "prep_s": int(sys.argv[3]), "prep_engine_s": s["seconds"]}))
+EOF
+  stamp "corpus: $(cat /tmp/corpus.json)"
+}
+
+model() {
+  if [ ! -f $MODEL/config.json ]; then
+    $BENCH build-model $MODEL --tokenizer .bundle/tokenizer >/tmp/model.json || return 1
+  fi
+  stamp "model: $(cat /tmp/model.json)"
+}
+
+stamp "job $JOB on $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader)"
+$PY -c "import torch, transformers, peft, trl, bitsandbytes; print('torch', torch.__version__, 'transformers', \
+transformers.__version__, 'peft', peft.__version__, 'trl', trl.__version__, 'bnb', bitsandbytes.__version__)"
+
+case $JOB in
+bench)
+  corpus "${RECORDS:-2248619}" &
+  CORPUS=$!
+  $BENCH matmul >"$OUT/matmul.json"; stamp "matmul: $(cat "$OUT/matmul.json")"
+  model || exit 1
+  cp /tmp/model.json "$OUT/model.json"
+  wait $CORPUS || { echo "corpus failed"; exit 1; }
+  cp /tmp/corpus.json "$OUT/corpus.json"
+  COMMON="--model $MODEL --data $DATA --out $OUT/setups.jsonl"
+  # RUNS: tc3 (setup 1, the shipped config, profiled), course (setup 2), hf (setup 3: the largest batch that fits,
+  # from HF_BATCHES), tc3-N (the shipped config at batch N, profiled), tc3-N-padded (same, padding_free=false).
+  for r in ${RUNS:-tc3 course hf tc3-128}; do
+    if [ "$r" != tc3 ] && [ $SECONDS -gt "${DEADLINE:-470}" ]; then stamp "skipped $r: too little time left"; continue; fi
+    stamp "run $r"
+    case $r in
+    tc3) $BENCH setup tc3 $COMMON --profile "$OUT/profile_tc3.txt" ;;
+    course) $BENCH setup course $COMMON --steps 20 ;;
+    hf) for b in ${HF_BATCHES:-64 32 16}; do  # the largest that fits, up to tc3's batch
+          stamp "hf backend, batch $b"
+          $BENCH setup hf $COMMON --batch "$b" --warmup 2 --steps 6 && break
+        done ;;
+    tc3-*-padded) b=${r#tc3-}; b=${b%-padded}
+        $BENCH setup tc3 $COMMON --batch "$b" --warmup 2 --steps 5 --set padding_free=false ;;
+    tc3-*) $BENCH setup tc3 $COMMON --batch "${r#tc3-}" --warmup 2 --steps 5 --profile "$OUT/profile_$r.txt" ;;
+    esac
+  done
+  stamp "summary"
+  $PY benches/gpu/summarize.py "$OUT"
+  ;;
+finish)
+  corpus "${RECORDS:-200000}" &
+  CORPUS=$!
+  model || exit 1
+  wait $CORPUS || { echo "corpus failed"; exit 1; }
+  stamp "gpu tests (in the background)"
+  (TC3_REALDATA=$ROOT/.bundle/amazon_titles_head500.json $PY -m pytest tests -m gpu -q -p no:cacheprovider \
+     >"$OUT/log_tests.txt" 2>&1; echo "pytest exit code $?" >>"$OUT/log_tests.txt") &
+  TESTS=$!
+  RUN=/tmp/runs/llama3-8b-resume
+  rm -rf $RUN /tmp/merged
+  TRAIN=(-m tc3.cli.train --config configs/llama3-8b-qlora.yaml model=$MODEL data=$DATA output_dir=$RUN
+         train_samples=1024 eval_samples=16 per_device_batch_size=16 logging_steps=1 eval_steps=2 save_steps=2)
+  stamp "tc3-train, 4 steps, checkpoints every 2"
+  $PY "${TRAIN[@]}" max_steps=4
+  ls $RUN
+  stamp "tc3-train --resume to step 6"
+  $PY "${TRAIN[@]}" max_steps=6 --resume
+  ls $RUN; cat $RUN/train_log.jsonl; cat $RUN/metrics.json
+  stamp "tc3-generate (adapter over its base)"
+  $PY -m tc3.cli.generate --model $RUN --title "The Prophet (Hardcover) by Kahlil Gibran" --max-new-tokens 32
+  echo "tc3-generate exit code $?"
+  stamp "adapter over the base in 4-bit"
+  $PY benches/gpu/gen_check.py adapter-4bit $RUN
+  stamp "tc3-export"
+  $PY -m tc3.cli.export $RUN /tmp/merged && ls -la /tmp/merged
+  stamp "plain transformers from the merged dir"
+  $PY benches/gpu/gen_check.py merged /tmp/merged
+  wait $TESTS
+  stamp "gpu tests"; tail -5 "$OUT/log_tests.txt"
+  ;;
+*)
+  echo "usage: scripts/gpu_job.sh bench|finish"; exit 2 ;;
+esac
+stamp "done"
