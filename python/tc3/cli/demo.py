@@ -1,0 +1,54 @@
+"""tc3-demo: a local Gradio page: a title in, a streamed description out (optionally beside the base model)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tc3.cli.generate import (
+    add_generation_args,
+    add_model_args,
+    set_threads,
+    settings_from,
+)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tc3-demo",
+        description="Serve a small Gradio app on 127.0.0.1 (no share link, analytics off).",
+    )
+    add_model_args(p)
+    p.add_argument("--baseline", help="also show this model's answer (e.g. the untouched base) side by side")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--literal", action="store_true", help="use the text as the title even if it is a question")
+    add_generation_args(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from tc3.generate import InputError, ModelLoadError
+
+    try:
+        settings = settings_from(args)
+        from tc3.demo import build_app, launch
+        from tc3.generate import load_model, quiet_libraries
+
+        quiet_libraries()
+        set_threads(args)
+
+        loaded = load_model(args.model, base=args.base, device=args.device, dtype=args.dtype)
+        baseline = load_model(args.baseline, device=args.device, dtype=args.dtype) if args.baseline else None
+        app = build_app(loaded, baseline, settings, literal=args.literal)
+        launch(app, port=args.port, block=True)
+    except (ModelLoadError, InputError, ValueError, OSError) as err:
+        print(f"tc3-demo: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

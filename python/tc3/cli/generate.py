@@ -1,0 +1,164 @@
+"""tc3-generate: descriptions from titles with a fine-tuned model (merged, or an adapter over its base)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+EXIT_WORDS = {"sair", "exit", "quit"}
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="merged model or LoRA adapter: a local dir or a Hub id")
+    p.add_argument("--base", help="base model of an adapter (default: base_model_name_or_path of its config)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="default: bf16 on GPU, fp32 on CPU")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's; 1 is faster on a busy box)")
+
+
+def set_threads(args) -> None:
+    if getattr(args, "threads", None):
+        if args.threads <= 0:
+            raise ValueError("--threads must be positive")
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
+def add_generation_args(p: argparse.ArgumentParser, max_new_tokens: int = 256, seed: bool = True) -> None:
+    g = p.add_argument_group("generation")
+    g.add_argument("--instruction", default="pt", help="'pt', 'en' or a literal instruction (default: pt)")
+    g.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
+    g.add_argument("--repetition-penalty", type=float, default=1.15)
+    g.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    g.add_argument("--temperature", type=float, default=0.7, help="with --sample")
+    g.add_argument("--top-p", type=float, default=0.9, help="with --sample")
+    g.add_argument("--top-k", type=int, default=50, help="with --sample")
+    if seed:
+        g.add_argument("--seed", type=int, help="with --sample: make it reproducible")
+
+
+def settings_from(args):
+    from tc3.generate import GenerationSettings
+
+    if args.max_new_tokens <= 0:
+        raise ValueError("--max-new-tokens must be positive")
+    if args.repetition_penalty <= 0:
+        raise ValueError("--repetition-penalty must be positive")
+    if args.sample and args.temperature <= 0:
+        raise ValueError("--temperature must be positive")
+    return GenerationSettings(max_new_tokens=args.max_new_tokens, repetition_penalty=args.repetition_penalty,
+                              do_sample=args.sample, temperature=args.temperature, top_p=args.top_p,
+                              top_k=args.top_k, seed=args.seed, instruction=args.instruction)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tc3-generate",
+        description="Write a product description from its title. --title: one answer; --input: a JSONL of answers; "
+        "neither: an interactive loop (sair/exit/Ctrl-D to leave). A question around a title ('What is \"X\" "
+        "about?', 'O que é \"X\"?') is reduced to the title unless --literal.",
+    )
+    add_model_args(p)
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--title", help="one title (or a question around one); prints its description")
+    what.add_argument("--input", help="text file (a title a line), JSONL with 'title', or a tc3-prep output dir")
+    p.add_argument("--split", default="validation", help="split of a tc3-prep dir given to --input")
+    p.add_argument("--output", "-o", help="JSONL file for --input (default: stdout)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--literal", action="store_true",
+                   help="--title and the interactive loop: use the text as the title even if it is a question "
+                   "(titles read from --input are always literal)")
+    add_generation_args(p)
+    return p
+
+
+def interactive(loaded, settings, literal: bool = False, read=input, out=sys.stdout) -> None:
+    """The course's loop: ask for a title, stream the answer token by token, leave on sair/exit/quit/Ctrl-D."""
+    from tc3.generate import Stream, title_from_query
+
+    out.write("Digite o título de um produto ('sair' para terminar).\n")
+    out.flush()
+    while True:
+        try:
+            line = read("\nTítulo: ")
+        except (EOFError, KeyboardInterrupt):
+            out.write("\n")
+            break
+        if line.strip().lower() in EXIT_WORDS:
+            break
+        title = title_from_query(line, literal=literal)
+        if not title:
+            continue
+        try:
+            for piece in Stream(loaded, title, settings):
+                out.write(piece)
+                out.flush()
+        except KeyboardInterrupt:
+            out.write(" [interrompido]")
+        out.write("\n")
+        out.flush()
+
+
+def run(args) -> int:
+    from tc3.generate import (
+        generate_batch,
+        generate_one,
+        load_model,
+        quiet_libraries,
+        read_titles,
+        title_from_query,
+    )
+
+    quiet_libraries()
+    set_threads(args)
+    if args.batch_size <= 0:
+        raise ValueError("--batch-size must be positive")
+    settings = settings_from(args)
+    records = read_titles(args.input, split=args.split) if args.input else None
+    loaded = load_model(args.model, base=args.base, device=args.device, dtype=args.dtype)
+    if args.title is not None:
+        title = title_from_query(args.title, literal=args.literal)
+        if not title:
+            raise ValueError("--title is empty")
+        print(generate_one(loaded, title, settings).description)
+        return 0
+    if records is None:
+        interactive(loaded, settings, literal=args.literal)
+        return 0
+    titles = [r["title"] for r in records]  # files hold titles: taken literally
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    try:
+        done = 0
+        for start in range(0, len(titles), args.batch_size):
+            chunk = titles[start : start + args.batch_size]
+            for record, generation in zip(records[start:], generate_batch(loaded, chunk, settings, args.batch_size)):
+                row = {"uid": record["uid"]} if "uid" in record else {}
+                row.update(generation.as_record())
+                out.write(json.dumps(row, ensure_ascii=False) + "\n")
+            out.flush()
+            done += len(chunk)
+            print(f"tc3-generate: {done}/{len(titles)}", file=sys.stderr)
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from tc3.generate import InputError, ModelLoadError
+
+    try:
+        return run(args)
+    except (ModelLoadError, InputError, ValueError, OSError) as err:
+        print(f"tc3-generate: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tc3-generate: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""A small Gradio app over the generate path: a title in, a streamed description out, optionally the base model
+beside the fine-tuned one (same prompt, same settings).
+
+Private by construction: binds 127.0.0.1, never creates a share link, Gradio analytics off (set before gradio is
+imported, and on the Blocks). The event is exposed as API ``/generate`` so it can be driven by ``gradio_client``.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .generate import GenerationSettings, LoadedModel, Stream, title_from_query
+
+HOST = "127.0.0.1"
+
+
+def _gradio():
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    os.environ.setdefault("GRADIO_TELEMETRY_ENABLED", "False")
+    import gradio as gr
+
+    return gr
+
+
+def describe_fn(loaded: LoadedModel, baseline: LoadedModel | None, settings: GenerationSettings, literal=False):
+    """The streaming callback: yields the fine-tuned text so far (and the baseline's, when there is one)."""
+
+    def describe(text: str):
+        title = title_from_query(text or "", literal=literal)
+        tuned, base = "", ""
+        if not title:
+            yield (tuned, base) if baseline is not None else tuned
+            return
+        for piece in Stream(loaded, title, settings):
+            tuned += piece
+            yield (tuned, base) if baseline is not None else tuned
+        if baseline is not None:
+            for piece in Stream(baseline, title, settings):
+                base += piece
+                yield tuned, base
+
+    return describe
+
+
+def build_app(loaded: LoadedModel, baseline: LoadedModel | None = None, settings: GenerationSettings | None = None,
+              literal: bool = False):
+    gr = _gradio()
+    settings = settings or GenerationSettings()
+    with gr.Blocks(analytics_enabled=False, title="tc3: product descriptions") as app:
+        gr.Markdown("## tc3: a product description from its title\n"
+                    f"Model: `{loaded.name}`" + (f" — beside the base: `{baseline.name}`" if baseline else ""))
+        title = gr.Textbox(label="Product title (or a question: What is 'X' about?)", lines=1)
+        button = gr.Button("Generate", variant="primary")
+        with gr.Row():
+            tuned = gr.Textbox(label="Fine-tuned", lines=10)
+            outputs = [tuned]
+            if baseline is not None:
+                outputs.append(gr.Textbox(label="Base model", lines=10))
+        fn = describe_fn(loaded, baseline, settings, literal)
+        button.click(fn, inputs=title, outputs=outputs, api_name="generate")
+        title.submit(fn, inputs=title, outputs=outputs, api_name=False)
+    app.queue(default_concurrency_limit=1)
+    return app
+
+
+def launch(app, port: int | None = None, block: bool = True):
+    """Serve on 127.0.0.1 only, no share link. Returns (app, local_url)."""
+    _, url, _ = app.launch(server_name=HOST, server_port=port, share=False, prevent_thread_lock=not block,
+                           quiet=not block, footer_links=["api"])
+    return url

@@ -1,0 +1,297 @@
+"""tc3.generate and tc3-generate on the tiny random Llama (conftest's tiny_model_dir): stopping, special tokens,
+batch == single under greedy decoding, the interactive loop through a pseudo-terminal, clear loading errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from tc3.generate import (
+    GenerationSettings,
+    InputError,
+    ModelLoadError,
+    PaddedRepetitionPenalty,
+    Stream,
+    generate_batch,
+    generate_one,
+    load_model,
+    read_titles,
+    title_from_query,
+)
+from tc3.prompts import end_token_ids, render_prompt
+
+TITLES = ["Mog's Kittens", "The Hobbit, or There and Back Again: a long title about a dragon", "Sunflower", "X"]
+SRC = Path(__file__).resolve().parents[1] / "python"
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    return load_model(str(tiny_model_dir), device="cpu")
+
+
+def script_model(model, last_prompt_id: int, chain: list[int], scale: float = 50.0):
+    """Make a Llama a bigram machine whose greedy answer after ``last_prompt_id`` is ``chain``.
+
+    Attention and MLP outputs are zeroed, so the residual stream is the current token's embedding; the chain's
+    tokens get orthogonal embeddings and each lm_head row fires on its predecessor only.
+    """
+    import torch
+
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        emb, head = model.get_input_embeddings().weight, model.lm_head.weight
+        sequence = [last_prompt_id, *chain]
+        assert len(set(sequence)) == len(sequence) <= emb.shape[1]
+        for i, token in enumerate(sequence):
+            emb[token].zero_()
+            emb[token, i] = 1.0
+        head.zero_()
+        for i, token in enumerate(chain):
+            head[token, i] = scale
+    return model
+
+
+@pytest.fixture(scope="module")
+def scripted(tiny_model_dir):
+    """A fresh tiny model per chain: (loaded, make(chain) -> loaded) with the prompt's last token known."""
+    tokenizer_ids = {}
+
+    def make(chain_tokens: list[str]):
+        loaded = load_model(str(tiny_model_dir), device="cpu")
+        tok = loaded.tokenizer
+        last = {tok(render_prompt(tok, t, "pt"), add_special_tokens=False)["input_ids"][-1] for t in TITLES}
+        assert len(last) == 1  # every prompt ends with the assistant header's newline
+        chain = [tok.convert_tokens_to_ids(t) for t in chain_tokens]
+        assert tok.unk_token_id not in chain and None not in chain
+        tokenizer_ids.update(zip(chain_tokens, chain))
+        script_model(loaded.model, last.pop(), chain)
+        return loaded
+
+    return make
+
+
+def _words(tokenizer, n: int) -> list[str]:
+    """n ordinary word tokens (Ġ-prefixed, alphabetic) of the tiny vocabulary."""
+    vocab = tokenizer.get_vocab()
+    picked = sorted(t for t in vocab if t.startswith("Ġ") and t[1:].isalpha() and len(t) > 3)
+    return picked[:n]
+
+
+@pytest.mark.parametrize("end", ["<|eot_id|>", "<|end_of_text|>"])
+def test_stops_at_every_end_token_and_strips_special_tokens(tiny, scripted, end):
+    assert {tiny.tokenizer.convert_tokens_to_ids(t) for t in ("<|eot_id|>", "<|end_of_text|>")} <= set(
+        end_token_ids(tiny.tokenizer))
+    w = _words(tiny.tokenizer, 5)
+    # w0 w1 <|start_header_id|> w2 END w3 w4: the header marker must vanish, nothing after END may appear
+    loaded = scripted([w[0], w[1], "<|start_header_id|>", w[2], end, w[3], w[4]])
+    expected = loaded.tokenizer.convert_tokens_to_string([w[0], w[1], w[2]]).strip()
+    settings = GenerationSettings(max_new_tokens=12)
+    for generation in generate_batch(loaded, TITLES, settings, batch_size=4) + [generate_one(loaded, "X", settings)]:
+        assert generation.stopped is True
+        assert generation.description == expected
+        assert generation.tokens == 4  # w0 w1 marker w2; the end token is not counted
+        assert "<|" not in generation.description
+    stream = Stream(loaded, "Sunflower", settings)
+    pieces = list(stream)
+    assert "".join(pieces).strip() == expected and len(pieces) >= 3  # token by token
+    assert stream.result.stopped and stream.result.description == expected
+
+
+def test_no_stop_means_stopped_false_and_limit_respected(tiny, scripted):
+    w = _words(tiny.tokenizer, 8)
+    loaded = scripted(w)  # never emits an end token within 5 tokens
+    generation = generate_one(loaded, "X", GenerationSettings(max_new_tokens=5))
+    assert generation.stopped is False and generation.tokens == 5
+
+
+def test_batch_and_single_agree_under_greedy(tiny):
+    settings = GenerationSettings(max_new_tokens=10)
+    batch = generate_batch(tiny, TITLES, settings, batch_size=len(TITLES))
+    single = [generate_one(tiny, title, settings) for title in TITLES]
+    assert [g.description for g in batch] == [g.description for g in single]
+    assert [g.tokens for g in batch] == [g.tokens for g in single]
+    assert all(g.title == t for g, t in zip(batch, TITLES))
+
+
+def test_repetition_penalty_ignores_left_padding():
+    import torch
+    from transformers import RepetitionPenaltyLogitsProcessor
+
+    scores = torch.tensor([[1.0, 2.0, -1.0, 0.5, 3.0], [1.0, 2.0, -1.0, 0.5, 3.0]])
+    ids = torch.tensor([[0, 0, 1, 2], [4, 4, 1, 2]])  # row 0: two pads (id 0) then 1, 2
+    mask = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])
+    out = PaddedRepetitionPenalty(2.0, mask)(ids, scores.clone())
+    assert out[0].tolist() == [1.0, 1.0, -2.0, 0.5, 3.0]  # pad id 0 untouched
+    reference = RepetitionPenaltyLogitsProcessor(2.0)(ids[1:], scores[1:].clone())
+    assert torch.equal(out[1:], reference)  # same as transformers where there is no padding
+    # generated tokens (beyond the prompt mask) count as seen
+    longer = torch.tensor([[0, 0, 1, 2, 0], [4, 4, 1, 2, 3]])
+    out = PaddedRepetitionPenalty(2.0, mask)(longer, scores.clone())
+    assert out[0, 0] == 0.5 and out[1, 3] == 0.25
+
+
+def test_repetition_penalty_never_penalises_end_tokens(tiny):
+    """Every chat prompt holds the end-of-turn marker; penalising it would make the answer less likely to end."""
+    import torch
+    from tc3.generate import _processors
+
+    end = end_token_ids(tiny.tokenizer)
+    scores = torch.ones(1, len(tiny.tokenizer))
+    ids = torch.tensor([[end[0], end[-1], 7]])
+    out = PaddedRepetitionPenalty(2.0, torch.ones_like(ids), exempt_ids=end)(ids, scores.clone())
+    assert out[0, end].tolist() == [1.0] * len(end) and out[0, 7] == 0.5
+    (processor,) = _processors(GenerationSettings(), torch.ones_like(ids), tiny.tokenizer)
+    assert processor.exempt_ids == end and processor.penalty == 1.15
+
+
+@pytest.mark.parametrize(
+    ("text", "title"),
+    [
+        ("What is 'Mog's Kittens' about?", "Mog's Kittens"),
+        ('O que é "Mog\'s Kittens"?', "Mog's Kittens"),
+        ("O que é “A Casa”?", "A Casa"),
+        ("Tell me about 'The Hobbit'.", "The Hobbit"),
+        ("What is The Hobbit about?", "The Hobbit"),
+        ("Descreva Garrafa térmica 750 ml", "Garrafa térmica 750 ml"),
+        ("Mog's Kittens", "Mog's Kittens"),
+        ("Who Moved My Cheese?", "Who Moved My Cheese?"),
+        ('The "Real" Book', 'The "Real" Book'),
+        ("What Is the What", "What Is the What"),
+    ],
+)
+def test_question_around_a_title_is_reduced_to_it(text, title):
+    assert title_from_query(text) == title
+    assert title_from_query(text, literal=True) == text.strip()
+
+
+def test_clear_errors_for_bad_path_and_missing_adapter_base(tiny_model_dir, tmp_path, capsys):
+    from peft import LoraConfig, get_peft_model
+    from tc3.cli.generate import main
+    from transformers import AutoModelForCausalLM
+
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        load_model(str(tmp_path / "nope"))
+    assert main(["--model", str(tmp_path / "nope"), "--title", "X"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tc3-generate: error: model") and err.count("\n") == 1 and "Traceback" not in err
+
+    adapter = tmp_path / "adapter"
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(adapter)
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert Path(config["base_model_name_or_path"]) == Path(tiny_model_dir)
+    loaded = load_model(str(adapter), device="cpu")  # base read from the adapter config
+    assert loaded.base == config["base_model_name_or_path"]
+    assert generate_one(loaded, "X", GenerationSettings(max_new_tokens=3)).tokens <= 3
+
+    config["base_model_name_or_path"] = str(tmp_path / "gone-base")
+    (adapter / "adapter_config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match="adapter base model .* does not exist .*--base"):
+        load_model(str(adapter))
+    capsys.readouterr()
+    assert main(["--model", str(adapter), "--title", "X"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tc3-generate: error: adapter base model") and "--base" in err and err.count("\n") == 1
+    loaded = load_model(str(adapter), base=str(tiny_model_dir), device="cpu")  # --base overrides
+    assert loaded.base == str(tiny_model_dir)
+    with pytest.raises(ModelLoadError, match="not an adapter"):
+        load_model(str(tiny_model_dir), base=str(tiny_model_dir))
+
+
+def test_read_titles_from_text_jsonl_and_prep_dir(tmp_path, prep_dir):
+    (tmp_path / "t.txt").write_text("A\n\nB\n")
+    (tmp_path / "t.jsonl").write_text('{"title": "A", "uid": "1"}\n{"title": "B"}\n')
+    (tmp_path / "bad.jsonl").write_text('{"name": "A"}\n')
+    assert read_titles(tmp_path / "t.txt") == [{"title": "A"}, {"title": "B"}]
+    assert read_titles(tmp_path / "t.jsonl") == [{"uid": "1", "title": "A"}, {"title": "B"}]
+    rows = read_titles(prep_dir, split="validation")
+    assert rows and set(rows[0]) == {"uid", "title"}
+    with pytest.raises(InputError, match="title"):
+        read_titles(tmp_path / "bad.jsonl")
+    with pytest.raises(InputError, match="no test split"):
+        read_titles(prep_dir, split="test")
+
+
+def test_cli_input_file_writes_jsonl(tiny_model_dir, tiny, tmp_path, capsys):
+    from tc3.cli.generate import main
+
+    (tmp_path / "titles.txt").write_text("\n".join(TITLES[:3]) + "\n")
+    out = tmp_path / "out.jsonl"
+    args = ["--model", str(tiny_model_dir), "--input", str(tmp_path / "titles.txt"), "-o", str(out),
+            "--batch-size", "2", "--max-new-tokens", "6"]
+    assert main(args) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["title"] for r in rows] == TITLES[:3]
+    assert all(set(r) == {"title", "description", "tokens", "seconds", "stopped"} for r in rows)
+    expected = generate_batch(tiny, TITLES[:3], GenerationSettings(max_new_tokens=6))
+    assert [r["description"] for r in rows] == [g.description for g in expected]
+    assert main(["--model", str(tiny_model_dir), "--title", "What is 'Sunflower' about?",
+                 "--max-new-tokens", "6"]) == 0
+    printed = capsys.readouterr().out.strip()
+    assert printed == generate_one(tiny, "Sunflower", GenerationSettings(max_new_tokens=6)).description
+
+
+def test_interactive_loop_leaves_on_sair(tiny):
+    import io
+
+    from tc3.cli.generate import interactive
+
+    lines = iter(["Sunflower", "  ", "sair", "never read"])
+    out = io.StringIO()
+    interactive(tiny, GenerationSettings(max_new_tokens=6), read=lambda prompt: next(lines), out=out)
+    expected = generate_one(tiny, "Sunflower", GenerationSettings(max_new_tokens=6)).description
+    assert expected in out.getvalue()
+
+
+def _read_until(fd: int, needle: bytes, buffer: bytearray, timeout: float = 60) -> bytes:
+    deadline = time.monotonic() + timeout
+    while needle not in buffer:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError(f"timed out waiting for {needle!r}; got {bytes(buffer)!r}")
+        ready, _, _ = select.select([fd], [], [], remaining)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                chunk = b""
+            if not chunk:
+                raise AssertionError(f"terminal closed before {needle!r}; got {bytes(buffer)!r}")
+            buffer.extend(chunk)
+    head, _, tail = bytes(buffer).partition(needle)
+    buffer[:] = tail
+    return head
+
+
+def test_interactive_loop_through_a_pseudo_terminal(tiny_model_dir, tiny):
+    import pty
+
+    master, slave = pty.openpty()
+    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
+    proc = subprocess.Popen([sys.executable, "-m", "tc3.cli.generate", "--model", str(tiny_model_dir),
+                             "--max-new-tokens", "6", "--device", "cpu"],
+                            stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True)
+    os.close(slave)
+    buffer = bytearray()
+    try:
+        _read_until(master, "Título: ".encode(), buffer, timeout=90)
+        os.write(master, "O que é 'Sunflower'?\n".encode())
+        answer = _read_until(master, "Título: ".encode(), buffer).decode()
+        expected = generate_one(tiny, "Sunflower", GenerationSettings(max_new_tokens=6)).description
+        assert expected in answer
+        assert "<|" not in answer
+        os.write(master, b"\x04")  # Ctrl-D
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
