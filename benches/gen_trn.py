@@ -273,6 +273,7 @@ def add_quirks(data: bytes, rng, rate: float, every_kind: bool) -> bytes:
 def generate(path: Path, records: int, seed: int, quirks: float = 0.0, gz_too: bool = False) -> None:
     pools = Pools(seed)
     gz_path = path if path.suffix == ".gz" else path.with_name(path.name + ".gz") if gz_too else None
+    path.parent.mkdir(parents=True, exist_ok=True)  # benches/data/ is ignored, so a fresh clone lacks it
     with contextlib.ExitStack() as files:
         plain = None if path.suffix == ".gz" else files.enter_context(open(path, "wb"))
         gz = files.enter_context(open(gz_path, "wb")) if gz_path else None
