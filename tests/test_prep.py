@@ -283,6 +283,9 @@ def test_existing_output_needs_force(crafted: Path, tmp_path: Path) -> None:
         (["{crafted}", "--val-fraction", "2"], "val-fraction"),
         (["{crafted}", "--min-desc-chars", "50", "--max-desc-chars", "10"], "min-desc-chars"),
         (["{crafted}", "--dedup", "fuzzy"], "invalid choice"),
+        (["{crafted}", "--seed", "-1"], "--seed must be zero or more"),
+        (["{crafted}", "--min-title-chars", "-3"], "--min-title-chars must be zero or more"),
+        (["{crafted}", "--threads", "0"], "--threads must be at least 1"),
         ([], "at least one INPUT"),
     ],
 )

@@ -57,28 +57,38 @@ def run(
     """
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
-    for name, value in (("limit", limit), ("sample", sample), ("max_errors", max_errors), ("threads", threads)):
-        if value is not None and value < (1 if name == "threads" else 0):
-            raise UsageError(f"{name} must be {'at least 1' if name == 'threads' else 'zero or more'}, not {value}")
-    stats = _rust_clean.run(
-        [os.fspath(i) for i in inputs],
-        os.fspath(out_dir),
-        val_fraction=val_fraction,
-        seed=seed,
-        limit=limit,
-        sample=sample,
-        min_title_chars=min_title_chars,
-        max_title_chars=max_title_chars,
-        min_desc_chars=min_desc_chars,
-        max_desc_chars=max_desc_chars,
-        dedup=dedup,
-        drop_patterns=list(drop_patterns),
-        rejects=None if rejects is None else os.fspath(rejects),
-        max_errors=max_errors,
-        threads=threads,
-        force=force,
-        progress=progress,
-    )
+    counts = {
+        "seed": seed, "limit": limit, "sample": sample, "max_errors": max_errors, "threads": threads,
+        "min_title_chars": min_title_chars, "max_title_chars": max_title_chars,
+        "min_desc_chars": min_desc_chars, "max_desc_chars": max_desc_chars,
+    }
+    for name, value in counts.items():
+        least = 1 if name == "threads" else 0
+        if value is not None and value < least:
+            flag = "--" + name.replace("_", "-")
+            raise UsageError(f"{flag} must be {'at least 1' if least else 'zero or more'}, not {value}")
+    try:
+        stats = _rust_clean.run(
+            [os.fspath(i) for i in inputs],
+            os.fspath(out_dir),
+            val_fraction=val_fraction,
+            seed=seed,
+            limit=limit,
+            sample=sample,
+            min_title_chars=min_title_chars,
+            max_title_chars=max_title_chars,
+            min_desc_chars=min_desc_chars,
+            max_desc_chars=max_desc_chars,
+            dedup=dedup,
+            drop_patterns=list(drop_patterns),
+            rejects=None if rejects is None else os.fspath(rejects),
+            max_errors=max_errors,
+            threads=threads,
+            force=force,
+            progress=progress,
+        )
+    except OverflowError as e:  # a number past 2**64 cannot reach the engine
+        raise UsageError(f"a number is out of range: {e}") from None
     return json.loads(stats)
 
 
