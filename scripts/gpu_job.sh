@@ -9,6 +9,11 @@
 #   scripts/gpu_job.sh bench    # ~8-9 min: corpus + tc3-prep, bf16 rate, 8B-shaped model, the three setups, profile
 #   scripts/gpu_job.sh finish   # ~8 min: gpu tests; tc3-train + --resume, tc3-generate, 4-bit generation,
 #                               # tc3-export and plain-transformers generation from the merged model
+#   scripts/gpu_job.sh stage      # parks the carried GGUF pieces in /tmp (the GGUF is larger than one call carries)
+#   scripts/gpu_job.sh questions  # ~6 min: SmolLM2-135M-Instruct from the GGUF, tc3-train with varied questions
+#                                 # and context turns, tc3-eval --questions unseen, grounded vs ungrounded ROUGE-L
+#     carry for both: .device/gguf-a (call 1, with .bundle), .device/gguf-b and .device/questions (call 2); they
+#     are made by scripts/questions_inputs.sh
 # Each step reuses what an earlier call on the same (still warm) machine left in /tmp.
 set -uo pipefail
 JOB=${1:-bench}
@@ -18,8 +23,11 @@ OUT=${OUT:-/tmp/tc3-gpu-out}
 mkdir -p "$OUT"
 exec > >(tee -a "$OUT/log_$JOB.txt") 2>&1
 
+# LOCAL=1: a dry run of a job on this machine's own packages (no bundle), with small sizes, before spending GPU time.
 SITE=/tmp/gpusite
-if [ ! -f $SITE/.unpacked ]; then
+if [ -n "${LOCAL:-}" ]; then
+  SITE=
+elif [ ! -f $SITE/.unpacked ]; then
   tar -C /tmp -xJf .bundle/tc3-gpu-site.tar.xz && touch $SITE/.unpacked || { echo "bundle unpack failed"; exit 1; }
 fi
 export PYTHONPATH=$SITE:$ROOT/python PYTHONUNBUFFERED=1 TQDM_DISABLE=1 TOKENIZERS_PARALLELISM=false \
@@ -121,7 +129,37 @@ finish)
   wait $TESTS
   stamp "gpu tests"; tail -5 "$OUT/log_tests.txt"
   ;;
+stage)
+  mkdir -p /tmp/gguf-parts && cp .device/gguf-*/* /tmp/gguf-parts/ && ls -la /tmp/gguf-parts
+  ;;
+questions)
+  mkdir -p /tmp/gguf-parts && cp .device/gguf-*/* /tmp/gguf-parts/ 2>/dev/null
+  Q=$ROOT/.device/questions
+  BASE=/tmp/smollm2 RUN=/tmp/runs/smollm2-q
+  if [ ! -f $BASE/config.json ]; then
+    cat /tmp/gguf-parts/part-* >/tmp/smollm2.gguf
+    (cd /tmp && sha256sum -c "$Q/gguf.sha256") || { echo "GGUF pieces incomplete"; exit 1; }
+    $PY scripts/smollm2_local.py $BASE --gguf /tmp/smollm2.gguf || exit 1
+  fi
+  stamp "tc3-train: varied questions, half the examples with their record as context"
+  rm -rf $RUN
+  $PY -m tc3.cli.train --config configs/tiny-cpu.yaml model=$BASE data=$Q/prep-real output_dir=$RUN \
+      questions=varied context_fraction=0.5 train_samples=null eval_samples=null max_steps=null \
+      epochs="${EPOCHS:-4}" per_device_batch_size=16 precision="${PRECISION:-bf16}" max_length_cap=1024 \
+      logging_steps=5 eval_steps=20 save_steps=1000 ${TRAIN_ARGS:-} || exit 1
+  cp $RUN/metrics.json "$OUT/train_metrics.json"
+  stamp "tc3-eval --questions unseen"
+  $PY -m tc3.cli.eval --model $RUN --baseline $BASE --data $Q/prep-real --questions unseen --n "${N:-200}" \
+      --max-new-tokens 160 --batch-size 100 --out /tmp/eval-questions || exit 1
+  cp /tmp/eval-questions/report.{json,md,png} "$OUT/"
+  stamp "grounded vs ungrounded ROUGE-L on the retrieval benchmark's noisy queries"
+  $PY benches/grounded_rouge.py --model $RUN --grounding $Q/grounding-1000.jsonl --grounding $Q/grounding-real.jsonl \
+      --out "$OUT/grounded-rouge.json" --batch-size 125 --max-new-tokens 256 ${LIMIT:+--limit $LIMIT} || exit 1
+  stamp "the same with the untouched base model"
+  $PY benches/grounded_rouge.py --model $BASE --grounding $Q/grounding-1000.jsonl --grounding $Q/grounding-real.jsonl \
+      --out "$OUT/grounded-rouge-base.json" --batch-size 125 --max-new-tokens 256 ${LIMIT:+--limit $LIMIT}
+  ;;
 *)
-  echo "usage: scripts/gpu_job.sh bench|finish"; exit 2 ;;
+  echo "usage: scripts/gpu_job.sh bench|finish|stage|questions"; exit 2 ;;
 esac
 stamp "done"

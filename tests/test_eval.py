@@ -116,3 +116,29 @@ def test_tc3_eval_writes_report(tiny_model_dir, prep_dir, tmp_path, capsys):
     assert main(["--model", str(tiny_model_dir), "--data", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("tc3-eval: error:") and "validation" in err and err.count("\n") == 1
+
+
+def test_tc3_eval_questions_unseen_reports_both_phrasings(tiny_model_dir, prep_dir, tmp_path, capsys):
+    from tc3.cli.eval import main
+    from tc3.prompts import QUESTION_TEMPLATES, UNSEEN_QUESTION_TEMPLATES
+
+    out = tmp_path / "report"
+    args = ["--model", str(tiny_model_dir), "--data", str(prep_dir), "--questions", "unseen", "--n", "6",
+            "--max-new-tokens", "3", "--batch-size", "6", "--out", str(out), "--device", "cpu"]
+    assert main(args) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["settings"]["questions"] == "unseen"
+    seen = report["generations"]["model"]
+    unseen = report["generations_unseen"]["model"]
+    assert [g["title"] for g in seen] == [g["title"] for g in unseen]
+    assert all(g["question"] in QUESTION_TEMPLATES for g in seen)
+    assert all(g["question"] in UNSEEN_QUESTION_TEMPLATES for g in unseen)
+    row = report["phrasings"]["model"]
+    assert row["rougeL_seen"] == report["models"]["model"]["metrics"]["rougeL"]
+    if row["rougeL_seen"]:
+        assert row["unseen_over_seen"] == pytest.approx(row["rougeL_unseen"] / row["rougeL_seen"])
+    else:  # a random model scores 0: no ratio, written as null rather than NaN
+        assert row["unseen_over_seen"] is None and row["within_target"] is False
+    md = (out / "report.md").read_text()
+    assert "## Seen and unseen question phrasings" in md and "| ROUGE-L seen | ROUGE-L unseen |" in md
+    assert "ROUGE-L seen phrasings" in capsys.readouterr().out

@@ -18,6 +18,7 @@ LLAMA_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_pr
 # Keys whose value must be one of a fixed set.
 CHOICES = {
     "backend": ("auto", "unsloth", "hf"),
+    "questions": ("varied", "fixed"),
     "precision": ("auto", "bf16", "fp16", "fp32"),
     "lr_scheduler": ("linear", "cosine", "constant", "constant_with_warmup"),
     "optimizer": ("adamw_8bit", "paged_adamw_8bit", "adamw_torch", "adamw_torch_fused", "sgd"),
@@ -43,7 +44,9 @@ class TrainConfig:
     model: str = "unsloth/llama-3-8b-bnb-4bit"  # hub id or local model dir
     data: str = "data/prep"  # a `tc3-prep` output dir
     output_dir: str = "runs/llama3-8b-qlora"
-    instruction: str = "pt"  # "pt", "en" or a literal instruction text
+    instruction: str = "pt"  # "pt", "en" or a literal instruction text: the user turn when questions is fixed
+    questions: str = "varied"  # varied: each example's user turn drawn from tc3.prompts.QUESTION_TEMPLATES; fixed
+    context_fraction: float = 0.2  # share of examples given their own record as context (grounded turns)
     train_samples: int | None = 100_000  # seeded random sample of the train split; null = all of it
     eval_samples: int | None = 1000  # seeded random sample of the validation split; null = all of it
     seed: int = 3407
@@ -150,6 +153,8 @@ def _validate(config: TrainConfig) -> None:
             raise ConfigError(f"{key} must be positive, got {value}")
     if config.learning_rate <= 0 or config.epochs <= 0:
         raise ConfigError("learning_rate and epochs must be positive")
+    if not 0 <= config.context_fraction <= 1:
+        raise ConfigError("context_fraction must be in [0, 1]")
     if not 0 <= config.warmup_ratio < 1 or not 0 <= config.lora_dropout < 1:
         raise ConfigError("warmup_ratio and lora_dropout must be in [0, 1)")
     if not 0 < config.max_length_percentile <= 100:

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from tc3.config import ConfigError
-from tc3.prompts import completion_messages, prompt_messages
+from tc3.prompts import choose_question, completion_messages, prompt_messages, seeded_unit
 
 COLUMNS = ("uid", "title", "description")
 
@@ -46,12 +46,21 @@ def sample(dataset, n: int | None, seed: int):
     return shuffled if n is None or n >= len(shuffled) else shuffled.select(range(n))
 
 
-def to_prompt_completion(dataset, instruction: str, num_proc: int | None = None):
-    """Rows {prompt, completion} in TRL's conversational format, rendered later by the tokenizer's template."""
+def to_prompt_completion(dataset, config, num_proc: int | None = None):
+    """Rows {prompt, completion} in TRL's conversational format, rendered later by the tokenizer's template.
+
+    The user turn is a question template drawn per example (or the fixed instruction), and a seeded share of
+    examples carries the product's own record as context: both keyed by uid and seed, so any process, order
+    or num_proc gives the same examples.
+    """
+    questions, instruction, seed = config.questions, config.instruction, config.seed
+    context_fraction = config.context_fraction
 
     def convert(row):
+        question = choose_question(row["uid"], seed) if questions == "varied" else instruction
+        grounded = seeded_unit(seed, "context", row["uid"]) < context_fraction
         return {
-            "prompt": prompt_messages(row["title"], instruction),
+            "prompt": prompt_messages(row["title"], question, row if grounded else None),
             "completion": completion_messages(row["description"]),
         }
 
@@ -64,8 +73,8 @@ def training_splits(config):
     train = sample(splits["train"], config.train_samples, config.seed)
     evaluation = sample(splits["validation"], config.eval_samples, config.seed)
     return (
-        to_prompt_completion(train, config.instruction, config.dataset_num_proc),
-        to_prompt_completion(evaluation, config.instruction, config.dataset_num_proc),
+        to_prompt_completion(train, config, config.dataset_num_proc),
+        to_prompt_completion(evaluation, config, config.dataset_num_proc),
     )
 
 

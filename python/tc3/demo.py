@@ -1,5 +1,6 @@
 """A small Gradio app over the generate path: a title in, a streamed description out, optionally the base model
-beside the fine-tuned one (same prompt, same settings).
+beside the fine-tuned one (same prompt, same settings), optionally grounded in the product's record from a tc3-index
+(the answer cites its uid, or says that nothing matched).
 
 Private by construction: binds 127.0.0.1, never creates a share link, Gradio analytics off (set before gradio is
 imported, and on the Blocks). The event is exposed as API ``/generate`` so it can be driven by ``gradio_client``.
@@ -10,6 +11,7 @@ from __future__ import annotations
 import os
 
 from .generate import GenerationSettings, LoadedModel, Stream, title_from_query
+from .grounding import stream_grounded
 
 HOST = "127.0.0.1"
 
@@ -22,8 +24,14 @@ def _gradio():
     return gr
 
 
-def describe_fn(loaded: LoadedModel, baseline: LoadedModel | None, settings: GenerationSettings, literal=False):
+def describe_fn(loaded: LoadedModel, baseline: LoadedModel | None, settings: GenerationSettings, literal=False,
+                index=None):
     """The streaming callback: yields the fine-tuned text so far (and the baseline's, when there is one)."""
+
+    def pieces(model: LoadedModel, text: str, title: str):
+        if index is None:
+            return Stream(model, title, settings)
+        return stream_grounded(model, index, text, settings, literal=literal)
 
     def describe(text: str):
         title = title_from_query(text or "", literal=literal)
@@ -31,11 +39,11 @@ def describe_fn(loaded: LoadedModel, baseline: LoadedModel | None, settings: Gen
         if not title:
             yield (tuned, base) if baseline is not None else tuned
             return
-        for piece in Stream(loaded, title, settings):
+        for piece in pieces(loaded, text, title):
             tuned += piece
             yield (tuned, base) if baseline is not None else tuned
         if baseline is not None:
-            for piece in Stream(baseline, title, settings):
+            for piece in pieces(baseline, text, title):
                 base += piece
                 yield tuned, base
 
@@ -43,12 +51,14 @@ def describe_fn(loaded: LoadedModel, baseline: LoadedModel | None, settings: Gen
 
 
 def build_app(loaded: LoadedModel, baseline: LoadedModel | None = None, settings: GenerationSettings | None = None,
-              literal: bool = False):
+              literal: bool = False, index=None):
     gr = _gradio()
     settings = settings or GenerationSettings()
     with gr.Blocks(analytics_enabled=False, title="tc3: product descriptions") as app:
         gr.Markdown("## tc3: a product description from its title\n"
-                    f"Model: `{loaded.name}`" + (f" — beside the base: `{baseline.name}`" if baseline else ""))
+                    f"Model: `{loaded.name}`" + (f" — beside the base: `{baseline.name}`" if baseline else "")
+                    + ("\n\nGrounded: answers come from the product's record in the index, with its uid."
+                       if index is not None else ""))
         title = gr.Textbox(label="Product title (or a question: What is 'X' about?)", lines=1)
         button = gr.Button("Generate", variant="primary")
         with gr.Row():
@@ -56,7 +66,7 @@ def build_app(loaded: LoadedModel, baseline: LoadedModel | None = None, settings
             outputs = [tuned]
             if baseline is not None:
                 outputs.append(gr.Textbox(label="Base model", lines=10))
-        fn = describe_fn(loaded, baseline, settings, literal)
+        fn = describe_fn(loaded, baseline, settings, literal, index)
         button.click(fn, inputs=title, outputs=outputs, api_name="generate")
         title.submit(fn, inputs=title, outputs=outputs, api_name=False)
     app.queue(default_concurrency_limit=1)

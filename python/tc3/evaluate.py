@@ -123,23 +123,25 @@ def text_metrics(predictions: Sequence[str], references: Sequence[str]) -> dict[
 # Loss on references
 
 
-def reference_loss(loaded, pairs: Sequence[tuple[str, str]], instruction: str, batch_size: int = 8,
+def reference_loss(loaded, pairs: Sequence[tuple], instruction: str, batch_size: int = 8,
                    max_length: int = 1024) -> dict[str, float]:
-    """Mean token NLL of each reference description given its title's prompt, and its perplexity.
+    """Mean token NLL of each reference description given its prompt (a title, or an Ask), and its perplexity.
 
     The example is rendered as the trainer renders it: the chat template over the prompt and completion messages;
     the loss covers the tokens after the prompt (the description and the template's end-of-turn).
     """
     import torch
 
+    from .generate import as_ask
     from .prompts import completion_messages, prompt_messages, render_prompt
 
     model, tokenizer = loaded.model, loaded.tokenizer
     examples = []
-    for title, description in pairs:
-        prompt = render_prompt(tokenizer, title, instruction)
-        full = tokenizer.apply_chat_template(prompt_messages(title, instruction) + completion_messages(description),
-                                             tokenize=False)
+    for item, description in pairs:
+        ask = as_ask(item)
+        messages = prompt_messages(ask.title, ask.question or instruction, ask.context)
+        prompt = render_prompt(tokenizer, ask.title, ask.question or instruction, ask.context)
+        full = tokenizer.apply_chat_template(messages + completion_messages(description), tokenize=False)
         if not full.startswith(prompt):  # a template that renders the last turn differently: prompt + text + EOS
             full = prompt + description.strip() + (tokenizer.eos_token or "")
         prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
@@ -180,13 +182,33 @@ def sample_records(records: list[dict], n: int, seed: int) -> list[dict]:
     return [usable[i] for i in picked]
 
 
-def evaluate_model(loaded, records: list[dict], settings, batch_size: int = 8, progress=None) -> dict:
-    """Generations and metrics of one loaded model on the records (title, description)."""
+QUESTION_MODES = ("fixed", "seen", "unseen")
+
+
+def asks_for(records: list[dict], phrasing: str, seed: int) -> list:
+    """The prompt of each record: the settings' instruction ("fixed"), or a question template drawn per record by
+    uid and seed from the training templates ("seen") or from the held-out ones ("unseen")."""
+    from .generate import Ask
+    from .prompts import QUESTION_SETS, choose_question
+
+    if phrasing == "fixed":
+        return [Ask(r["title"]) for r in records]
+    templates = QUESTION_SETS[phrasing]
+    return [Ask(r["title"], question=choose_question(r.get("uid") or r["title"], seed, templates)) for r in records]
+
+
+def evaluate_model(loaded, records: list[dict], settings, batch_size: int = 8, progress=None,
+                   questions: str = "fixed", seed: int = 3407) -> dict:
+    """Generations and metrics of one loaded model on the records (title, description).
+
+    ``questions="unseen"`` scores the seen phrasings in full and adds ROUGE and the other text metrics of a second
+    pass with held-out phrasings, under ``"unseen"``.
+    """
     from .generate import generate_batch
 
-    titles = [r["title"] for r in records]
+    asks = asks_for(records, "fixed" if questions == "fixed" else "seen", seed)
     references = [r["description"] for r in records]
-    generations = generate_batch(loaded, titles, settings, batch_size=batch_size, progress=progress)
+    generations = generate_batch(loaded, asks, settings, batch_size=batch_size, progress=progress)
     predictions = [g.description for g in generations]
     metrics = text_metrics(predictions, references)
     metrics["mean_tokens"] = mean([g.tokens for g in generations])
@@ -198,8 +220,17 @@ def evaluate_model(loaded, records: list[dict], settings, batch_size: int = 8, p
     metrics["reference_over_limit_share"] = 1 - share(fits)
     fitting = [g.stopped for g, fit in zip(generations, fits) if fit]
     metrics["stopped_share_short_refs"] = share(fitting) if fitting else float("nan")
-    metrics.update(reference_loss(loaded, list(zip(titles, references)), settings.instruction, batch_size))
-    return {"metrics": metrics, "generations": [g.as_record() for g in generations]}
+    metrics.update(reference_loss(loaded, list(zip(asks, references)), settings.instruction, batch_size))
+    result = {"metrics": metrics, "generations": [g.as_record() | {"question": a.question} for a, g in
+                                                  zip(asks, generations)]}
+    if questions == "unseen":
+        unseen_asks = asks_for(records, "unseen", seed)
+        unseen = generate_batch(loaded, unseen_asks, settings, batch_size=batch_size, progress=progress)
+        result["unseen"] = {
+            "metrics": text_metrics([g.description for g in unseen], references),
+            "generations": [g.as_record() | {"question": a.question} for a, g in zip(unseen_asks, unseen)],
+        }
+    return result
 
 
 METRIC_LABELS = [
@@ -227,6 +258,7 @@ class EvalRun:
     seed: int
     batch_size: int
     base: str | None = None
+    questions: str = "fixed"
 
 
 def write_report(out_dir: Path, run: EvalRun, settings, records: list[dict], results: dict[str, dict],
@@ -244,6 +276,9 @@ def write_report(out_dir: Path, run: EvalRun, settings, records: list[dict], res
         report["relative"] = {key: (tuned[key] - base[key]) / base[key] for key in tuned
                               if isinstance(tuned[key], (int, float)) and base[key] not in (0, None)
                               and math.isfinite(base[key]) and math.isfinite(tuned[key])}
+    phrasings = {label: _phrasing_table(results[label]) for label in labels if "unseen" in results[label]}
+    if phrasings:
+        report["phrasings"] = phrasings
     picked = records[:examples]
     report["examples"] = [
         {"uid": r.get("uid"), "title": r["title"], "reference": r["description"],
@@ -251,6 +286,8 @@ def write_report(out_dir: Path, run: EvalRun, settings, records: list[dict], res
         for i, r in enumerate(picked)
     ]
     report["generations"] = {label: results[label]["generations"] for label in labels}
+    if phrasings:
+        report["generations_unseen"] = {label: results[label]["unseen"]["generations"] for label in phrasings}
     (out_dir / "report.json").write_text(json.dumps(_finite(report), ensure_ascii=False, indent=2) + "\n",
                                          encoding="utf-8")
     plot_metrics(out_dir / "report.png", {label: results[label]["metrics"] for label in labels},
@@ -287,12 +324,42 @@ def _cell(text: str, limit: int = 400) -> str:
     return text.replace("|", "\\|")
 
 
+UNSEEN_TARGET = 0.9  # the issue's target: ROUGE-L on unseen phrasings within 10% of the seen ones
+
+
+def _phrasing_table(result: dict) -> dict:
+    seen, unseen = result["metrics"]["rougeL"], result["unseen"]["metrics"]["rougeL"]
+    ratio = unseen / seen if seen else float("nan")
+    return {"rougeL_seen": seen, "rougeL_unseen": unseen, "unseen_over_seen": ratio,
+            "rouge1_seen": result["metrics"]["rouge1"], "rouge1_unseen": result["unseen"]["metrics"]["rouge1"],
+            "within_target": bool(ratio >= UNSEEN_TARGET)}
+
+
+def _phrasing_markdown(report: dict, names: dict) -> list[str]:
+    from .prompts import QUESTION_TEMPLATES, UNSEEN_QUESTION_TEMPLATES
+
+    lines = ["## Seen and unseen question phrasings", "",
+             f"Each title asked once with a training phrasing ({len(QUESTION_TEMPLATES)} templates) and once with a "
+             f"held-out one ({len(UNSEEN_QUESTION_TEMPLATES)} templates never used in training), each drawn per "
+             f"title by uid and seed. Target: unseen ROUGE-L at least {UNSEEN_TARGET:.0%} of seen.", "",
+             "| model | ROUGE-L seen | ROUGE-L unseen | unseen / seen | ROUGE-1 seen | ROUGE-1 unseen |",
+             "|---|---|---|---|---|---|"]
+    for label, row in report["phrasings"].items():
+        lines.append(f"| {label} (`{Path(names[label]).name or names[label]}`) | {row['rougeL_seen']:.4f} | "
+                     f"{row['rougeL_unseen']:.4f} | {row['unseen_over_seen']:.3f} "
+                     f"({'within' if row['within_target'] else 'misses'} target) | {row['rouge1_seen']:.4f} | "
+                     f"{row['rouge1_unseen']:.4f} |")
+    return lines + [""]
+
+
 def render_markdown(report: dict, labels: list[str]) -> str:
     s = report["settings"]
     names = {label: report["models"][label]["name"] for label in labels}
     lines = ["# tc3-eval report", ""]
     lines.append(f"{s['n_scored']} titles of the `{s['split']}` split of `{s['data']}` (seed {s['seed']}); "
-                 f"instruction `{s['instruction']}`; {'sampling' if s['do_sample'] else 'greedy'}, "
+                 + (f"instruction `{s['instruction']}`; " if s.get("questions", "fixed") == "fixed" else
+                    f"questions `{s['questions']}` (per-title question templates); ")
+                 + f"{'sampling' if s['do_sample'] else 'greedy'}, "
                  f"repetition penalty {s['repetition_penalty']}, at most {s['max_new_tokens']} new tokens, "
                  f"batch {s['batch_size']}.")
     lines.append("")
@@ -315,7 +382,10 @@ def render_markdown(report: dict, labels: list[str]) -> str:
               "Loops: some word 4-gram occurs 3+ times. Stopped: ended with an end token before the limit. "
               "References longer than the limit (in the model's tokens) bound the stop share of a model that "
               "writes as long as they do.",
-              "", "![metrics](report.png)", "", f"## {len(report['examples'])} examples", ""]
+              ""]
+    if "phrasings" in report:
+        lines += _phrasing_markdown(report, names)
+    lines += ["![metrics](report.png)", "", f"## {len(report['examples'])} examples", ""]
     for i, example in enumerate(report["examples"], 1):
         lines.append(f"### {i}. {_cell(example['title'], 200)}")
         lines.append("")
@@ -354,7 +424,7 @@ def plot_metrics(path: Path, metrics: dict[str, dict], names: dict[str, str]) ->
 
 def run_eval(model: str, data: str, out_dir: str | Path, baseline: str | None = None, base: str | None = None,
              split: str = "validation", n: int = 500, seed: int = 3407, settings=None, batch_size: int = 8,
-             device: str | None = None, log=print) -> dict:
+             device: str | None = None, questions: str = "fixed", log=print) -> dict:
     """Load each model in turn (baseline first), generate for the same n titles, score, write the report."""
     from .generate import GenerationSettings, load_model, read_prep_split
 
@@ -364,14 +434,16 @@ def run_eval(model: str, data: str, out_dir: str | Path, baseline: str | None = 
         from .generate import InputError
 
         raise InputError(f"the {split} split of '{data}' has no record with both a title and a description")
+    if questions not in QUESTION_MODES:
+        raise ValueError(f"questions must be one of {', '.join(QUESTION_MODES)}, not {questions!r}")
     run = EvalRun(model=model, baseline=baseline, data=str(data), split=split, n=n, seed=seed,
-                  batch_size=batch_size, base=base)
+                  batch_size=batch_size, base=base, questions=questions)
     results: dict[str, dict] = {}
     cache_dir = Path(out_dir) / "cache"
     for label, name, its_base in (("baseline", baseline, None), ("model", model, base)):
         if name is None:
             continue
-        key = _cache_key(name, its_base, records, settings, batch_size)
+        key = _cache_key(name, its_base, records, settings, batch_size, questions)
         cached = cache_dir / f"{key}.json"
         if cached.is_file():
             log(f"[{label}] {name}: reusing {cached} (same model, titles and settings)")
@@ -380,7 +452,7 @@ def run_eval(model: str, data: str, out_dir: str | Path, baseline: str | None = 
             log(f"[{label}] loading {name}")
             loaded = load_model(name, base=its_base, device=device)
             log(f"[{label}] generating for {len(records)} titles")
-            result = evaluate_model(loaded, records, settings, batch_size=batch_size,
+            result = evaluate_model(loaded, records, settings, batch_size=batch_size, questions=questions, seed=seed,
                                     progress=lambda done, total, label=label: log(f"[{label}] {done}/{total}"))
             loaded.close()
             cache_dir.mkdir(parents=True, exist_ok=True)
@@ -393,7 +465,8 @@ def run_eval(model: str, data: str, out_dir: str | Path, baseline: str | None = 
 CACHE_VERSION = 2  # bump when generation or scoring changes: 2 = end tokens exempt from the repetition penalty
 
 
-def _cache_key(name: str, base: str | None, records: list[dict], settings, batch_size: int) -> str:
+def _cache_key(name: str, base: str | None, records: list[dict], settings, batch_size: int,
+               questions: str = "fixed") -> str:
     """Results are reused only for the same model files, titles and settings: a retrained model misses the cache."""
     import hashlib
 
@@ -401,5 +474,5 @@ def _cache_key(name: str, base: str | None, records: list[dict], settings, batch
     stamps = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in path.glob("*")
                     if p.is_file()) if path.is_dir() else []
     blob = json.dumps([CACHE_VERSION, str(path.resolve()) if path.exists() else name, base, stamps,
-                       [r["title"] for r in records], settings.as_dict(), batch_size], sort_keys=True)
+                       [r["title"] for r in records], settings.as_dict(), batch_size, questions], sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]

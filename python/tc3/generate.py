@@ -32,7 +32,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .prompts import end_token_ids, load_tokenizer, render_prompt
+from .prompts import end_token_ids, load_tokenizer, render_prompt, title_in_question
 
 
 class ModelLoadError(Exception):
@@ -70,6 +70,9 @@ def title_from_query(text: str, literal: bool = False) -> str:
     text = text.strip()
     if literal or not text:
         return text
+    known = title_in_question(text)  # phrased as one of the training or held-out question templates
+    if known is not None:
+        return known
     match = _QUESTION_LEAD.match(text)
     if match is None:
         return text
@@ -261,6 +264,20 @@ class GenerationSettings:
 
 
 @dataclass
+class Ask:
+    """One prompt to answer: a title, its question (None: the settings' instruction) and an optional context record
+    (``uid``, ``title``, ``description``) that grounds the answer."""
+
+    title: str
+    question: str | None = None
+    context: dict | None = None
+
+
+def as_ask(item: str | Ask) -> Ask:
+    return item if isinstance(item, Ask) else Ask(item)
+
+
+@dataclass
 class Generation:
     title: str
     description: str
@@ -326,8 +343,8 @@ def _generation_config(model, tokenizer, settings: GenerationSettings):
     return GenerationConfig(**kwargs)
 
 
-def _encode(tokenizer, titles: list[str], instruction: str, device: str):
-    prompts = [render_prompt(tokenizer, title, instruction) for title in titles]
+def _encode(tokenizer, asks: list[Ask], instruction: str, device: str):
+    prompts = [render_prompt(tokenizer, a.title, a.question or instruction, a.context) for a in asks]
     prepare_tokenizer(tokenizer)
     return tokenizer(prompts, add_special_tokens=False, padding=True, return_tensors="pt").to(device)
 
@@ -358,14 +375,14 @@ def split_answer(tokenizer, new_ids: list[int]) -> tuple[str, int, bool]:
     return text, len(content), stop is not None
 
 
-def generate_batch(loaded: LoadedModel, titles: Iterable[str], settings: GenerationSettings | None = None,
+def generate_batch(loaded: LoadedModel, titles: Iterable[str | Ask], settings: GenerationSettings | None = None,
                    batch_size: int = 8, progress=None) -> list[Generation]:
-    """One answer a title, batch by batch with left padding. ``progress(done, total)`` is called after each batch."""
+    """One answer a title (or Ask), batch by batch with left padding. ``progress(done, total)`` after each batch."""
     import torch
 
     settings = settings or GenerationSettings()
     model, tokenizer = loaded.model, loaded.tokenizer
-    titles = list(titles)
+    titles = [as_ask(t) for t in titles]
     config = _generation_config(model, tokenizer, settings)
     _seed(settings)
     results: list[Generation] = []
@@ -378,23 +395,24 @@ def generate_batch(loaded: LoadedModel, titles: Iterable[str], settings: Generat
                                     logits_processor=_processors(settings, inputs["attention_mask"], tokenizer))
         seconds = (time.perf_counter() - began) / len(chunk)
         new = output[:, inputs["input_ids"].shape[1] :].tolist()
-        for title, row in zip(chunk, new):
+        for ask, row in zip(chunk, new):
             text, tokens, stopped = split_answer(tokenizer, row)
-            results.append(Generation(title=title, description=text, tokens=tokens, seconds=seconds, stopped=stopped))
+            results.append(Generation(title=ask.title, description=text, tokens=tokens, seconds=seconds,
+                                      stopped=stopped))
         if progress is not None:
             progress(len(results), len(titles))
     return results
 
 
-def generate_one(loaded: LoadedModel, title: str, settings: GenerationSettings | None = None) -> Generation:
+def generate_one(loaded: LoadedModel, title: str | Ask, settings: GenerationSettings | None = None) -> Generation:
     return generate_batch(loaded, [title], settings, batch_size=1)[0]
 
 
 class Stream:
     """Iterate to receive the answer as text pieces, token by token; ``result`` holds the Generation afterwards."""
 
-    def __init__(self, loaded: LoadedModel, title: str, settings: GenerationSettings | None = None):
-        self.loaded, self.title, self.settings = loaded, title, settings or GenerationSettings()
+    def __init__(self, loaded: LoadedModel, title: str | Ask, settings: GenerationSettings | None = None):
+        self.loaded, self.ask, self.settings = loaded, as_ask(title), settings or GenerationSettings()
         self.result: Generation | None = None
 
     def __iter__(self) -> Iterator[str]:
@@ -402,7 +420,7 @@ class Stream:
         from transformers import TextIteratorStreamer
 
         model, tokenizer = self.loaded.model, self.loaded.tokenizer
-        inputs = _encode(tokenizer, [self.title], self.settings.instruction, self.loaded.device)
+        inputs = _encode(tokenizer, [self.ask], self.settings.instruction, self.loaded.device)
         streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
         config = _generation_config(model, tokenizer, self.settings)
         holder: dict = {}
@@ -434,7 +452,7 @@ class Stream:
             raise holder["error"]
         row = holder["output"][0, inputs["input_ids"].shape[1] :].tolist()
         text, tokens, stopped = split_answer(tokenizer, row)
-        self.result = Generation(title=self.title, description=text, tokens=tokens,
+        self.result = Generation(title=self.ask.title, description=text, tokens=tokens,
                                  seconds=time.perf_counter() - began, stopped=stopped)
 
 

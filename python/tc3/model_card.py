@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from tc3.models import hub_id, model_dir
-from tc3.prompts import resolve_instruction
+from tc3.prompts import questions_card_section
 
 
 def base_model_license(model: str) -> str:
@@ -60,9 +60,10 @@ def write_model_card(out_dir: Path, config, metrics: dict, merged: bool = False)
 `tc3-train` (TRL SFTTrainer, loss on the description only).
 
 ## Prompt
-One user turn, rendered by the tokenizer's chat template (`tc3.prompts.render_prompt`): the instruction
-"{resolve_instruction(config.instruction)}", a blank line, the title. The answer ends with the template's
-end-of-turn token: stop generation on any of `tc3.prompts.end_token_ids(tokenizer)`.
+One user turn, rendered by the tokenizer's chat template (`tc3.prompts.render_prompt`). The answer ends with
+the template's end-of-turn token: stop generation on any of `tc3.prompts.end_token_ids(tokenizer)`.
+
+{questions_card_section(config.questions, config.instruction, config.context_fraction)}
 
 ## Data
 {data_summary(config.data)}

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from tc3 import _rust_clean
 from tc3._rust_clean import InputError, PrepError, UsageError
+from tc3.prompts import questions_card_section
 
 if TYPE_CHECKING:  # pyarrow (and numpy with it) loads only when a batch is cleaned, not for tc3-prep
     import pyarrow as pa
@@ -28,6 +29,13 @@ CLEANING_RULES = (
 )
 
 ProgressCallback = Callable[[int, "int | None", int, int], None]
+
+
+# The dataset card says how `tc3-train` turns a row into a chat example by default (`questions: varied`).
+DATASET_CARD_PROMPTS = (
+    "## Training prompts\n\n`tc3-train` makes a chat example of each row: the user turn asks about the title, the "
+    "assistant answers with the description.\n" + questions_card_section("varied", "pt")
+)
 
 
 def run(
@@ -85,6 +93,7 @@ def run(
             max_errors=max_errors,
             threads=threads,
             force=force,
+            card_notes=DATASET_CARD_PROMPTS,
             progress=progress,
         )
     except OverflowError as e:  # a number past 2**64 cannot reach the engine

@@ -6,10 +6,46 @@ BOS token, so it is tokenized with ``add_special_tokens=False``: one BOS, not tw
 
 from __future__ import annotations
 
+import hashlib
+import re
+
 INSTRUCTIONS = {
     "pt": "Com base no título do produto, gere a sua descrição.",
     "en": "Based on the product title, write its description.",
 }
+
+# The user turns of training, Portuguese and English, around the title; `{title}` marks where it goes (a
+# template without it is followed by a blank line and the title). `tc3-train` draws one per example (questions:
+# varied); `questions: fixed` keeps the one instruction. Both instructions above are among them.
+QUESTION_TEMPLATES = (
+    INSTRUCTIONS["pt"],
+    "O que é '{title}'?",
+    "Descreva o produto '{title}'.",
+    "Me fale sobre {title}.",
+    "Escreva uma descrição para: {title}",
+    INSTRUCTIONS["en"],
+    "Describe '{title}'.",
+    "What can you tell me about {title}?",
+    "Write a product description for: {title}",
+    "What is '{title}' about?",
+)
+
+# Phrasings never used in training: `tc3-eval --questions unseen` asks these to see whether the model generalises
+# beyond the wording it was trained on.
+UNSEEN_QUESTION_TEMPLATES = (
+    'Gostaria de saber mais sobre "{title}". Pode me explicar?',
+    "Qual é a descrição de {title}?",
+    "Preciso de um texto de apresentação para o produto {title}.",
+    'I\'m thinking of buying "{title}". What should I know about it?',
+    "Give me a short overview of {title}.",
+    "Could you summarize what {title} is?",
+)
+
+QUESTION_SETS = {"seen": QUESTION_TEMPLATES, "unseen": UNSEEN_QUESTION_TEMPLATES}
+
+# The product record put before the question in a grounded prompt; long descriptions are cut to keep prompts short.
+CONTEXT_TEMPLATE = "Product record {uid}\nTitle: {title}\nDescription: {description}"
+CONTEXT_DESCRIPTION_CHARS = 1500
 
 # Meta-Llama-3-8B-Instruct's template, verbatim: BOS once, every turn closed by <|eot_id|>.
 LLAMA3_CHAT_TEMPLATE = (
@@ -27,7 +63,7 @@ END_OF_TURN_TOKENS = ("<|eot_id|>", "<|end_of_text|>", "<|im_end|>", "<|endoftex
 
 
 def resolve_instruction(instruction: str) -> str:
-    """A language key of INSTRUCTIONS ("pt", "en") or a literal instruction text."""
+    """A language key of INSTRUCTIONS ("pt", "en"), or a literal instruction or question template."""
     return INSTRUCTIONS.get(instruction, instruction)
 
 
@@ -54,28 +90,97 @@ def load_tokenizer(model: str):
     return tokenizer
 
 
-def user_turn(title: str, instruction: str) -> str:
-    return f"{resolve_instruction(instruction).strip()}\n\n{title.strip()}"
+def seeded_unit(seed: int, *key) -> float:
+    """A number in [0, 1) fixed by (seed, key): the same for a record whatever the order or process it is seen in."""
+    digest = hashlib.blake2b(repr((seed, *key)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
 
 
-def prompt_messages(title: str, instruction: str) -> list[dict]:
-    return [{"role": "user", "content": user_turn(title, instruction)}]
+def choose_question(uid: str, seed: int, templates=QUESTION_TEMPLATES) -> str:
+    """The question template of one example: a seeded draw keyed by its uid."""
+    return templates[int(seeded_unit(seed, "question", uid) * len(templates))]
+
+
+def render_question(template: str, title: str) -> str:
+    """A template (or a "pt"/"en" instruction key) filled with the title."""
+    template = resolve_instruction(template).strip()
+    title = title.strip()
+    return template.replace("{title}", title) if "{title}" in template else f"{template}\n\n{title}"
+
+
+def render_context(record: dict) -> str:
+    description = record["description"].strip()
+    if len(description) > CONTEXT_DESCRIPTION_CHARS:
+        description = description[:CONTEXT_DESCRIPTION_CHARS].rsplit(" ", 1)[0] + " ..."
+    return CONTEXT_TEMPLATE.format(uid=record["uid"], title=record["title"].strip(), description=description)
+
+
+def user_turn(title: str, instruction: str, context: dict | None = None) -> str:
+    """The question around the title, after the product's record when the answer is grounded in one."""
+    question = render_question(instruction, title)
+    return question if context is None else f"{render_context(context)}\n\n{question}"
+
+
+def prompt_messages(title: str, instruction: str, context: dict | None = None) -> list[dict]:
+    return [{"role": "user", "content": user_turn(title, instruction, context)}]
+
+
+def _loose(part: str) -> str:
+    """A template piece as a regex: its words in order, any run of whitespace between (and around) them."""
+    words = r"\s+".join(re.escape(word) for word in part.split())
+    return (r"\s*" if part[:1].isspace() else "") + words + (r"\s*" if part[-1:].isspace() else "")
+
+
+def _template_pattern(template: str) -> re.Pattern:
+    if "{title}" not in template:
+        template += "\n\n{title}"
+    head, tail = (_loose(part) for part in template.split("{title}", 1))
+    return re.compile(rf"^\s*{head}(?P<title>.+?){tail}\s*$", re.IGNORECASE | re.DOTALL)
+
+
+_TEMPLATE_PATTERNS = [_template_pattern(t) for t in QUESTION_TEMPLATES + UNSEEN_QUESTION_TEMPLATES]
+
+
+def title_in_question(text: str) -> str | None:
+    """The title inside a text phrased as one of the known question templates, or None."""
+    for pattern in _TEMPLATE_PATTERNS:
+        match = pattern.match(text)
+        if match and match.group("title").strip():
+            return match.group("title").strip()
+    return None
+
+
+def questions_card_section(questions: str, instruction: str, context_fraction: float = 0.0) -> str:
+    """Markdown naming the user turns of training: for the model card and the dataset card."""
+    if questions == "fixed":
+        lines = [f'Every example asks the one instruction "{resolve_instruction(instruction)}", a blank line, the title.']
+    else:
+        lines = ["Each example's user turn is one of these templates, drawn per example from a hash of its uid and",
+                 "the seed (`tc3.prompts.QUESTION_TEMPLATES`; `{title}` is the title; a template without it is",
+                 "followed by a blank line and the title):", ""]
+        lines += [f"- `{t}`" for t in QUESTION_TEMPLATES]
+        lines += ["", "Held out of training, asked by `tc3-eval --questions unseen`:", ""]
+        lines += [f"- `{t}`" for t in UNSEEN_QUESTION_TEMPLATES]
+    if context_fraction:
+        lines += ["", f"{context_fraction:.0%} of the examples (seeded by uid) carry the product's own record before",
+                  "the question, as `tc3-generate --grounded` does:", "", "```", CONTEXT_TEMPLATE, "```"]
+    return "\n".join(lines)
 
 
 def completion_messages(description: str) -> list[dict]:
     return [{"role": "assistant", "content": description.strip()}]
 
 
-def render_prompt(tokenizer, title: str, instruction: str) -> str:
+def render_prompt(tokenizer, title: str, instruction: str, context: dict | None = None) -> str:
     """The generation prompt as text; it already holds BOS, so tokenize it with add_special_tokens=False."""
     return tokenizer.apply_chat_template(
-        prompt_messages(title, instruction), tokenize=False, add_generation_prompt=True
+        prompt_messages(title, instruction, context), tokenize=False, add_generation_prompt=True
     )
 
 
-def prompt_ids(tokenizer, title: str, instruction: str) -> list[int]:
+def prompt_ids(tokenizer, title: str, instruction: str, context: dict | None = None) -> list[int]:
     """Token ids generation feeds the model: exactly the prompt part of a training example."""
-    return tokenizer(render_prompt(tokenizer, title, instruction), add_special_tokens=False)["input_ids"]
+    return tokenizer(render_prompt(tokenizer, title, instruction, context), add_special_tokens=False)["input_ids"]
 
 
 def end_token_ids(tokenizer) -> list[int]:

@@ -88,6 +88,8 @@ pub struct Options {
     pub max_errors: Option<u64>,
     pub threads: usize,
     pub force: bool,
+    /// Markdown appended to the dataset card (the Python layer puts the training prompts there).
+    pub card_notes: String,
 }
 
 impl Default for Options {
@@ -103,6 +105,7 @@ impl Default for Options {
             max_errors: None,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             force: false,
+            card_notes: String::new(),
         }
     }
 }

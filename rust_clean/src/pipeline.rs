@@ -316,7 +316,7 @@ impl Sequencer<'_> {
             file.commit()?;
         }
         self.stats.seconds = started.elapsed().as_secs_f64();
-        write_dataset_card(&staged.tmp, &self.stats)?;
+        write_dataset_card(&staged.tmp, &self.stats, &self.opts.card_notes)?;
         self.stats.write_json(&staged.tmp.join("stats.json"))?;
         staged.commit()?;
         Ok(self.stats)

@@ -41,7 +41,7 @@ fn filters(
 #[pyfunction]
 #[pyo3(signature = (inputs, out_dir, *, val_fraction=0.01, seed=3407, limit=None, sample=None,
     min_title_chars=3, max_title_chars=400, min_desc_chars=40, max_desc_chars=5000, dedup="exact",
-    drop_patterns=vec![], rejects=None, max_errors=None, threads=None, force=false, progress=None))]
+    drop_patterns=vec![], rejects=None, max_errors=None, threads=None, force=false, card_notes=String::new(), progress=None))]
 #[allow(clippy::too_many_arguments)]
 fn run(
     py: Python<'_>,
@@ -61,6 +61,7 @@ fn run(
     max_errors: Option<u64>,
     threads: Option<usize>,
     force: bool,
+    card_notes: String,
     progress: Option<Py<PyAny>>,
 ) -> PyResult<String> {
     if inputs.is_empty() {
@@ -78,6 +79,7 @@ fn run(
         max_errors,
         threads: threads.unwrap_or(defaults.threads),
         force,
+        card_notes,
     };
     let sources: Vec<Source> = inputs.iter().map(|s| Source::parse(s)).collect();
     let mut report = |p: &pipeline::Progress| -> Result<(), CoreError> {

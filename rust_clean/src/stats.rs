@@ -82,7 +82,7 @@ impl Stats {
 
 /// A Hub dataset card whose `configs:` block makes `datasets.load_dataset(dir)` find both splits.
 /// Nothing run-dependent (time, thread count) goes in, so it is as reproducible as the data.
-pub fn write_dataset_card(dir: &Path, stats: &Stats) -> Result<(), PrepError> {
+pub fn write_dataset_card(dir: &Path, stats: &Stats, notes: &str) -> Result<(), PrepError> {
     let mut options = stats.options.clone();
     if let Some(o) = options.as_object_mut() {
         o.remove("threads");
@@ -117,7 +117,7 @@ pub fn write_dataset_card(dir: &Path, stats: &Stats) -> Result<(), PrepError> {
          Read {lines} lines ({blank} blank, {sampled} left out by `--sample`). Dropped records by reason:\n\n\
          | reason | records |\n|---|---|\n{dropped}\n\
          Options: `{options}`\n\n\
-         The text is Amazon product metadata as redistributed by the Extreme Classification Repository.\n",
+         The text is Amazon product metadata as redistributed by the Extreme Classification Repository.\n{notes}",
         version = env!("CARGO_PKG_VERSION"),
         train = stats.kept_train,
         validation = stats.kept_validation,
@@ -125,6 +125,7 @@ pub fn write_dataset_card(dir: &Path, stats: &Stats) -> Result<(), PrepError> {
         blank = stats.blank_lines,
         sampled = stats.sampled_out,
         options = options,
+        notes = if notes.is_empty() { String::new() } else { format!("\n{}\n", notes.trim_end()) },
     );
     let path = dir.join("README.md");
     fs::write(&path, card).map_err(|e| PrepError::Io(format!("writing {}: {e}", path.display())))
@@ -138,10 +139,11 @@ mod tests {
     fn card_front_matter_keeps_its_indentation() {
         let dir = std::env::temp_dir().join(format!("tc3-card-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
-        write_dataset_card(&dir, &Stats::default()).unwrap();
+        write_dataset_card(&dir, &Stats::default(), "## Notes\nfrom the caller").unwrap();
         let card = fs::read_to_string(dir.join("README.md")).unwrap();
         assert!(card.starts_with("---\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n    path: data/train-*\n"));
         assert!(card.contains("\n| train | 0 |\n"));
+        assert!(card.ends_with("Repository.\n\n## Notes\nfrom the caller\n"));
         fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -7,7 +7,9 @@ import sys
 
 from tc3.cli.generate import (
     add_generation_args,
+    add_grounding_args,
     add_model_args,
+    open_index,
     set_threads,
     settings_from,
 )
@@ -16,12 +18,14 @@ from tc3.cli.generate import (
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tc3-demo",
-        description="Serve a small Gradio app on 127.0.0.1 (no share link, analytics off).",
+        description="Serve a small Gradio app on 127.0.0.1 (no share link, analytics off). --grounded --index DIR "
+        "answers from the product's record in a tc3-index and cites its uid.",
     )
     add_model_args(p)
     p.add_argument("--baseline", help="also show this model's answer (e.g. the untouched base) side by side")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--literal", action="store_true", help="use the text as the title even if it is a question")
+    add_grounding_args(p)
     add_generation_args(p)
     return p
 
@@ -29,6 +33,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from tc3.generate import InputError, ModelLoadError
+    from tc3.index import ProductIndexError
 
     try:
         settings = settings_from(args)
@@ -37,12 +42,12 @@ def main(argv: list[str] | None = None) -> int:
 
         quiet_libraries()
         set_threads(args)
-
+        index = open_index(args)
         loaded = load_model(args.model, base=args.base, device=args.device, dtype=args.dtype)
         baseline = load_model(args.baseline, device=args.device, dtype=args.dtype) if args.baseline else None
-        app = build_app(loaded, baseline, settings, literal=args.literal)
+        app = build_app(loaded, baseline, settings, literal=args.literal, index=index)
         launch(app, port=args.port, block=True)
-    except (ModelLoadError, InputError, ValueError, OSError) as err:
+    except (ModelLoadError, InputError, ProductIndexError, ValueError, OSError) as err:
         print(f"tc3-demo: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -58,7 +58,8 @@ def parser() -> argparse.ArgumentParser:
         prog="tc3-generate",
         description="Write a product description from its title. --title: one answer; --input: a JSONL of answers; "
         "neither: an interactive loop (sair/exit/Ctrl-D to leave). A question around a title ('What is \"X\" "
-        "about?', 'O que é \"X\"?') is reduced to the title unless --literal.",
+        "about?', 'O que é \"X\"?') is reduced to the title unless --literal. --grounded --index DIR answers from "
+        "the product's own record in a tc3-index and cites its uid.",
     )
     add_model_args(p)
     what = p.add_mutually_exclusive_group()
@@ -70,13 +71,37 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--literal", action="store_true",
                    help="--title and the interactive loop: use the text as the title even if it is a question "
                    "(titles read from --input are always literal)")
+    add_grounding_args(p)
     add_generation_args(p)
     return p
 
 
-def interactive(loaded, settings, literal: bool = False, read=input, out=sys.stdout) -> None:
+def add_grounding_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("grounded answers")
+    g.add_argument("--grounded", action="store_true",
+                   help="look the product up in a tc3-index, answer from its record and cite its uid; say so "
+                   "instead of answering when no record matches well enough")
+    g.add_argument("--index", help="with --grounded: the index dir, or the tc3-prep dir it was built in "
+                   "(tc3-index PREP_DIR)")
+
+
+def open_index(args):
+    """The ProductIndex --grounded asks for, or None; opened before the model so that a bad path fails at once."""
+    if not args.grounded:
+        if args.index:
+            raise ValueError("--index is used only with --grounded")
+        return None
+    if not args.index:
+        raise ValueError("--grounded needs --index (a tc3-index dir, or the tc3-prep dir it was built in)")
+    from tc3.index import ProductIndex
+
+    return ProductIndex.open(args.index)
+
+
+def interactive(loaded, settings, literal: bool = False, read=input, out=sys.stdout, index=None) -> None:
     """The course's loop: ask for a title, stream the answer token by token, leave on sair/exit/quit/Ctrl-D."""
     from tc3.generate import Stream, title_from_query
+    from tc3.grounding import stream_grounded
 
     out.write("Digite o título de um produto ('sair' para terminar).\n")
     out.flush()
@@ -91,8 +116,10 @@ def interactive(loaded, settings, literal: bool = False, read=input, out=sys.std
         title = title_from_query(line, literal=literal)
         if not title:
             continue
+        pieces = Stream(loaded, title, settings) if index is None else stream_grounded(loaded, index, line, settings,
+                                                                                        literal=literal)
         try:
-            for piece in Stream(loaded, title, settings):
+            for piece in pieces:
                 out.write(piece)
                 out.flush()
         except KeyboardInterrupt:
@@ -102,14 +129,8 @@ def interactive(loaded, settings, literal: bool = False, read=input, out=sys.std
 
 
 def run(args) -> int:
-    from tc3.generate import (
-        generate_batch,
-        generate_one,
-        load_model,
-        quiet_libraries,
-        read_titles,
-        title_from_query,
-    )
+    from tc3.generate import generate_batch, load_model, quiet_libraries, read_titles, title_from_query
+    from tc3.grounding import answer_grounded
 
     quiet_libraries()
     set_threads(args)
@@ -117,15 +138,22 @@ def run(args) -> int:
         raise ValueError("--batch-size must be positive")
     settings = settings_from(args)
     records = read_titles(args.input, split=args.split) if args.input else None
+    index = open_index(args)
     loaded = load_model(args.model, base=args.base, device=args.device, dtype=args.dtype)
+
+    def answer(titles: list[str], literal: bool):
+        if index is None:
+            return generate_batch(loaded, titles, settings, args.batch_size)
+        return answer_grounded(loaded, index, titles, settings, args.batch_size, literal=literal)
+
     if args.title is not None:
         title = title_from_query(args.title, literal=args.literal)
         if not title:
             raise ValueError("--title is empty")
-        print(generate_one(loaded, title, settings).description)
+        print(answer([title if index is None else args.title], args.literal)[0].description)
         return 0
     if records is None:
-        interactive(loaded, settings, literal=args.literal)
+        interactive(loaded, settings, literal=args.literal, index=index)
         return 0
     titles = [r["title"] for r in records]  # files hold titles: taken literally
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
@@ -133,7 +161,7 @@ def run(args) -> int:
         done = 0
         for start in range(0, len(titles), args.batch_size):
             chunk = titles[start : start + args.batch_size]
-            for record, generation in zip(records[start:], generate_batch(loaded, chunk, settings, args.batch_size)):
+            for record, generation in zip(records[start:], answer(chunk, literal=True)):
                 row = {"uid": record["uid"]} if "uid" in record else {}
                 row.update(generation.as_record())
                 out.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -149,10 +177,11 @@ def run(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from tc3.generate import InputError, ModelLoadError
+    from tc3.index import ProductIndexError
 
     try:
         return run(args)
-    except (ModelLoadError, InputError, ValueError, OSError) as err:
+    except (ModelLoadError, InputError, ProductIndexError, ValueError, OSError) as err:
         print(f"tc3-generate: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

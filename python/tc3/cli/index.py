@@ -1,0 +1,108 @@
+"""`tc3-index`: build the product search index of a tc3-prep dir, or query it."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from tc3 import index
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tc3-index",
+        description="Index every record of a tc3-prep dir (train and validation) with tantivy: BM25 over the "
+        "titles, each record fetchable by uid; saved in PREP_DIR/index (or -o). With --query, search that index "
+        "instead and say whether the best hit matches well enough to be used (it holds at least "
+        f"{index.MATCH_THRESHOLD:.0%} of the query's words, one typo a word allowed). Rules: docs/index.md.",
+        epilog="Example: tc3-index prep/   |   tc3-index prep/ --query 'the hobbit paperback' -k 3",
+    )
+    p.add_argument("prep_dir", type=Path, metavar="PREP_DIR", help="a tc3-prep output dir")
+    p.add_argument("-o", "--out", type=Path, metavar="OUT",
+                   help="where the index is (built or queried) (default: PREP_DIR/index)")
+    p.add_argument("--force", action="store_true", help="replace an existing index")
+    p.add_argument("--threads", type=int, metavar="N", help="indexing threads (default: all cores, at most 8)")
+    p.add_argument("--query", metavar="TEXT", help="search the index for a title or part of one; build nothing")
+    p.add_argument("-k", type=int, default=5, metavar="K", help="hits shown with --query (default 5)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.query is not None:
+            return query(args)
+        return build(args)
+    except index.ProductIndexError as e:
+        return fail(str(e), 2)
+    except OSError as e:
+        return fail(str(e), 1)
+    except KeyboardInterrupt:
+        return fail("interrupted; no index written", 130)
+
+
+def build(args: argparse.Namespace) -> int:
+    err = Console(stderr=True)
+    bar = Progress(
+        TextColumn("[bold]tc3-index"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:,.0f} records/s"), TimeRemainingColumn(),
+        console=err, disable=args.quiet or not err.is_terminal, transient=True,
+    )
+    task = bar.add_task("index", total=None, rate=0.0)
+    started = time.perf_counter()
+
+    def progress(done: int, total: int) -> None:
+        bar.update(task, completed=done, total=total, rate=done / max(time.perf_counter() - started, 1e-9))
+
+    with bar:
+        meta = index.build_index(args.prep_dir, args.out, force=args.force, threads=args.threads, progress=progress)
+    if not args.quiet:
+        out = args.out or args.prep_dir / "index"
+        table = Table(title=f"tc3-index -> {out}", show_header=False)
+        rows = [("records: train", f"{meta['records']['train']:,}"),
+                ("records: validation", f"{meta['records']['validation']:,}"),
+                ("seconds", f"{meta['seconds']:,.1f}"),
+                ("records/s", f"{meta['total'] / max(meta['seconds'], 1e-9):,.0f}"),
+                ("size on disk", f"{meta['bytes'] / 2**20:,.1f} MiB")]
+        for label, value in rows:
+            table.add_row(label, value)
+        Console().print(table)
+    return 0
+
+
+def query(args: argparse.Namespace) -> int:
+    if args.k < 1:
+        return fail(f"-k must be at least 1, not {args.k}", 2)
+    ix = index.ProductIndex.open(args.out or args.prep_dir)
+    hits = ix.search(args.query, k=args.k)
+    table = Table(title=f"{args.query!r} in {ix.path} ({len(ix):,} records)")
+    for name, justify in (("uid", "left"), ("score", "right"), ("coverage", "right"), ("title", "left")):
+        table.add_column(name, justify=justify)
+    for h in hits:
+        table.add_row(h.uid, f"{h.score:.2f}", f"{h.coverage:.0%}", h.title)
+    console = Console()
+    console.print(table)
+    best = ix.lookup(args.query)
+    if best is None:
+        console.print(f"lookup: no product matches (the best covers less than {index.MATCH_THRESHOLD:.0%} "
+                      "of the query's words)")
+    else:
+        console.print(f"lookup: {best.uid} ({best.title})")
+    return 0
+
+
+def fail(message: str, status: int) -> int:
+    """One plain line on stderr (no wrapping, so it greps), and the exit status."""
+    print(f"tc3-index: error: {message}", file=sys.stderr)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Grounded answers on the tiny random Llama: the product is looked up in a tc3-index of the real records, its record
+goes into the prompt, the answer cites its uid; a product that is not there gets the no-match answer, and the model
+is not asked to invent one."""
+
+from __future__ import annotations
+
+import pytest
+import tc3.grounding as grounding
+from tc3.generate import GenerationSettings, load_model, read_prep_split
+from tc3.grounding import answer_grounded, citation, no_match_answer, stream_grounded
+from tc3.index import ProductIndex, build_index
+
+ABSENT = "Quantum flux capacitor kit for a 1985 DeLorean"
+SETTINGS = GenerationSettings(max_new_tokens=4)
+
+
+@pytest.fixture(scope="module")
+def index(prep_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("grounded") / "index"
+    build_index(prep_dir, out)
+    return ProductIndex.open(out)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    return load_model(str(tiny_model_dir), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def record(prep_dir):
+    rows = read_prep_split(prep_dir, "validation")
+    return next(r for r in rows if len(r["title"].split()) >= 4)
+
+
+@pytest.fixture
+def asks(monkeypatch):
+    """The Asks the model is given, recorded on their way to generation."""
+    seen = []
+    real = grounding.generate_batch
+
+    def recording(loaded, items, *args, **kwargs):
+        seen.extend(items)
+        return real(loaded, items, *args, **kwargs)
+
+    monkeypatch.setattr(grounding, "generate_batch", recording)
+    return seen
+
+
+def test_answer_is_grounded_in_the_record_and_cites_it(tiny, index, record, asks):
+    question = f"What can you tell me about {record['title'].lower()}?"
+    (answer,) = answer_grounded(tiny, index, [question], SETTINGS)
+    assert [a.context["uid"] for a in asks] == [record["uid"]]
+    assert asks[0].context["description"] == record["description"] and asks[0].title == record["title"].lower()
+    hit = index.get(record["uid"])
+    assert answer.description.endswith("\n\n" + citation(hit)) and record["uid"] in answer.description
+    assert answer.extra["grounded"] is True and answer.extra["source_uid"] == record["uid"]
+
+
+def test_no_match_says_so_without_running_the_model(tiny, index, record, asks):
+    answers = answer_grounded(tiny, index, [ABSENT, record["title"]], SETTINGS)
+    assert answers[0].description == no_match_answer(ABSENT) and answers[0].extra["source_uid"] is None
+    assert answers[0].tokens == 0 and answers[0].extra["grounded"] is False
+    assert [a.context["uid"] for a in asks] == [record["uid"]]  # only the product that is there reached the model
+    assert answers[1].extra["source_uid"] == record["uid"]
+
+
+def test_streamed_grounded_answer_matches_the_batch_one(tiny, index, record):
+    streamed = "".join(stream_grounded(tiny, index, record["title"], SETTINGS))
+    (batch,) = answer_grounded(tiny, index, [record["title"]], SETTINGS)
+    assert streamed == batch.description
+    assert "".join(stream_grounded(tiny, index, ABSENT, SETTINGS)) == no_match_answer(ABSENT)
+
+
+def test_tc3_generate_grounded(tiny_model_dir, index, record, tmp_path, capsys):
+    from tc3.cli.generate import main
+
+    base = ["--model", str(tiny_model_dir), "--device", "cpu", "--max-new-tokens", "3"]
+    assert main([*base, "--grounded", "--index", str(index.path), "--title", f"Describe '{record['title']}'."]) == 0
+    assert capsys.readouterr().out.rstrip().endswith(f'[source: {record["uid"]}, "{record["title"]}"]')
+    assert main([*base, "--grounded", "--index", str(index.path), "--title", ABSENT]) == 0
+    assert capsys.readouterr().out.strip() == no_match_answer(ABSENT)
+
+    for args, message in (
+        (["--grounded", "--title", "X"], "--grounded needs --index"),
+        (["--grounded", "--index", str(tmp_path / "nowhere"), "--title", "X"], "nowhere"),
+        (["--index", str(index.path), "--title", "X"], "only with --grounded"),
+    ):
+        assert main([*base, *args]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("tc3-generate: error:") and message in err and err.count("\n") == 1
+
+
+def test_demo_grounded_callback(tiny, index, record):
+    from tc3.demo import describe_fn
+
+    describe = describe_fn(tiny, None, SETTINGS, index=index)
+    *_, last = describe(f"O que é '{record['title']}'?")
+    assert last.endswith(citation(index.get(record["uid"])))
+    *_, last = describe(ABSENT)
+    assert last == no_match_answer(ABSENT)

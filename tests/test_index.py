@@ -1,0 +1,186 @@
+"""tc3-index: the tantivy product index of a prep dir (round trip, noisy titles, no-match, staleness, CLI)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from tc3 import index
+from tc3.cli import index as cli
+from tc3.index import ProductIndex, ProductIndexError, build_index, coverage, match_key, within_one_edit
+
+SYNTAX = ':()"\'+-^[]{}~*?\\/!'
+
+
+def records(prep: Path) -> list[dict]:
+    return [
+        dict(r, split=f.name.split("-")[0])
+        for f in sorted((prep / "data").glob("*.parquet"))
+        for r in pq.read_table(f).to_pylist()
+    ]
+
+
+def noisy(title: str) -> str:
+    """Lower-cased, a typo in the longest word (its second and third letters swapped, or the second deleted
+    when they are equal) and one other whitespace-separated token dropped."""
+    w = max(index.words(title), key=len)
+    typo = w[0] + w[2] + w[1] + w[3:] if w[1] != w[2] else w[0] + w[2:]
+    tokens = title.lower().replace(w, typo, 1).split()
+    del tokens[next(i for i, t in enumerate(tokens) if typo not in t)]
+    return " ".join(tokens)
+
+
+@pytest.fixture(scope="module")
+def built(prep_dir, tmp_path_factory):
+    """The real records' index, built beside (not inside) the read-only prep dir; and its meta."""
+    out = tmp_path_factory.mktemp("index") / "index"
+    meta = build_index(prep_dir, out)
+    return ProductIndex.open(out), meta
+
+
+@pytest.fixture
+def prep_copy(prep_dir, tmp_path) -> Path:
+    """A prep dir of our own, to build the index in its default place (PREP/index)."""
+    return Path(shutil.copytree(prep_dir, tmp_path / "prep"))
+
+
+def test_every_record_comes_back_by_uid(prep_dir, built):
+    ix, meta = built
+    rows = records(prep_dir)
+    stats = json.loads((prep_dir / "stats.json").read_text())
+    assert len(ix) == len(rows) == meta["total"] == stats["kept"]["total"]
+    assert meta["records"] == {"train": stats["kept"]["train"], "validation": stats["kept"]["validation"]}
+    for r in rows:
+        hit = ix.get(r["uid"])
+        assert (hit.uid, hit.title, hit.description, hit.split) == (r["uid"], r["title"], r["description"], r["split"])
+    assert ix.get("no-such-uid") is None
+
+
+def test_titles_are_found_top1_exact_and_noisy(prep_dir, built):
+    ix, _ = built
+    rows = [r for r in records(prep_dir) if len(r["title"].split()) >= 4]
+    assert len(rows) > 200
+    misses = 0
+    for r in rows:
+        assert ix.search(r["title"], k=1)[0].uid == r["uid"], r["title"]
+        query = noisy(r["title"])
+        best = ix.lookup(query)
+        assert best is not None and best.coverage == 1.0, (r["title"], query)
+        if best.uid != r["uid"]:  # only when the dropped word was what told them apart
+            misses += 1
+            assert match_key(query, best.title) >= match_key(query, r["title"]), (r["title"], query, best.title)
+    assert misses <= 0.02 * len(rows)
+
+
+def test_titles_with_syntax_characters_are_found(prep_dir, built):
+    ix, _ = built
+    rows = [r for r in records(prep_dir) if any(c in r["title"] for c in SYNTAX)]
+    assert len(rows) > 20
+    for r in rows:
+        assert ix.lookup(r["title"]).uid == r["uid"]
+
+
+@pytest.mark.parametrize("text", [
+    SYNTAX, "title:foo", "(unclosed", '"half quoted', "a AND OR NOT b", "[1 TO 5]", "foo^2 bar~1", "\\", "*",
+    "", "   ", "the", "x" * 300, "Ünïcödé — ✓ ☃ 漢字",
+])
+def test_query_syntax_never_raises(built, text):
+    ix, _ = built
+    hits = ix.search(text, k=3)
+    assert isinstance(hits, list) and len(hits) <= 3
+    assert ix.lookup(text) is None or ix.lookup(text).coverage >= index.MATCH_THRESHOLD
+
+
+def test_absent_products_are_not_matched(built):
+    ix, _ = built
+    for text in ["Stainless Steel Espresso Machine with Milk Frother", "Bluetooth noise cancelling headphones",
+                 "Cafeteira elétrica inox 220V", "the", "o que é"]:
+        assert ix.lookup(text) is None, text
+
+
+def test_coverage_rule():
+    assert coverage("harry potter", "Harry Potter and the Goblet of Fire") == 1.0
+    assert coverage("the potter of harry", "Harry Potter") == 1.0  # stopwords do not count
+    assert coverage("hary pottre", "Harry Potter") == 1.0  # a deletion, a transposition
+    assert coverage("cat dog", "The Cot and the Dig") == 0.0  # two 3-letter words must be equal
+    assert coverage("cat dog", "The Cats and the Dogs") == 1.0  # one edit to a 4-letter word is fine
+    assert coverage("harry potter wand", "Harry Potter") == pytest.approx(2 / 3)
+    assert coverage("hardy pottery", "Harry Potter") == 1.0
+    assert coverage("hxrdy potter", "Harry Potter") == 0.5  # two edits
+    assert within_one_edit("abcd", "abdc") and within_one_edit("abcd", "abd") and within_one_edit("abc", "xabc")
+    assert not within_one_edit("abcd", "badc") and not within_one_edit("abcd", "ab")
+
+
+def test_existing_index_is_kept_without_force(prep_copy):
+    build_index(prep_copy)
+    meta_file = prep_copy / "index" / index.META_NAME
+    before = meta_file.read_text()
+    with pytest.raises(ProductIndexError, match="exists"):
+        build_index(prep_copy)
+    assert meta_file.read_text() == before
+    build_index(prep_copy, force=True)
+    assert json.loads(meta_file.read_text())["total"] == len(ProductIndex.open(prep_copy))
+    assert sorted(p.name for p in prep_copy.iterdir()) == ["README.md", "data", "index", "stats.json"]
+
+
+def test_interrupted_build_leaves_nothing(prep_copy):
+    def interrupt(done, total):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        build_index(prep_copy, progress=interrupt)
+    assert sorted(p.name for p in prep_copy.iterdir()) == ["README.md", "data", "stats.json"]
+
+
+def test_stale_index_is_detected(prep_copy):
+    build_index(prep_copy)
+    assert len(ProductIndex.open(prep_copy)) == len(ProductIndex.open(prep_copy / "index"))
+    val = next((prep_copy / "data").glob("validation-*.parquet"))
+    table = pq.read_table(val)
+    pq.write_table(table.slice(0, table.num_rows - 1), val)
+    for path in (prep_copy, prep_copy / "index"):
+        with pytest.raises(ProductIndexError, match="stale"):
+            ProductIndex.open(path)
+
+
+def test_user_mistakes_raise_one_line_errors(prep_dir, prep_copy, tmp_path):
+    with pytest.raises(ProductIndexError, match="not a tc3-prep output dir"):
+        build_index(tmp_path)
+    with pytest.raises(ProductIndexError, match="no index"):
+        ProductIndex.open(prep_copy)
+    with pytest.raises(ProductIndexError, match="holds the prep dir"):
+        build_index(prep_copy, prep_copy, force=True)
+    with pytest.raises(ProductIndexError, match="threads"):
+        build_index(prep_dir, tmp_path / "ix", threads=0)
+
+
+def test_cli_builds_and_queries(prep_copy, capsys):
+    assert cli.main([str(prep_copy), "-q"]) == 0
+    assert (prep_copy / "index" / index.META_NAME).is_file()
+    r = records(prep_copy)[0]
+    capsys.readouterr()
+    assert cli.main([str(prep_copy), "--query", noisy(r["title"]) if len(r["title"].split()) >= 4 else r["title"],
+                     "-k", "2"]) == 0
+    out = capsys.readouterr().out
+    assert r["uid"] in out and f"lookup: {r['uid']}" in out
+    assert cli.main([str(prep_copy), "--query", "Stainless Steel Espresso Machine"]) == 0
+    assert "no product matches" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["{prep}"], "exists; replace it with --force"),
+    (["{tmp}/nowhere"], "is not a directory"),
+    (["{tmp}", "--query", "x"], "neither a tc3-index dir nor a tc3-prep dir"),
+    (["{prep}", "--query", "x", "-k", "0"], "-k must be at least 1"),
+    (["{prep}", "--force", "--threads", "0"], "--threads must be at least 1"),
+])
+def test_cli_user_mistakes_exit_2_with_one_line(prep_copy, tmp_path, capsys, argv, message):
+    build_index(prep_copy)
+    capsys.readouterr()
+    assert cli.main([a.format(prep=prep_copy, tmp=tmp_path) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tc3-index: error: ") and message in err and err.count("\n") == 1

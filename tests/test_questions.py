@@ -1,0 +1,117 @@
+"""Question variety: templates drawn per example under the seed, every template through the one chat-template path,
+context turns, and the templates recorded in the dataset card and the model card."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from tc3.config import load_config
+from tc3.data import load_splits, sample, training_splits
+from tc3.prompts import (
+    INSTRUCTIONS,
+    QUESTION_TEMPLATES,
+    UNSEEN_QUESTION_TEMPLATES,
+    choose_question,
+    completion_messages,
+    prompt_ids,
+    prompt_messages,
+    render_question,
+    title_in_question,
+    user_turn,
+)
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+TITLE = "The Prophet: a (Hardcover) edition?"
+RECORD = {"uid": "B000TEST01", "title": TITLE, "description": "Poetic essays on love, work and death. " * 60}
+
+
+def test_question_choice_is_seeded_by_uid_and_free_of_order():
+    uids = [f"B{i:09d}" for i in range(3000)]
+    first = [choose_question(uid, 3407) for uid in uids]
+    assert first == [choose_question(uid, 3407) for uid in uids]
+    assert [choose_question(uid, 3407) for uid in reversed(uids)] == first[::-1]
+    assert set(first) == set(QUESTION_TEMPLATES)  # every template is used ...
+    assert max(Counter(first).values()) < 2 * len(uids) / len(QUESTION_TEMPLATES)  # ... about evenly
+    other_seed = [choose_question(uid, 1) for uid in uids]
+    assert sum(a != b for a, b in zip(first, other_seed)) > len(uids) / 2
+    assert set(choose_question(uid, 3407, UNSEEN_QUESTION_TEMPLATES) for uid in uids) == set(UNSEEN_QUESTION_TEMPLATES)
+    assert not set(QUESTION_TEMPLATES) & set(UNSEEN_QUESTION_TEMPLATES)
+    assert INSTRUCTIONS["pt"] in QUESTION_TEMPLATES and INSTRUCTIONS["en"] in QUESTION_TEMPLATES
+
+
+@pytest.mark.parametrize("template", QUESTION_TEMPLATES + UNSEEN_QUESTION_TEMPLATES)
+@pytest.mark.parametrize("grounded", [False, True])
+def test_every_template_renders_through_the_chat_template(tiny_tokenizer, template, grounded):
+    context = RECORD if grounded else None
+    turn = user_turn(TITLE, template, context)
+    assert turn.endswith(render_question(template, TITLE)) and TITLE in turn and "{title}" not in turn
+    assert title_in_question(render_question(template, TITLE)) == TITLE  # the lookup can take the title back out
+    if grounded:
+        assert turn.startswith(f"Product record {RECORD['uid']}\nTitle: {TITLE}\nDescription: Poetic essays")
+        assert len(turn) < len(RECORD["description"])  # a long description is cut in the prompt
+    ids = prompt_ids(tiny_tokenizer, TITLE, template, context)
+    assert ids.count(tiny_tokenizer.bos_token_id) == 1 and ids[0] == tiny_tokenizer.bos_token_id
+    full = tiny_tokenizer.apply_chat_template(
+        prompt_messages(TITLE, template, context) + completion_messages("A book."), tokenize=True, return_dict=True
+    )["input_ids"]
+    assert full[: len(ids)] == ids  # generation feeds exactly the prompt part of a training example
+
+
+def _config(prep_dir, *overrides):
+    return load_config(CONFIGS / "tiny-cpu.yaml", [f"data={prep_dir}", "train_samples=200", "eval_samples=20",
+                                                   *overrides])
+
+
+def _user_turns(dataset):
+    return [row["prompt"][0]["content"] for row in dataset]
+
+
+def test_training_examples_draw_questions_and_context_turns(prep_dir):
+    config = _config(prep_dir, "questions=varied", "context_fraction=0.5")
+    train, evaluation = training_splits(config)
+    rows = sample(load_splits(prep_dir)["train"], 200, config.seed)
+    turns = _user_turns(train)
+    grounded = 0
+    for row, turn in zip(rows, turns):
+        question = render_question(choose_question(row["uid"], config.seed), row["title"])
+        assert turn.endswith(question)
+        if turn.startswith(f"Product record {row['uid']}\nTitle: {row['title'].strip()}\n"):
+            grounded += 1
+            assert turn == user_turn(row["title"], choose_question(row["uid"], config.seed), row)
+        else:
+            assert turn == question
+    assert 60 < grounded < 140  # about half, seeded by uid
+    assert len(set(turn.split("\n")[-1][:12] for turn in turns)) > 5  # varied phrasings, not one
+    assert _user_turns(training_splits(config)[0]) == turns  # the same examples on a second run
+
+    fixed = training_splits(_config(prep_dir, "questions=fixed"))[0]
+    assert _user_turns(fixed) == [user_turn(row["title"], "pt") for row in rows]
+
+
+def test_config_checks_the_question_switches(prep_dir):
+    from tc3.config import ConfigError
+
+    with pytest.raises(ConfigError, match="questions must be one of varied, fixed"):
+        _config(prep_dir, "questions=random")
+    with pytest.raises(ConfigError, match="context_fraction"):
+        _config(prep_dir, "context_fraction=1.5")
+
+
+def test_cards_record_the_questions(prep_dir, tmp_path):
+    from tc3.model_card import write_model_card
+
+    dataset_card = (prep_dir / "README.md").read_text(encoding="utf-8")
+    assert "## Training prompts" in dataset_card
+    assert all(f"- `{t}`" in dataset_card for t in QUESTION_TEMPLATES + UNSEEN_QUESTION_TEMPLATES)
+    assert dataset_card.startswith("---\nconfigs:")  # still a card datasets can load
+
+    varied = _config(prep_dir, f"output_dir={tmp_path}", "context_fraction=0.25")
+    write_model_card(tmp_path, varied, {"train_examples": 200})
+    card = (tmp_path / "README.md").read_text(encoding="utf-8")
+    assert all(f"- `{t}`" in card for t in QUESTION_TEMPLATES) and "25% of the examples" in card
+
+    write_model_card(tmp_path, _config(prep_dir, f"output_dir={tmp_path}", "questions=fixed"), {})
+    card = (tmp_path / "README.md").read_text(encoding="utf-8")
+    assert INSTRUCTIONS["pt"] in card and "What can you tell me about" not in card
