@@ -10,10 +10,11 @@
 #   scripts/gpu_job.sh finish   # ~8 min: gpu tests; tc3-train + --resume, tc3-generate, 4-bit generation,
 #                               # tc3-export and plain-transformers generation from the merged model
 #   scripts/gpu_job.sh stage      # parks the carried GGUF pieces in /tmp (the GGUF is larger than one call carries)
-#   scripts/gpu_job.sh questions  # ~6 min: SmolLM2-135M-Instruct from the GGUF, tc3-train with varied questions
+#   scripts/gpu_job.sh questions  # ~8 min: SmolLM2-135M-Instruct from the GGUF, tc3-train with varied questions
 #                                 # and context turns, tc3-eval --questions unseen, grounded vs ungrounded ROUGE-L
-#     carry for both: .device/gguf-a (call 1, with .bundle), .device/gguf-b and .device/questions (call 2); they
-#     are made by scripts/questions_inputs.sh
+#   scripts/gpu_job.sh grounded-base   # ~4 min: the same grounded/ungrounded comparison for the untouched base
+#     carry for both: .device/gguf-a (call 1, with .bundle), .device/gguf-b, .device/questions and .device/wheels
+#     (call 2); they are made by scripts/questions_inputs.sh
 # Each step reuses what an earlier call on the same (still warm) machine left in /tmp.
 set -uo pipefail
 JOB=${1:-bench}
@@ -134,6 +135,9 @@ stage)
   ;;
 questions)
   mkdir -p /tmp/gguf-parts && cp .device/gguf-*/* /tmp/gguf-parts/ 2>/dev/null
+  for wheel in .device/wheels/*.whl; do  # rouge-score and nltk: the metrics, not in the machine's image
+    [ -n "$SITE" ] && [ -f "$wheel" ] && $PY -m zipfile -e "$wheel" $SITE
+  done
   Q=$ROOT/.device/questions
   BASE=/tmp/smollm2 RUN=/tmp/runs/smollm2-q
   if [ ! -f $BASE/config.json ]; then
@@ -155,11 +159,14 @@ questions)
   stamp "grounded vs ungrounded ROUGE-L on the retrieval benchmark's noisy queries"
   $PY benches/grounded_rouge.py --model $RUN --grounding $Q/grounding-1000.jsonl --grounding $Q/grounding-real.jsonl \
       --out "$OUT/grounded-rouge.json" --batch-size 125 --max-new-tokens 256 ${LIMIT:+--limit $LIMIT} || exit 1
-  stamp "the same with the untouched base model"
-  $PY benches/grounded_rouge.py --model $BASE --grounding $Q/grounding-1000.jsonl --grounding $Q/grounding-real.jsonl \
-      --out "$OUT/grounded-rouge-base.json" --batch-size 125 --max-new-tokens 256 ${LIMIT:+--limit $LIMIT}
+  ;;
+grounded-base)  # after questions, on the same warm machine: the untouched base model with the same records
+  Q=$ROOT/.device/questions
+  $PY benches/grounded_rouge.py --model /tmp/smollm2 --grounding $Q/grounding-1000.jsonl \
+      --grounding $Q/grounding-real.jsonl --out "$OUT/grounded-rouge-base.json" --batch-size 250 --max-new-tokens 256 \
+      ${LIMIT:+--limit $LIMIT}
   ;;
 *)
-  echo "usage: scripts/gpu_job.sh bench|finish|stage|questions"; exit 2 ;;
+  echo "usage: scripts/gpu_job.sh bench|finish|stage|questions|grounded-base"; exit 2 ;;
 esac
 stamp "done"

@@ -2,6 +2,7 @@
 # What `scripts/gpu_job.sh stage` and `questions` need on the GPU machine, made here under .device/ (ignored):
 #   .device/gguf-a/      the first 40 MiB of the SmolLM2-135M-Instruct GGUF (carried with .bundle in call 1)
 #   .device/gguf-b/      the rest (call 2): one call carries at most 64 MiB, the GGUF is 94 MiB
+#   .device/wheels/      rouge-score and nltk (call 2)
 #   .device/questions/   the 500 real records cleaned (runs/prep-q: 20% validation), the GGUF's sha256, and two
 #                        grounding files of the retrieval benchmark (noisy query, reference, the record found):
 #                        grounding-1000.jsonl, 1,000 held-out records of the full synthetic set, and
@@ -22,4 +23,6 @@ python benches/retrieval_bench.py benches/data/prep-mixed --reuse-index --querie
     --seed 3407 --out runs/retrieval-real-validation.json --export-grounding .device/questions/grounding-real.jsonl
 cp -r runs/prep-q .device/questions/prep-real && rm -rf .device/questions/prep-real/index
 cp benches/data/grounding-1000.jsonl .device/questions/
+# The metrics' packages the GPU machine's image lacks (it has sacrebleu and matplotlib).
+rm -rf .device/wheels && pip wheel --no-deps -q rouge-score==0.1.2 nltk==3.10.4 -w .device/wheels
 du -sh .device/gguf-a .device/gguf-b .device/questions .bundle

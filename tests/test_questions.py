@@ -86,7 +86,7 @@ def test_training_examples_draw_questions_and_context_turns(prep_dir):
     assert len(set(turn.split("\n")[-1][:12] for turn in turns)) > 5  # varied phrasings, not one
     assert _user_turns(training_splits(config)[0]) == turns  # the same examples on a second run
 
-    fixed = training_splits(_config(prep_dir, "questions=fixed"))[0]
+    fixed = training_splits(_config(prep_dir, "questions=fixed", "context_fraction=0"))[0]
     assert _user_turns(fixed) == [user_turn(row["title"], "pt") for row in rows]
 
 
