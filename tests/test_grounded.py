@@ -4,6 +4,8 @@ is not asked to invent one."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import tc3.grounding as grounding
 from tc3.generate import GenerationSettings, load_model, read_prep_split
@@ -56,6 +58,15 @@ def test_answer_is_grounded_in_the_record_and_cites_it(tiny, index, record, asks
     assert answer.extra["grounded"] is True and answer.extra["source_uid"] == record["uid"]
 
 
+def test_a_question_without_its_question_mark_is_still_looked_up(index, prep_dir):
+    short = next(r for r in read_prep_split(prep_dir, "train") if len(r["title"].split()) == 2)
+    text = f"what can you tell me about {short['title'].lower()}"  # too many words that are not in the title
+    assert index.lookup(text) is None
+    title, hit = grounding.find(index, text)
+    assert hit.uid == short["uid"] and title == short["title"].lower()
+    assert grounding.find(index, text, literal=True)[1] is None
+
+
 def test_no_match_says_so_without_running_the_model(tiny, index, record, asks):
     answers = answer_grounded(tiny, index, [ABSENT, record["title"]], SETTINGS)
     assert answers[0].description == no_match_answer(ABSENT) and answers[0].extra["source_uid"] is None
@@ -98,3 +109,17 @@ def test_demo_grounded_callback(tiny, index, record):
     assert last.endswith(citation(index.get(record["uid"])))
     *_, last = describe(ABSENT)
     assert last == no_match_answer(ABSENT)
+
+
+def test_tc3_generate_grounded_input_file(tiny_model_dir, index, record, tmp_path):
+    from tc3.cli.generate import main
+
+    titles = tmp_path / "titles.txt"
+    titles.write_text(f"{record['title']}\n{ABSENT}\n", encoding="utf-8")
+    out = tmp_path / "answers.jsonl"
+    assert main(["--model", str(tiny_model_dir), "--device", "cpu", "--max-new-tokens", "3", "--grounded",
+                 "--index", str(index.path), "--input", str(titles), "-o", str(out)]) == 0
+    found, missing = (json.loads(line) for line in out.read_text(encoding="utf-8").splitlines())
+    assert found["grounded"] is True and found["source_uid"] == record["uid"] and found["match_coverage"] == 1.0
+    assert missing["grounded"] is False and missing["source_uid"] is None
+    assert missing["description"] == no_match_answer(ABSENT)

@@ -30,7 +30,13 @@ def record_of(hit) -> dict:
 def find(index, text: str, literal: bool = False):
     """(title asked about, best matching record or None)."""
     title = title_from_query(text, literal=literal)
-    return title, (index.lookup(title) if title else None)
+    hit = index.lookup(title) if title else None
+    if hit is None and not literal:
+        # A question typed without its "?" ("what is mogs kittens"): try the title after its question words.
+        bare = title_from_query(text.rstrip() + "?")
+        if bare and bare != title and (bare_hit := index.lookup(bare)) is not None:
+            return bare, bare_hit
+    return title, hit
 
 
 def _no_match(title: str) -> Generation:
