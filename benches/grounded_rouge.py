@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
 
 from tc3.evaluate import mean, rouge  # noqa: E402
 from tc3.generate import Ask, GenerationSettings, generate_batch, load_model, quiet_libraries  # noqa: E402
-from tc3.grounding import answer_found  # noqa: E402
+from tc3.grounding import answer_found, citation  # noqa: E402
 
 
 def read_items(path: Path, limit: int | None) -> list[dict]:
@@ -33,7 +33,7 @@ def read_items(path: Path, limit: int | None) -> list[dict]:
 
 
 def score(items: list[dict], answers: list[str]) -> float:
-    return mean([rouge([a], [item["reference"]])["rougeL"] for item, a in zip(items, answers)])
+    return rouge(answers, [item["reference"] for item in items])["rougeL"]
 
 
 def run_file(loaded, path: Path, settings, batch_size: int, limit: int | None, log) -> dict:
@@ -45,7 +45,8 @@ def run_file(loaded, path: Path, settings, batch_size: int, limit: int | None, l
     grounded = answer_found(loaded, found, settings, batch_size,
                             progress=lambda done, total: log(f"{path.name} grounded {done}/{total}"))
     # The citation is for the reader; ROUGE is on the answer text alone.
-    texts = [g.description.rsplit("\n\n[source: ", 1)[0] for g in grounded]
+    texts = [g.description.removesuffix(f"\n\n{citation(hit)}") if hit else g.description
+             for g, (_, hit) in zip(grounded, found)]
     right = [i for i, item in enumerate(items) if item["hit"] and item["hit"]["uid"] == item["uid"]]
     wrong = [i for i, item in enumerate(items) if item["hit"] and item["hit"]["uid"] != item["uid"]]
     unmatched = [i for i, item in enumerate(items) if not item["hit"]]

@@ -28,6 +28,7 @@ def run(
     max_errors: int | None = None,
     threads: int | None = None,
     force: bool = False,
+    card_notes: str = "",
     progress: Callable[[int, int | None, int, int], object] | None = None,
 ) -> str: ...
 def clean_batch(

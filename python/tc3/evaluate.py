@@ -221,16 +221,20 @@ def evaluate_model(loaded, records: list[dict], settings, batch_size: int = 8, p
     fitting = [g.stopped for g, fit in zip(generations, fits) if fit]
     metrics["stopped_share_short_refs"] = share(fitting) if fitting else float("nan")
     metrics.update(reference_loss(loaded, list(zip(asks, references)), settings.instruction, batch_size))
-    result = {"metrics": metrics, "generations": [g.as_record() | {"question": a.question} for a, g in
-                                                  zip(asks, generations)]}
+    result = {"metrics": metrics, "generations": _records(asks, generations)}
     if questions == "unseen":
         unseen_asks = asks_for(records, "unseen", seed)
         unseen = generate_batch(loaded, unseen_asks, settings, batch_size=batch_size, progress=progress)
         result["unseen"] = {
             "metrics": text_metrics([g.description for g in unseen], references),
-            "generations": [g.as_record() | {"question": a.question} for a, g in zip(unseen_asks, unseen)],
+            "generations": _records(unseen_asks, unseen),
         }
     return result
+
+
+def _records(asks: list, generations: list) -> list[dict]:
+    """Each generation as JSON, with the question it answered (None: the instruction)."""
+    return [g.as_record() | {"question": a.question} for a, g in zip(asks, generations)]
 
 
 METRIC_LABELS = [

@@ -333,15 +333,15 @@ class ProductIndex:
     def __len__(self) -> int:
         return self._searcher.num_docs
 
-    def _hit(self, address, score: float = 0.0, cov: float = 0.0) -> Hit:
-        doc = self._searcher.doc(address).to_dict()
+    def _hit(self, doc, score: float = 0.0, cov: float = 0.0) -> Hit:
+        doc = doc.to_dict()
         return Hit(doc["uid"][0], doc["title"][0], doc["description"][0].decode(), doc["split"][0], score, cov)
 
     def get(self, uid: str) -> Hit | None:
         """The record with this uid, or None (score and coverage are 0)."""
         query = self._tantivy.Query.term_query(self._schema, "uid", uid)
         hits = self._searcher.search(query, 1, count=False).hits
-        return self._hit(hits[0][1]) if hits else None
+        return self._hit(self._searcher.doc(hits[0][1])) if hits else None
 
     def _query(self, terms: list[str], small_words: list[str] = ()):
         """One clause per query word: the word itself or, a little less, its best-scoring indexed variant one
@@ -386,14 +386,15 @@ class ProductIndex:
         candidates = {}
         # BM25's best favour short titles; a title that holds every word typed (small ones too) is a candidate as
         # well, or among many near-copies ("Life of My Choice") the title typed in full may not make the cut.
-        for query in (self._strict_query(text), query):
-            if query is not None:
-                for score, address in self._searcher.search(query, max(k, CANDIDATES), count=False).hits:
+        # The BM25 query goes last, so a title both find keeps its BM25 score (the tie-break).
+        for candidate_query in (self._strict_query(text), query):
+            if candidate_query is not None:
+                for score, address in self._searcher.search(candidate_query, max(k, CANDIDATES), count=False).hits:
                     candidates[(address.segment_ord, address.doc)] = (score, address)
         ranked = []
         for score, address in candidates.values():
-            title = self._searcher.doc(address)["title"][0]
-            ranked.append((*_key(query_words, q_sequence, title), score, address))
+            doc = self._searcher.doc(address)  # loaded once: its title ranks it, the best become hits
+            ranked.append((*_key(query_words, q_sequence, doc["title"][0]), score, doc))
         ranked.sort(key=lambda r: r[:5], reverse=True)
         return [self._hit(r[5], r[4], r[0]) for r in ranked[:k]]
 
