@@ -335,7 +335,7 @@ def main() -> int:
 
 def markdown(r: dict) -> str:
     b, p, n, m = r["build"], r["positives"], r["negatives"], r["machine"]
-    lat, nlat = p["lookup_latency_ms"], n["lookup_latency_ms"]
+    nlat = n["lookup_latency_ms"]
     rss = "not measured (--reuse-index)" if b["peak_rss_mib"] is None else f"{b['peak_rss_mib']:,} MiB"
     lines = [
         "# tc3-index retrieval benchmark", "",

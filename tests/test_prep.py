@@ -219,7 +219,7 @@ def test_limit_and_sample(realdata_jsonl: Path, tmp_path: Path) -> None:
     assert_invariant(limited)
     full = prep.run([realdata_jsonl], tmp_path / "f", val_fraction=0)
     sampled = prep.run([realdata_jsonl], tmp_path / "s", sample=50, val_fraction=0)
-    again = prep.run([realdata_jsonl], tmp_path / "s2", sample=50, val_fraction=0)
+    prep.run([realdata_jsonl], tmp_path / "s2", sample=50, val_fraction=0)
     other_seed = prep.run([realdata_jsonl], tmp_path / "s3", sample=50, val_fraction=0, seed=1)
     rows = read_split(tmp_path / "s", "train")
     assert len(rows) == 50 and sampled["sampled_out"] == full["kept"]["total"] - 50

@@ -230,6 +230,7 @@ def build_index(
     mask = os.umask(0)
     os.umask(mask)
     tmp.chmod(0o777 & ~mask)  # mkdtemp makes it private; the index should read like any other output dir
+    index = writer = None
     try:
         index = tantivy.Index(_schema(), path=str(tmp), reuse=False)
         # 128 MB of indexing heap per thread: few segments to merge, yet memory stays well under 1 GB.
@@ -266,6 +267,8 @@ def build_index(
         (tmp / META_NAME).write_text(json.dumps(meta, indent=2) + "\n")
         _move_into_place(tmp, out)
     except BaseException:
+        # Dropping the writer joins its indexing threads; until then they go on writing segment files into tmp.
+        writer = index = None
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return meta
