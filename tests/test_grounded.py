@@ -82,6 +82,19 @@ def test_streamed_grounded_answer_matches_the_batch_one(tiny, index, record):
     assert "".join(stream_grounded(tiny, index, ABSENT, SETTINGS)) == no_match_answer(ABSENT)
 
 
+def test_interactive_loop_answers_from_the_index(tiny, index, record):
+    import io
+
+    from tc3.cli.generate import interactive
+
+    lines = iter([record["title"], ABSENT, "sair"])
+    out = io.StringIO()
+    interactive(tiny, SETTINGS, read=lambda prompt: next(lines), out=out, index=index)
+    (grounded,) = answer_grounded(tiny, index, [record["title"]], SETTINGS)
+    assert grounded.description in out.getvalue() and citation(index.get(record["uid"])) in out.getvalue()
+    assert no_match_answer(ABSENT) in out.getvalue()
+
+
 def test_tc3_generate_grounded(tiny_model_dir, index, record, tmp_path, capsys):
     from tc3.cli.generate import main
 
