@@ -70,7 +70,7 @@ def _user_turns(dataset):
 
 def test_training_examples_draw_questions_and_context_turns(prep_dir):
     config = _config(prep_dir, "questions=varied", "context_fraction=0.5")
-    train, evaluation = training_splits(config)
+    train, _ = training_splits(config)
     rows = sample(load_splits(prep_dir)["train"], 200, config.seed)
     turns = _user_turns(train)
     grounded = 0
