@@ -115,6 +115,35 @@ def test_coverage_rule():
     assert not within_one_edit("abcd", "badc") and not within_one_edit("abcd", "ab")
 
 
+def test_results_do_not_depend_on_the_build_threads(tmp_path):
+    """Titles shared by several uids (other editions) rank the same way however many threads built the index:
+    a full tie goes to the record that comes first in the prep dir."""
+    from conftest import realdata_records
+    from tc3.prep import run
+
+    base = realdata_records()
+    copies = [dict(r, uid=f"{c}{r['uid'][1:]}", content=f"{r['content']} Edition {c}.")
+              for r in base[::3] for c in "AZ"]
+    trn = tmp_path / "trn.json"
+    trn.write_text("".join(json.dumps(r) + "\n" for r in base + copies))
+    run(inputs=[str(trn)], out_dir=str(tmp_path / "prep"), val_fraction=0.1)
+    rows = records(tmp_path / "prep")
+    results = []
+    for threads in (1, 4):
+        build_index(tmp_path / "prep", tmp_path / f"ix{threads}", threads=threads)
+        ix = ProductIndex.open(tmp_path / f"ix{threads}")
+        results.append([[h.uid for h in ix.search(r["title"], k=5)] for r in rows])
+    assert results[0] == results[1]
+    uids_of = {}
+    for r in rows:
+        uids_of.setdefault(r["title"], []).append(r["uid"])
+    shared = {t: u for t, u in uids_of.items() if len(u) > 1}
+    assert len(shared) > 100
+    for r, hits in zip(rows, results[0]):
+        if r["title"] in shared:
+            assert hits[0] == shared[r["title"]][0]
+
+
 def test_existing_index_is_kept_without_force(prep_copy):
     build_index(prep_copy)
     meta_file = prep_copy / "index" / index.META_NAME
@@ -145,6 +174,14 @@ def test_stale_index_is_detected(prep_copy):
     for path in (prep_copy, prep_copy / "index"):
         with pytest.raises(ProductIndexError, match="stale"):
             ProductIndex.open(path)
+
+
+def test_index_of_another_format_is_refused(prep_copy):
+    build_index(prep_copy)
+    meta_file = prep_copy / "index" / index.META_NAME
+    meta_file.write_text(json.dumps(dict(json.loads(meta_file.read_text()), format=index.FORMAT - 1)))
+    with pytest.raises(ProductIndexError, match="another version of tc3-index; rebuild it with --force"):
+        ProductIndex.open(prep_copy)
 
 
 def test_user_mistakes_raise_one_line_errors(prep_dir, prep_copy, tmp_path):

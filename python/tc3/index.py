@@ -26,7 +26,7 @@ __all__ = [
 
 META_NAME = "tc3-index.json"
 SPLITS = ("train", "validation")
-FORMAT = 1
+FORMAT = 2  # 2: the `row` field
 
 # Share of the query's content words that the best hit's title must hold (one edit a word allowed) for `lookup`
 # to accept it. benches/retrieval_bench.py on 1.25 M records: every noisy held-out title covers 100% of its own
@@ -48,6 +48,7 @@ MAX_TOKEN_BYTES = 40  # tantivy's default tokenizer drops longer tokens, so they
 MAX_QUERY_WORDS = 16  # bounds the latency of a whole pasted title; 16 distinct content words identify one
 SHORT_QUERY = 3  # content words up to which the query's stopwords join the search, to break ties
 CANDIDATES = 32  # BM25 hits reranked by coverage: enough for the right one to be among them after one typo
+TIE_HITS = 4  # how far past CANDIDATES a tie of BM25 scores at the cut is followed
 VARIANT_BOOST = 0.8  # a title with the word as typed ranks above one with a variant of it, other things equal
 LETTERS, DIGITS = "abcdefghijklmnopqrstuvwxyz", "0123456789"
 BATCH_ROWS = 8192
@@ -185,6 +186,7 @@ def _schema():
     sb.add_text_field("title", stored=True)  # default tokenizer: letters/digits runs, lower-cased, BM25
     sb.add_bytes_field("description", stored=True)  # bytes: the one stored-only field tantivy-py can make
     sb.add_text_field("split", stored=True, tokenizer_name="raw", index_option="basic")
+    sb.add_unsigned_field("row", stored=True)  # place in the prep dir (train, then validation): breaks full ties
     return sb.build()
 
 
@@ -241,12 +243,13 @@ def build_index(
             for f in files[split]:
                 for batch in pq.ParquetFile(f).iter_batches(BATCH_ROWS, columns=["uid", "title", "description"]):
                     uids, titles, descriptions = (c.to_pylist() for c in batch.columns)
-                    for uid, title, description in zip(uids, titles, descriptions):
+                    for row, (uid, title, description) in enumerate(zip(uids, titles, descriptions), done):
                         doc = tantivy.Document()
                         doc.add_text("uid", uid or "")
                         doc.add_text("title", title)
                         doc.add_bytes("description", description.encode())
                         doc.add_text("split", split)
+                        doc.add_unsigned("row", row)
                         writer.add_document(doc)
                     records[split] += batch.num_rows
                     done += batch.num_rows
@@ -392,14 +395,24 @@ class ProductIndex:
         # The BM25 query goes last, so a title both find keeps its BM25 score (the tie-break).
         for candidate_query in (self._strict_query(text), query):
             if candidate_query is not None:
-                for score, address in self._searcher.search(candidate_query, max(k, CANDIDATES), count=False).hits:
+                for score, address in self._top(candidate_query, max(k, CANDIDATES)):
                     candidates[(address.segment_ord, address.doc)] = (score, address)
         ranked = []
         for score, address in candidates.values():
             doc = self._searcher.doc(address)  # loaded once: its title ranks it, the best become hits
             ranked.append((*_key(query_words, q_sequence, doc["title"][0]), score, doc))
+        # Full ties (the same title under several uids) go to the record that comes first in the prep dir, as
+        # dedup keeps the first: not to the first the index holds, which depends on how the build's threads
+        # shared out the records.
+        ranked.sort(key=lambda r: r[5]["row"][0])
         ranked.sort(key=lambda r: r[:5], reverse=True)
         return [self._hit(r[5], r[4], r[0]) for r in ranked[:k]]
+
+    def _top(self, query, n: int) -> list:
+        """The `n` best (score, address) hits, and every hit tied with the n-th: which of a tie at the cut tantivy
+        keeps depends on the build's threads. A tie running past TIE_HITS x n is still cut there."""
+        hits = self._searcher.search(query, TIE_HITS * n, count=False).hits
+        return [h for h in hits if h[0] >= hits[n - 1][0]] if len(hits) > n else hits
 
     def lookup(self, text: str, min_coverage: float = MATCH_THRESHOLD) -> Hit | None:
         """The best hit for `text` when it covers at least `min_coverage` of the query's content words, else
