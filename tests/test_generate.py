@@ -239,6 +239,27 @@ def test_cli_input_file_writes_jsonl(tiny_model_dir, tiny, tmp_path, capsys):
     assert printed == generate_one(tiny, "Sunflower", GenerationSettings(max_new_tokens=6)).description
 
 
+def test_cli_output_appears_only_when_complete(tiny_model_dir, tmp_path, monkeypatch):
+    """A run that fails half-way leaves neither the output file nor its partial copy."""
+    import tc3.generate
+    from tc3.cli.generate import main
+
+    real, calls = tc3.generate.generate_batch, []
+
+    def fails_on_the_second_batch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tc3.generate, "generate_batch", fails_on_the_second_batch)
+    (tmp_path / "titles.txt").write_text("\n".join(TITLES[:3]) + "\n")
+    out = tmp_path / "out.jsonl"
+    assert main(["--model", str(tiny_model_dir), "--input", str(tmp_path / "titles.txt"), "-o", str(out),
+                 "--batch-size", "2", "--max-new-tokens", "4"]) == 130
+    assert len(calls) == 2 and sorted(p.name for p in tmp_path.iterdir()) == ["titles.txt"]
+
+
 def test_interactive_loop_leaves_on_sair(tiny):
     import io
 

@@ -29,6 +29,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .staging import staged_open, write_staged
+
 _WORD = re.compile(r"\w+(?:'\w+)?|[^\w\s]", re.UNICODE)
 
 
@@ -292,11 +294,10 @@ def write_report(out_dir: Path, run: EvalRun, settings, records: list[dict], res
     report["generations"] = {label: results[label]["generations"] for label in labels}
     if phrasings:
         report["generations_unseen"] = {label: results[label]["unseen"]["generations"] for label in phrasings}
-    (out_dir / "report.json").write_text(json.dumps(_finite(report), ensure_ascii=False, indent=2) + "\n",
-                                         encoding="utf-8")
+    write_staged(out_dir / "report.json", json.dumps(_finite(report), ensure_ascii=False, indent=2) + "\n")
     plot_metrics(out_dir / "report.png", {label: results[label]["metrics"] for label in labels},
                  {label: results[label]["name"] for label in labels})
-    (out_dir / "report.md").write_text(render_markdown(report, labels), encoding="utf-8")
+    write_staged(out_dir / "report.md", render_markdown(report, labels))
     return report
 
 
@@ -422,7 +423,8 @@ def plot_metrics(path: Path, metrics: dict[str, dict], names: dict[str, str]) ->
     ax.set_title("tc3-eval: baseline vs fine-tuned" if len(labels) == 2 else "tc3-eval")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    with staged_open(path, binary=True) as f:
+        fig.savefig(f, format="png")
     plt.close(fig)
 
 
@@ -460,7 +462,7 @@ def run_eval(model: str, data: str, out_dir: str | Path, baseline: str | None = 
                                     progress=lambda done, total, label=label: log(f"[{label}] {done}/{total}"))
             loaded.close()
             cache_dir.mkdir(parents=True, exist_ok=True)
-            cached.write_text(json.dumps(result, ensure_ascii=False), encoding="utf-8")
+            write_staged(cached, json.dumps(result, ensure_ascii=False))
         result["name"] = name
         results[label] = result
     return write_report(Path(out_dir), run, settings, records, results)

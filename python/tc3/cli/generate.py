@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from contextlib import nullcontext
+
+from tc3.staging import staged_open
 
 EXIT_WORDS = {"sair", "exit", "quit"}
 
@@ -66,7 +69,8 @@ def parser() -> argparse.ArgumentParser:
     what.add_argument("--title", help="one title (or a question around one); prints its description")
     what.add_argument("--input", help="text file (a title a line), JSONL with 'title', or a tc3-prep output dir")
     p.add_argument("--split", default="validation", help="split of a tc3-prep dir given to --input")
-    p.add_argument("--output", "-o", help="JSONL file for --input (default: stdout)")
+    p.add_argument("--output", "-o", help="JSONL file for --input (default: stdout); it appears only once every "
+                   "answer is in it (written as .NAME.PID.partial until then)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--literal", action="store_true",
                    help="--title and the interactive loop: use the text as the title even if it is a question "
@@ -156,8 +160,7 @@ def run(args) -> int:
         interactive(loaded, settings, literal=args.literal, index=index)
         return 0
     titles = [r["title"] for r in records]  # files hold titles: taken literally
-    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
-    try:
+    with staged_open(args.output) if args.output else nullcontext(sys.stdout) as out:
         done = 0
         for start in range(0, len(titles), args.batch_size):
             chunk = titles[start : start + args.batch_size]
@@ -168,9 +171,6 @@ def run(args) -> int:
             out.flush()
             done += len(chunk)
             print(f"tc3-generate: {done}/{len(titles)}", file=sys.stderr)
-    finally:
-        if out is not sys.stdout:
-            out.close()
     return 0
 
 
