@@ -135,8 +135,15 @@ def _resolve(name: str, what: str) -> Path:
     try:
         return Path(snapshot_download(name, allow_patterns=_HUB_PATTERNS))
     except Exception as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ModelLoadError(f"{what} '{name}' is not a local directory and not on the Hub: {reason}") from None
+        raise ModelLoadError(
+            f"{what} '{name}' is not a local directory and not on the Hub: {_first_line(err)}"
+        ) from None
+
+
+def _first_line(err: BaseException) -> str:
+    """An exception as one line for the user: its message's first line, or its type when it has none."""
+    message = str(err).strip()
+    return message.splitlines()[0] if message else type(err).__name__
 
 
 def _default_device(device: str | None) -> str:
@@ -209,8 +216,7 @@ def load_model(name: str, base: str | None = None, device: str | None = None, dt
         tokenizer = load_tokenizer(str(tokenizer_path))  # chat template ensured, as the trainer does
         model = AutoModelForCausalLM.from_pretrained(str(weights_path), dtype=torch_dtype)
     except (OSError, ValueError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ModelLoadError(f"cannot load '{weights_path}': {reason}") from None
+        raise ModelLoadError(f"cannot load '{weights_path}': {_first_line(err)}") from None
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tokenizer))
     if base_name is not None:
@@ -219,8 +225,7 @@ def load_model(name: str, base: str | None = None, device: str | None = None, dt
         try:
             model = PeftModel.from_pretrained(model, str(path))
         except Exception as err:  # shape mismatches, missing weights
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ModelLoadError(f"cannot apply adapter '{name}' to '{base_name}': {reason}") from None
+            raise ModelLoadError(f"cannot apply adapter '{name}' to '{base_name}': {_first_line(err)}") from None
         if merge:
             model = model.merge_and_unload()
     prepare_tokenizer(tokenizer)
