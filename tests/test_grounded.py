@@ -124,6 +124,17 @@ def test_demo_grounded_callback(tiny, index, record):
     assert last == no_match_answer(ABSENT)
 
 
+def test_demo_grounds_both_models_in_one_lookup(tiny, index, record, monkeypatch):
+    from tc3.demo import describe_fn
+
+    lookups = []
+    real = index.lookup
+    monkeypatch.setattr(index, "lookup", lambda text: lookups.append(text) or real(text))
+    *_, (tuned, base) = describe_fn(tiny, tiny, SETTINGS, index=index)(record["title"])
+    assert tuned == base and tuned.endswith(citation(index.get(record["uid"])))
+    assert lookups == [record["title"]]
+
+
 def test_tc3_generate_grounded_input_file(tiny_model_dir, index, record, tmp_path):
     from tc3.cli.generate import main
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 from .generate import GenerationSettings, LoadedModel, Stream, title_from_query
-from .grounding import stream_grounded
+from .grounding import find, stream_found
 
 HOST = "127.0.0.1"
 
@@ -28,22 +28,22 @@ def describe_fn(loaded: LoadedModel, baseline: LoadedModel | None, settings: Gen
                 index=None):
     """The streaming callback: yields the fine-tuned text so far (and the baseline's, when there is one)."""
 
-    def pieces(model: LoadedModel, text: str, title: str):
-        if index is None:
-            return Stream(model, title, settings)
-        return stream_grounded(model, index, text, settings, literal=literal)
-
     def describe(text: str):
         title = title_from_query(text or "", literal=literal)
         tuned, base = "", ""
         if not title:
             yield (tuned, base) if baseline is not None else tuned
             return
-        for piece in pieces(loaded, text, title):
+        found = find(index, text, literal) if index is not None else None  # one lookup serves both models
+
+        def pieces(model: LoadedModel):
+            return Stream(model, title, settings) if found is None else stream_found(model, found, settings)
+
+        for piece in pieces(loaded):
             tuned += piece
             yield (tuned, base) if baseline is not None else tuned
         if baseline is not None:
-            for piece in pieces(baseline, text, title):
+            for piece in pieces(baseline):
                 base += piece
                 yield tuned, base
 

@@ -69,7 +69,12 @@ def answer_found(loaded: LoadedModel, found: Sequence[tuple], settings: Generati
 def stream_grounded(loaded: LoadedModel, index, text: str, settings: GenerationSettings | None = None,
                     literal: bool = False) -> Iterator[str]:
     """The grounded answer as text pieces: the model's tokens, then the citation; or the no-match answer."""
-    title, hit = find(index, text, literal)
+    return stream_found(loaded, find(index, text, literal), settings)
+
+
+def stream_found(loaded: LoadedModel, found: tuple, settings: GenerationSettings | None = None) -> Iterator[str]:
+    """`stream_grounded` of a lookup already made: (title, record found or None)."""
+    title, hit = found
     if hit is None:
         yield no_match_answer(title)
         return
