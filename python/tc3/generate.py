@@ -11,9 +11,9 @@ prompt part of a training example. Generation
   time, and the end-of-turn marker that every chat prompt contains does not make stopping harder;
 * runs batches with left padding.
 
-Questions around a title: the model was trained on "instruction + title", so a question such as
-``What is 'Mog's Kittens' about?`` or ``O que é "Mog's Kittens"?`` is reduced to its title
-(:func:`title_from_query`) and the usual prompt is built from it. Plain titles pass through unchanged;
+Questions around a title: a question such as ``What is 'Mog's Kittens' about?`` or ``O que é "Mog's Kittens"?``
+is reduced to its title (:func:`title_from_query`) and asked with the settings' instruction ("pt" by default:
+one of the training question templates, and the only one under ``questions: fixed``). Plain titles pass through unchanged;
 ``literal=True`` (``--literal`` on the command line) turns the extraction off.
 
 Model loading looks at a local path first and only then at the Hugging Face Hub, cache first, so it works offline
