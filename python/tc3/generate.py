@@ -13,8 +13,8 @@ prompt part of a training example. Generation
 
 Questions around a title: a question such as ``What is 'Mog's Kittens' about?`` or ``O que é "Mog's Kittens"?``
 is reduced to its title (:func:`title_from_query`) and asked with the settings' instruction ("pt" by default:
-one of the training question templates, and the only one under ``questions: fixed``). Plain titles pass through unchanged;
-``literal=True`` (``--literal`` on the command line) turns the extraction off.
+one of the training question templates, and the only one under ``questions: fixed``). Plain titles pass through
+unchanged; ``literal=True`` (``--literal`` on the command line) turns the extraction off.
 
 Model loading looks at a local path first and only then at the Hugging Face Hub, cache first, so it works offline
 for anything local or cached. Mistakes (a bad path, an adapter whose base cannot be found) raise
