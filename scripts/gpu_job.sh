@@ -6,7 +6,9 @@
 #   .bundle/tokenizer/              python benches/gpu/make_tokenizer.py .bundle/tokenizer
 #   .bundle/amazon_titles_head500.json   the real records the gpu tests train on (conftest's TC3_REALDATA)
 #
-#   scripts/gpu_job.sh bench    # ~8-9 min: corpus + tc3-prep, bf16 rate, 8B-shaped model, the three setups, profile
+#   scripts/gpu_job.sh bench    # ~8-9 min: corpus + tc3-prep, bf16 rate, 8B-shaped model, the setups (QUEUE0/QUEUE1:
+#                               # one queue a GPU, run side by side), profile
+#   scripts/gpu_job.sh multigpu # ~6 min on 2 GPUs: 1 vs 2 GPUs, same global batch; a 2-GPU --resume
 #   scripts/gpu_job.sh finish   # ~8 min: gpu tests; tc3-train + --resume, tc3-generate, 4-bit generation,
 #                               # tc3-export and plain-transformers generation from the merged model
 #   scripts/gpu_job.sh stage      # parks the carried GGUF pieces in /tmp (the GGUF is larger than one call carries)
@@ -73,31 +75,95 @@ case $JOB in
 bench)
   corpus "${RECORDS:-2248619}" &
   CORPUS=$!
-  $BENCH matmul >"$OUT/matmul.json"; stamp "matmul: $(cat "$OUT/matmul.json")"
+  NGPU=$(nvidia-smi -L | wc -l)
+  for g in $(seq 0 $((NGPU - 1))); do  # the rate of each GPU; MFU uses GPU 0's
+    CUDA_VISIBLE_DEVICES=$g $BENCH matmul >"$OUT/matmul_gpu$g.json"; stamp "matmul GPU $g: $(cat "$OUT/matmul_gpu$g.json")"
+  done
+  cp "$OUT/matmul_gpu0.json" "$OUT/matmul.json"
   model || exit 1
   cp /tmp/model.json "$OUT/model.json"
   wait $CORPUS || { echo "corpus failed"; exit 1; }
   cp /tmp/corpus.json "$OUT/corpus.json"
   COMMON="--model $MODEL --data $DATA --out $OUT/setups.jsonl"
-  # RUNS: tc3 (setup 1, the shipped config, profiled), course (setup 2), hf (setup 3: the largest batch that fits,
-  # from HF_BATCHES), tc3-N (the shipped config at batch N, profiled), tc3-N-padded (same, padding_free=false).
-  for r in ${RUNS:-tc3 course hf tc3-128}; do
-    if [ "$r" != tc3 ] && [ $SECONDS -gt "${DEADLINE:-470}" ]; then stamp "skipped $r: too little time left"; continue; fi
-    stamp "run $r"
-    case $r in
-    tc3) $BENCH setup tc3 $COMMON --profile "$OUT/profile_tc3.txt" ;;
-    course) $BENCH setup course $COMMON --steps 20 ;;
-    hf) for b in ${HF_BATCHES:-64 32 16}; do  # the largest that fits, up to tc3's batch
-          stamp "hf backend, batch $b"
-          $BENCH setup hf $COMMON --batch "$b" --warmup 2 --steps 6 && break
-        done ;;
-    tc3-*-padded) b=${r#tc3-}; b=${b%-padded}
-        $BENCH setup tc3 $COMMON --batch "$b" --warmup 2 --steps 5 --set padding_free=false ;;
-    tc3-*) $BENCH setup tc3 $COMMON --batch "${r#tc3-}" --warmup 2 --steps 5 --profile "$OUT/profile_$r.txt" ;;
-    esac
-  done
+  # A run is LABEL=SETUP/BATCH[/key=value,key=value]; the label "tc3" is the shipped config, profiled.
+  # QUEUE0, QUEUE1, ...: the runs of each GPU, one after another (GPUs in parallel, each setup alone on its GPU).
+  run_spec() {
+    local label=${1%%=*} spec=${1#*=} setup batch sets extra=()
+    IFS=/ read -r setup batch sets <<<"$spec"
+    for kv in ${sets//,/ }; do extra+=(--set "$kv"); done
+    if [ "$label" = tc3 ]; then
+      $BENCH setup "$setup" $COMMON --label "$label" --batch "$batch" --profile "$OUT/profile_tc3.txt" "${extra[@]}"
+    elif [ "$setup" = course ]; then
+      $BENCH setup course $COMMON --label "$label" --warmup 2 --steps 10 "${extra[@]}"
+    else
+      $BENCH setup "$setup" $COMMON --label "$label" --batch "$batch" --warmup 2 --steps 6 "${extra[@]}"
+    fi
+  }
+  queue() {  # $1 GPU, then the runs
+    local g=$1; shift
+    for r in "$@"; do
+      if [ $SECONDS -gt "${DEADLINE:-500}" ]; then stamp "GPU $g skipped $r: too little time left"; continue; fi
+      stamp "GPU $g: run $r"
+      CUDA_VISIBLE_DEVICES=$g run_spec "$r" >>"$OUT/log_gpu$g.txt" 2>&1 || stamp "GPU $g: $r failed (log_gpu$g.txt)"
+    done
+  }
+  Q0=${QUEUE0:-"tc3=tc3/64 tc3-b128=tc3/128 tc3-b256=tc3/256 course=course/2 hf=hf/32"}
+  Q1=${QUEUE1:-"tc3-sdpa=tc3/64/varlen_attention=false tc3-b32-nockpt=tc3/32/gradient_checkpointing=false tc3-b64-nockpt=tc3/64/gradient_checkpointing=false hf-tc3=hf-tc3/64"}
+  gpu_tests() {  # TESTS: gpu tests of these files (e.g. tests/test_attention.py), on the last GPU after its queue
+    [ -n "${TESTS:-}" ] || return 0
+    stamp "gpu tests: $TESTS"
+    CUDA_VISIBLE_DEVICES=$((NGPU - 1)) TC3_REALDATA=$ROOT/.bundle/amazon_titles_head500.json \
+      $PY -m pytest $TESTS -m gpu -q -p no:cacheprovider >"$OUT/log_tests.txt" 2>&1
+    echo "pytest exit code $?" >>"$OUT/log_tests.txt"; stamp "gpu tests: $(tail -2 "$OUT/log_tests.txt" | tr '\n' ' ')"
+  }
+  if [ "$NGPU" -gt 1 ]; then
+    queue 0 $Q0 &
+    (queue 1 $Q1; gpu_tests) &
+    wait
+  else
+    queue 0 $Q0 $Q1
+    gpu_tests
+  fi
   stamp "summary"
   $PY benches/gpu/summarize.py "$OUT"
+  ;;
+multigpu)  # the same QLoRA run on 1 and on 2 GPUs (same global batch, data, steps), then a 2-GPU run stopped
+           # after its first checkpoint and resumed; benches/gpu/multigpu_summary.py writes multigpu.json
+  corpus "${RECORDS:-200000}" &
+  CORPUS=$!
+  model || exit 1
+  wait $CORPUS || { echo "corpus failed"; exit 1; }
+  export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1  # NVLink multicast off
+  STEPS=${STEPS:-24}
+  RUNS_DIR=/tmp/runs-mg
+  rm -rf $RUNS_DIR
+  ARGS=(--config configs/llama3-8b-qlora.yaml model=$MODEL data=$DATA train_samples=8192 eval_samples=256
+        max_steps=$STEPS logging_steps=4 eval_steps=$STEPS save_steps=$((STEPS / 2)) backend=unsloth)
+  TORCHRUN=($PY -m torch.distributed.run --standalone --nproc_per_node 2 -m tc3.cli.train)
+  CMDS=$OUT/multigpu_commands.txt
+  : >"$CMDS"
+  stamp "1 GPU, batch 64"
+  echo "CUDA_VISIBLE_DEVICES=0 tc3-train ${ARGS[*]} output_dir=RUN1 per_device_batch_size=64" >>"$CMDS"
+  CUDA_VISIBLE_DEVICES=0 $PY -m tc3.cli.train "${ARGS[@]}" output_dir=$RUNS_DIR/one per_device_batch_size=64 \
+    >"$OUT/log_1gpu.txt" 2>&1 || { tail -30 "$OUT/log_1gpu.txt"; exit 1; }
+  stamp "2 GPUs, 32 each"
+  echo "torchrun --standalone --nproc_per_node 2 -m tc3.cli.train ${ARGS[*]} output_dir=RUN2 per_device_batch_size=32" >>"$CMDS"
+  "${TORCHRUN[@]}" "${ARGS[@]}" output_dir=$RUNS_DIR/two per_device_batch_size=32 \
+    >"$OUT/log_2gpu.txt" 2>&1 || { tail -30 "$OUT/log_2gpu.txt"; exit 1; }
+  stamp "2 GPUs, stopped after the checkpoint at step $((STEPS / 2)), then --resume"
+  "${TORCHRUN[@]}" "${ARGS[@]}" output_dir=$RUNS_DIR/resumed per_device_batch_size=32 >"$OUT/log_2gpu_cut.txt" 2>&1 &
+  CUT=$!
+  until [ -f $RUNS_DIR/resumed/checkpoint-$((STEPS / 2))/tc3_checkpoint_complete ] || ! kill -0 $CUT 2>/dev/null; do
+    sleep 1
+  done
+  pkill -INT -f "output_dir=$RUNS_DIR/resumed"; sleep 15; pkill -KILL -f "output_dir=$RUNS_DIR/resumed"
+  wait $CUT; echo "interrupted run exit code $?"
+  ls $RUNS_DIR/resumed
+  echo "torchrun ... output_dir=RUN3 per_device_batch_size=32 (stopped after checkpoint-$((STEPS / 2))), then the same with --resume" >>"$CMDS"
+  "${TORCHRUN[@]}" "${ARGS[@]}" output_dir=$RUNS_DIR/resumed per_device_batch_size=32 --resume \
+    >"$OUT/log_2gpu_resume.txt" 2>&1 || { tail -30 "$OUT/log_2gpu_resume.txt"; exit 1; }
+  for r in one two resumed; do cp $RUNS_DIR/$r/train_log.jsonl "$OUT/train_log_$r.jsonl"; done
+  $PY benches/gpu/multigpu_summary.py "$OUT" $RUNS_DIR/one $RUNS_DIR/two $RUNS_DIR/resumed "$CMDS"
   ;;
 finish)
   corpus "${RECORDS:-200000}" &
@@ -167,6 +233,6 @@ grounded-base)  # after questions, on the same warm machine: the untouched base 
       ${LIMIT:+--limit $LIMIT}
   ;;
 *)
-  echo "usage: scripts/gpu_job.sh bench|finish|stage|questions|grounded-base"; exit 2 ;;
+  echo "usage: scripts/gpu_job.sh bench|multigpu|finish|stage|questions|grounded-base"; exit 2 ;;
 esac
 stamp "done"

@@ -221,6 +221,7 @@ def test_dry_run_prints_examples(tiny_model_dir, prep_dir, tmp_path, capsys):
     for example in out.split("# example ")[1:]:
         assert example.count("<|begin_of_text|>") == 1
     assert "# token lengths" in out and "max_length" in out
+    assert "# backend hf, attention: SDPA over padded batches" in out  # CPU: no variable-length kernel
     assert not (tmp_path / "out").exists()  # a dry run writes nothing
 
 

@@ -5,10 +5,13 @@
     python benches/gpu/train_bench.py setup NAME --model DIR --data PREP --out JSONL [--batch B] [--profile F]
 
 Setups (each trains the same seeded sample of the same tc3-prep output through tc3.train.build_run):
-  tc3     the shipped configs/llama3-8b-qlora.yaml as is (unsloth, padding-free, its batch)
+  tc3     the shipped configs/llama3-8b-qlora.yaml as is (unsloth, padding-free, variable-length attention)
   course  the course notebook: unsloth, batch 2 x accumulation 4, max_seq_length 2048, padded (no padding-free,
           no packing), loss on the whole text
-  hf      transformers + PEFT + bitsandbytes NF4 QLoRA, same LoRA settings, no unsloth (backend=hf), --batch B
+  hf      transformers + PEFT + bitsandbytes NF4 QLoRA as a user sets it up: same LoRA settings, no unsloth, padded
+          batches, SDPA, gradient checkpointing (backend=hf varlen_attention=false), --batch B
+  hf-tc3  tc3's hf backend: the same, with padding-free batches and variable-length attention (backend=hf)
+Variants: --set key=value (repeatable) and --label NAME to tell the row apart.
 
 Timing: a callback synchronizes the GPU at the end of every optimizer step; the first --warmup steps are dropped;
 tokens are counted from the batches the Trainer feeds (attention_mask sum; the whole flattened row when
@@ -91,7 +94,8 @@ SETUPS = {
     "tc3": [],
     "course": ["backend=unsloth", "padding_free=false", "per_device_batch_size=2", "gradient_accumulation_steps=4",
                "max_length=2048"],
-    "hf": ["backend=hf"],
+    "hf": ["backend=hf", "varlen_attention=false"],
+    "hf-tc3": ["backend=hf"],
 }  # fmt: skip
 
 
@@ -235,7 +239,7 @@ def whole_text_config(base):
 def run_setup(args) -> int:
     os.environ.update(OFFLINE)
     name = args.name
-    if name != "hf":
+    if not name.startswith("hf"):
         # read when unsloth is imported, which happens here, before tc3.train.prepare_environment could set it
         if name == "course" or "padding_free=false" in args.set:
             os.environ["UNSLOTH_DISABLE_AUTO_PADDING_FREE"] = "1"
@@ -270,9 +274,10 @@ def run_setup(args) -> int:
         Path(args.profile) if args.profile else None,
     )
     trainer.add_callback(timer)
-    result = {"setup": name, "backend": run.backend, "batch": config.per_device_batch_size,
+    result = {"setup": name, "label": args.label or name, "attention": run.attention, "backend": run.backend, "batch": config.per_device_batch_size,
               "accumulation": config.gradient_accumulation_steps, "max_length": run.config.max_length,
-              "padding_free": config.padding_free if run.backend == "unsloth" else False,
+              "gradient_checkpointing": config.gradient_checkpointing,
+              "padding_free": bool(trainer.args.padding_free) or (run.backend == "unsloth" and config.padding_free),
               "train_samples": len(trainer.train_dataset), "overrides": SETUPS[name] + (
                   [f"per_device_batch_size={args.batch}"] if args.batch else []) + args.set,
               "token_lengths": run.lengths["stats"], "setup_s": round(setup_s, 1)}  # fmt: skip
@@ -364,6 +369,7 @@ def main(argv=None) -> int:
         help="also profile --profile-steps more steps; write the summary here",
     )
     s.add_argument("--profile-steps", type=int, default=1)
+    s.add_argument("--label", help="the row's name in the results (default: the setup's)")
     s.add_argument(
         "--set",
         action="append",

@@ -57,6 +57,7 @@ class TrainConfig:
     precision: str = "auto"  # auto: bf16 where the GPU supports it, else fp16; fp32 on CPU
     gradient_checkpointing: bool = True
     padding_free: bool = True  # unsloth backend: flatten each batch, no padding tokens
+    varlen_attention: bool = True  # one variable-length attention call a layer where CUDA allows (tc3/attention.py)
     dataset_num_proc: int | None = None
 
     # Length: null derives it from the tokenized train examples (percentile, capped)

@@ -49,7 +49,9 @@ def prepare_environment(config: TrainConfig, backend: str) -> bool:
     offline = go_offline_if_possible(config.model)
     if backend == "unsloth":
         os.environ["UNSLOTH_DISABLE_STATISTICS"] = "1"
-        if not config.padding_free:
+        if config.padding_free:  # unsloth would otherwise measure and may pick padded batches on its own
+            os.environ["UNSLOTH_PADDING_CHOICE"] = "padding_free"
+        else:
             os.environ["UNSLOTH_DISABLE_AUTO_PADDING_FREE"] = "1"
         import unsloth  # noqa: F401  (first, so that it patches transformers and TRL before they load)
     return offline
@@ -135,10 +137,12 @@ def render_example(tokenizer, row) -> str:
 
 def dry_run(config: TrainConfig) -> None:
     """Print the resolved config, dataset sizes, token-length statistics and three rendered examples."""
+    from tc3 import attention
     from tc3.data import training_splits
     from tc3.prompts import load_tokenizer
 
     prepare_environment(config, "hf")  # the tokenizer alone: no backend is loaded
+    backend = resolve_backend(config)
     train, evaluation = training_splits(config)
     tokenizer = load_tokenizer(load_source(config.model))
     lengths = measure_lengths(config, tokenizer, train)
@@ -146,6 +150,7 @@ def dry_run(config: TrainConfig) -> None:
     print(f"# data: {len(train)} train examples, {len(evaluation)} eval examples from {config.data}")
     print(f"# token lengths (sample of {lengths['stats']['count']}): {json.dumps(lengths['stats'])}")
     print(f"# max_length {lengths['max_length']}: {lengths['truncated_fraction']:.2%} of examples truncated")
+    print(f"# backend {backend}, attention: {attention.plan(backend, config.padding_free, config.varlen_attention).path}")
     for i in range(min(3, len(train))):
         print(f"\n# example {i + 1}\n{render_example(tokenizer, train[i])}")
 
@@ -195,7 +200,7 @@ def load_unsloth(config: TrainConfig, max_length: int, precision: str, offline: 
     return model, tokenizer
 
 
-def load_hf(config: TrainConfig, precision: str, on_cuda: bool):
+def load_hf(config: TrainConfig, precision: str, on_cuda: bool, attn_implementation: str | None = None):
     import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoConfig, AutoModelForCausalLM, BitsAndBytesConfig
@@ -211,6 +216,8 @@ def load_hf(config: TrainConfig, precision: str, on_cuda: bool):
     tokenizer = load_tokenizer(source)
     dtype = torch_dtype(precision)
     kwargs = {"dtype": dtype}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
     quantized = on_cuda and config.load_in_4bit
     if on_cuda:  # under a launcher, process_state has made this process's own GPU (LOCAL_RANK) the current one
         kwargs["device_map"] = {"": torch.cuda.current_device()}
@@ -274,7 +281,41 @@ def complete_checkpoints(output_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.rsplit("-", 1)[1]))
 
 
-def make_callbacks(log_path: Path):
+class TokenCounter:
+    """Real tokens (padding excluded) trained on, counted from the batches the Trainer feeds, on every backend (TRL's
+    own `num_tokens` is missing from unsloth's logs), and the time spent in training steps (evaluation and checkpoint
+    saving left out). Counting adds to a device tensor: no host sync until the count is read at a log step."""
+
+    def __init__(self):
+        self.count = 0  # this process's tokens: an int until the first batch, then a tensor on the batch's device
+        self.busy_s = 0.0  # wall time inside optimizer steps, this process
+        self.step_start = None
+
+    def watch(self, trainer) -> None:
+        original = trainer.training_step
+
+        def training_step(model, inputs, *args, **kwargs):
+            mask = inputs.get("attention_mask")
+            # padding-free batches are one flat row with no mask: every position is a real token
+            self.count = self.count + (mask.sum() if mask is not None else inputs["input_ids"].numel())
+            return original(model, inputs, *args, **kwargs)
+
+        trainer.training_step = training_step
+
+    def total(self) -> int:
+        """Tokens of all processes so far: a collective, so every process must call it at the same point."""
+        import torch
+        import torch.distributed as dist
+
+        count = torch.as_tensor(self.count, dtype=torch.int64)
+        if dist.is_available() and dist.is_initialized():
+            device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else "cpu"
+            count = count.to(device)
+            dist.all_reduce(count)
+        return int(count)
+
+
+def make_callbacks(log_path: Path, tokens: TokenCounter):
     from transformers import TrainerCallback
 
     class MarkCompleteCheckpoint(TrainerCallback):
@@ -286,30 +327,41 @@ def make_callbacks(log_path: Path):
                 marker.write_text(json.dumps({"world_size": args.world_size}))
 
     class JsonLinesLog(TrainerCallback):
-        """step, loss, eval loss, learning rate, tokens/s and peak GPU memory, one JSON object a log event."""
+        """step, loss, eval loss, learning rate, tokens (all processes, padding excluded), tokens/s and seconds a
+        step over the steps since the last training log, and peak GPU memory: one JSON object a log event."""
 
         def __init__(self):
-            self.last = None  # (time, tokens seen) at the previous training log
+            self.last = (0.0, 0, 0)  # (busy seconds, tokens, step) at the previous training log
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            tokens.step_start = time.monotonic()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            tokens.busy_s += time.monotonic() - tokens.step_start
 
         def on_train_begin(self, args, state, control, **kwargs):
-            self.last = (time.monotonic(), 0)  # TRL counts tokens from 0 in each process, resumed or not
+            self.last = (0.0, 0, state.global_step)  # a resumed run counts from where it starts
 
         def on_log(self, args, state, control, logs=None, **kwargs):
-            if not state.is_world_process_zero or not logs:
+            if not logs:
                 return
             import torch
 
             record = {"step": state.global_step, "epoch": round(state.epoch or 0, 4)}
+            if "loss" in logs:  # every process logs here: the token count is summed over them
+                now = (tokens.busy_s, tokens.total(), state.global_step)
+                record["tokens"] = now[1]
+                if now[0] > self.last[0] and now[2] > self.last[2]:
+                    record["tokens_per_s"] = round((now[1] - self.last[1]) / (now[0] - self.last[0]), 1)
+                    record["s_per_step"] = round((now[0] - self.last[0]) / (now[2] - self.last[2]), 3)
+                self.last = now
+            if not state.is_world_process_zero:
+                return
             for key in ("loss", "eval_loss", "learning_rate", "grad_norm", "mean_token_accuracy", "train_loss"):
                 if key in logs:
                     record[key] = logs[key]
             if len(record) == 2:  # nothing this log knows about (e.g. runtime figures only)
                 return
-            if "num_tokens" in logs and "loss" in logs:
-                now = (time.monotonic(), logs["num_tokens"])
-                if now[0] > self.last[0]:
-                    record["tokens_per_s"] = round((now[1] - self.last[1]) / (now[0] - self.last[0]), 1)
-                self.last = now
             if torch.cuda.is_available():
                 record["gpu_max_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
             with log_path.open("a", encoding="utf-8") as log:
@@ -439,6 +491,8 @@ class Run:
     lengths: dict
     backend: str
     resume_from: Path | None
+    attention: str  # the attention path, in words
+    tokens: TokenCounter
 
 
 def build_run(config: TrainConfig, resume: bool = False, callbacks=()) -> Run:
@@ -450,6 +504,7 @@ def build_run(config: TrainConfig, resume: bool = False, callbacks=()) -> Run:
 
     from trl import SFTConfig, SFTTrainer
 
+    from tc3 import attention
     from tc3.data import content_digest, training_splits
     from tc3.prompts import load_tokenizer
 
@@ -481,10 +536,13 @@ def build_run(config: TrainConfig, resume: bool = False, callbacks=()) -> Run:
         facts = {"train": content_digest(train_set), "eval": content_digest(eval_set), "max_length": max_length}
         check_processes_agree(state, facts)
 
+    planned = attention.plan(backend, config.padding_free, config.varlen_attention)
+    attention_path = attention.apply(planned)
+    say(f"tc3-train: attention: {attention_path}")
     if backend == "unsloth":
         model, tokenizer = load_unsloth(config, max_length, precision, offline, world_size)
     else:
-        model, tokenizer = load_hf(config, precision, on_cuda)
+        model, tokenizer = load_hf(config, precision, on_cuda, planned.hf_implementation)
 
     output_dir = Path(config.output_dir)
     if state.is_main_process:
@@ -514,6 +572,9 @@ def build_run(config: TrainConfig, resume: bool = False, callbacks=()) -> Run:
         max_length=max_length,
         completion_only_loss=True,  # loss on the description only, never on the prompt
         packing=False,
+        # hf backend with variable-length attention: one flat row a batch. Left unset otherwise: unsloth turns its
+        # own padding-free batching on only where `padding_free` is unset.
+        **({"padding_free": True} if planned.hf_implementation == attention.HF_VARLEN else {}),
         dataset_num_proc=config.dataset_num_proc,
         logging_steps=config.logging_steps,
         eval_strategy="steps",
@@ -524,17 +585,19 @@ def build_run(config: TrainConfig, resume: bool = False, callbacks=()) -> Run:
         ddp_find_unused_parameters=False,  # every LoRA weight gets a gradient each step: skip DDP's graph search
         report_to="none",
     )
+    tokens = TokenCounter()
     trainer = SFTTrainer(
         model=model,
         args=args,
         train_dataset=train_set,
         eval_dataset=eval_set,
         processing_class=tokenizer,
-        callbacks=[*make_callbacks(output_dir / LOG_NAME), *callbacks],
+        callbacks=[*make_callbacks(output_dir / LOG_NAME, tokens), *callbacks],
     )
+    tokens.watch(trainer)
     if os.environ.get(TRACE_ENV):
         trace_training_steps(trainer)
-    return Run(trainer, tokenizer, resolved, lengths, backend, resume_from)
+    return Run(trainer, tokenizer, resolved, lengths, backend, resume_from, attention_path, tokens)
 
 
 def train(config: TrainConfig, resume: bool = False, callbacks=()) -> dict:
@@ -548,6 +611,7 @@ def train(config: TrainConfig, resume: bool = False, callbacks=()) -> dict:
     if os.environ.get(TRACE_ENV):
         write_trace(trainer)
     args = trainer.args
+    trained_tokens = run.tokens.total()  # every process, before the main one goes on alone
     metrics = {
         "train_loss": round(result.training_loss, 4),
         "global_step": result.global_step,
@@ -558,6 +622,9 @@ def train(config: TrainConfig, resume: bool = False, callbacks=()) -> dict:
         "max_length": run.config.max_length,
         "token_lengths": run.lengths["stats"],
         "backend": run.backend,
+        "attention": run.attention,
+        "trained_tokens": trained_tokens,
+        "tokens_per_s": round(trained_tokens / run.tokens.busy_s, 1) if run.tokens.busy_s else None,
         "world_size": args.world_size,
         "global_batch_size": args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size,
     }
