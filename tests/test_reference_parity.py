@@ -275,3 +275,12 @@ def test_clean_batch_matches_reference(titles):
             if title and ref.dedup_key(title) != ref.dedup_key(LONG)]
     assert [(r["uid"], r["title"]) for r in kept.to_pylist()] == want
     assert got["cleaned"] == {rule: sum(rule in rules for _, rules in cleaned) for rule in ref.RULES}
+
+
+def test_docs_and_reference_name_what_the_engine_has():
+    """docs/cleaning.md lists the element names of rule html_tags; the reference counts the engine's rules."""
+    rust = pytest.importorskip("tc3._rust_clean")
+    docs = (BENCHES.parent / "docs" / "cleaning.md").read_text()
+    listed = re.search(r"The element names \([^)]*\):(.*?)\. A text whose", docs, re.S).group(1)
+    assert [n.strip() for n in listed.split(",")] == rust.HTML_TAG_NAMES
+    assert ref.RULES == tuple(rust.CLEANING_RULES)
