@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 import xxhash
 from tc3._rust_clean import HTML_TAG_PATTERN  # the HTML element names are kept in one place, the engine
 
-# Step 3 and 7: Unicode white space, control characters (Cc) and zero-width characters.
+# Steps 4 and 8: Unicode white space, control characters (Cc) and zero-width characters.
 WHITESPACE = re.compile(r"[\s\x00-\x1f\x7f-\x9f\u200b\u2060\ufeff]+")
 TAGS = re.compile(HTML_TAG_PATTERN)
 CHARREF = re.compile(r"&(#[0-9]+;?|#[xX][0-9a-fA-F]+;?|[^\t\n\f <&#;]{1,32};?)")  # html.unescape's

@@ -189,7 +189,8 @@ OPTIONS = {"val_fraction": 0.25, "seed": 11, "limit": 2500, "min_title_chars": 5
 
 @pytest.mark.parametrize("names, options", [
     (["trn.json"], {}), (["trn.json.gz"], {}), (["trn.json", "trn.json.gz"], {}), (["trn.json"], OPTIONS),
-], ids=["plain", "gzip", "two-inputs", "options"])
+    (["trn.json"], {"drop_patterns": ("x*",)}),  # matches empty strings everywhere: removes and counts only the x
+], ids=["plain", "gzip", "two-inputs", "options", "empty-matches"])
 def test_rust_matches_reference(synthetic, tmp_path, names, options):
     pytest.importorskip("tc3._rust_clean")
     from tc3 import prep

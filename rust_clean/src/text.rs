@@ -117,10 +117,13 @@ pub fn strip_boilerplate(desc: String, drop_patterns: &[Regex], changes: &mut Ch
     }
     let reed = REED_LITERAL.is_match(&text).then_some((Changes::REED_FOOTER, &*REED_FOOTER));
     for (rule, pattern) in reed.into_iter().chain(drop_patterns.iter().map(|p| (Changes::DROP_PATTERN, p))) {
+        // Owned also after an empty match (`--drop-pattern 'x*'`), which removed nothing.
         if let Cow::Owned(s) = pattern.replace_all(&text, "") {
-            changes.mark(rule, true);
-            text = s;
-            removed = true;
+            if s != text {
+                changes.mark(rule, true);
+                text = s;
+                removed = true;
+            }
         }
     }
     if !removed {
@@ -407,6 +410,8 @@ mod tests {
     fn drop_patterns_and_second_trim() {
         let drop = [Regex::new(r"(?i)free shipping!?").unwrap()];
         assert_eq!(description("Free shipping! Sturdy  tutu.", &drop), ("Sturdy tutu.".into(), vec!["whitespace", "drop_pattern"]));
+        let empty_match = [Regex::new("x*").unwrap()];
+        assert_eq!(description("Sturdy tutu.", &empty_match), ("Sturdy tutu.".into(), vec![]));
     }
 
     #[test]
