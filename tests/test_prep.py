@@ -331,7 +331,6 @@ def test_usable_after_fork(crafted: Path, tmp_path: Path) -> None:
     assert os.waitstatus_to_exitcode(status) == 0
 
 
-
 # Issue 11: cleaning never changes text that is not markup.
 
 def run_descriptions(tmp_path: Path, descriptions: list[str], **options) -> tuple[list[str], dict]:
