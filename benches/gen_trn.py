@@ -101,6 +101,8 @@ QUIRK_LINES = [
     b'{"uid": "Q17", "title": "  ", "content": "A whitespace-only title is empty after cleaning and is dropped."}',
     (b'{"uid": "Q18", "title": "Extra fields", "content": "Other fields are ignored even when they are odd.", '
      b'"target_ind": {"a": [1]}, "x": null}'),
+    (b'{"uid": "Q19", "title": "Cafe\\u0301 Headset&microphone \xe2\x80\xa8 &copy 2021", '
+     b'"content": "Explains List&lt;String&gt; and vector<int>&lt;br&gt;: <Product> a<b and c>d, &copy2020, R&D."}'),
 ]
 
 

@@ -1,6 +1,7 @@
 """Single-process Python reference of tc3-prep, written the way the course notebook did it.
 
-json.loads per line, html.unescape twice, `re` for the rules, exact dedup, an xxh3 split, pyarrow Parquet.
+json.loads per line, html.unescape twice (but for names without `;`, see `unescape`), `re` for the rules,
+unicodedata for NFC, exact dedup, an xxh3 split, pyarrow Parquet.
 It implements docs/cleaning.md rule for rule (no near dedup, no sampling) so tests can check the Rust
 engine against it, and it is the baseline of benches/run_prep_bench.py.
 
@@ -16,18 +17,22 @@ import json
 import re
 import sys
 import time
+import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from html.entities import html5
 from pathlib import Path
 from typing import NamedTuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
+from tc3._rust_clean import HTML_TAG_PATTERN  # the HTML element names are kept in one place, the engine
 
-# Step 3 and 7: Unicode white space, control characters (Cc) and zero-width characters.
+# Steps 4 and 8: Unicode white space, control characters (Cc) and zero-width characters.
 WHITESPACE = re.compile(r"[\s\x00-\x1f\x7f-\x9f\u200b\u2060\ufeff]+")
-TAGS = re.compile(r"<!--.*?-->|</?[A-Za-z][^<>]*>", re.S)
+TAGS = re.compile(HTML_TAG_PATTERN)
+CHARREF = re.compile(r"&(#[0-9]+;?|#[xX][0-9a-fA-F]+;?|[^\t\n\f <&#;]{1,32};?)")  # html.unescape's
 THIS_TEXT_REFERS_TO = re.compile(r"-*\s*this text refers to.*\Z", re.I | re.S)
 REED_FOOTER = re.compile(
     r"(?:(?:copyright|\(c\)|©)[\s\d,.()-]*)+(?:by\s+)?reed business information"
@@ -41,8 +46,8 @@ BLANK = b" \t\n\r\x0c"
 MALFORMED_KINDS = ("invalid_utf8", "invalid_json", "not_object", "bad_field_type")
 DROP_REASONS = ("malformed", "empty_title", "empty_description", "same_as_title", "too_short", "too_long",
                 "duplicate", "near_duplicate")
-RULES = ("html_entities", "double_escaped", "html_tags", "whitespace", "this_text_refers_to", "reed_footer",
-         "drop_pattern")
+RULES = ("html_entities", "entity_without_semicolon", "double_escaped", "html_tags", "nfc_normalised", "whitespace",
+         "this_text_refers_to", "reed_footer", "drop_pattern")
 
 
 @dataclass
@@ -64,23 +69,55 @@ class Row(NamedTuple):
     split: str
 
 
+def unescape(s: str) -> tuple[str, bool]:
+    """html.unescape, except that a named reference without ';' stays text when an ASCII letter, digit or '='
+    follows the name (a browser's rule in attribute values): `&microphone` is not `µphone`.
+    Returns the text and whether a named reference without ';' was decoded."""
+    without_semicolon = False
+
+    def replace(m: re.Match) -> str:
+        nonlocal without_semicolon
+        ref = m.group(1)
+        if ref[0] == "#":
+            return html.unescape(m.group())
+        # The whole name, else the longest prefix of at least two characters (as html.unescape looks).
+        cut = next((n for n in range(len(ref), 1, -1) if ref[:n] in html5), None)
+        if cut is None:
+            return m.group()
+        if not ref[:cut].endswith(";"):
+            after = ref[cut:cut + 1] or m.string[m.end():m.end() + 1]
+            if after == "=" or (after.isascii() and after.isalnum()):
+                return m.group()
+            without_semicolon = True
+        return html5[ref[:cut]] + ref[cut:]
+
+    return (CHARREF.sub(replace, s) if "&" in s else s), without_semicolon
+
+
+def nfc(s: str) -> str:
+    return s if unicodedata.is_normalized("NFC", s) else unicodedata.normalize("NFC", s)
+
+
 def clean_text(s: str) -> tuple[str, set[str]]:
-    """Steps 1-3 (title and description); returns the text and the names of the rules that changed it."""
-    changed = set()
-    once = html.unescape(s)
-    twice = html.unescape(once)  # only changes what the first pass newly produced, e.g. &amp;amp;
+    """Steps 1-4 (title and description); returns the text and the names of the rules that changed it."""
+    once, legacy_once = unescape(s)
+    twice, legacy_twice = unescape(once)  # only changes what the first pass newly produced, e.g. &amp;amp;
     untagged = TAGS.sub(" ", twice)
-    spaced = WHITESPACE.sub(" ", untagged).strip(" ")
+    composed = nfc(untagged)
+    spaced = WHITESPACE.sub(" ", composed).strip(" ")
+    changed = {"entity_without_semicolon"} if legacy_once or legacy_twice else set()
     for name, before, after in (("html_entities", s, once), ("double_escaped", once, twice),
-                                ("html_tags", twice, untagged), ("whitespace", untagged, spaced)):
+                                ("html_tags", twice, untagged), ("nfc_normalised", untagged, composed),
+                                ("whitespace", composed, spaced)):
         if before != after:
             changed.add(name)
     return spaced, changed
 
 
 def clean_description(s: str, drop_patterns: Iterable[re.Pattern] = ()) -> tuple[str, set[str]]:
-    """Steps 1-7 on a description."""
+    """Steps 1-8 on a description."""
     s, changed = clean_text(s)
+    before = s
     for name, patterns in (("this_text_refers_to", [THIS_TEXT_REFERS_TO]), ("reed_footer", [REED_FOOTER]),
                            ("drop_pattern", drop_patterns)):
         for pattern in patterns:
@@ -88,11 +125,20 @@ def clean_description(s: str, drop_patterns: Iterable[re.Pattern] = ()) -> tuple
             if cut != s:
                 changed.add(name)
                 s = cut
-    return WHITESPACE.sub(" ", s).strip(" "), changed
+    if s == before:
+        return s, changed
+    composed = nfc(s)  # a removal can join a letter and the combining mark after the removed text
+    if composed != s:
+        changed.add("nfc_normalised")
+    return WHITESPACE.sub(" ", composed).strip(" "), changed
 
 
 def dedup_key(s: str) -> str:
-    return NON_ALNUM.sub("", s.lower())
+    """Lower-cased letters, numbers and combining marks (category M) of s, with the final sigma read as σ."""
+    s = s.lower().replace("ς", "σ")
+    if s.isascii():
+        return NON_ALNUM.sub("", s)
+    return NON_ALNUM.sub(lambda m: "".join(c for c in m.group() if unicodedata.category(c)[0] == "M"), s)
 
 
 def _reject_constant(name: str):

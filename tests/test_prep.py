@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import html
 import json
 import os
 import re
@@ -15,11 +14,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from tc3 import prep
-from tc3._rust_clean import unescape_html
 
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata" / "amazon_titles_head500.json"
 DESC = "A sturdy board book about a cat and her many kittens, for ages one to three."
@@ -335,19 +331,66 @@ def test_usable_after_fork(crafted: Path, tmp_path: Path) -> None:
     assert os.waitstatus_to_exitcode(status) == 0
 
 
-entity_text = st.lists(
-    st.one_of(
-        st.sampled_from(["&amp;", "&amp", "&lt;", "&copy", "&notit;", "&#8217;", "&#x92;", "&#0;", "&#xD800;",
-                         "&#1114112;", "&ampT", "&", "#", ";", "&#", "&#x", "&;", "&zz;", "&AElig", "&amp;amp;"]),
-        st.text(alphabet=st.characters(codec="utf-8"), max_size=8),
-        st.from_regex(r"&#[xX]?[0-9a-fA-F]{1,8};?", fullmatch=True),
-        st.from_regex(r"&[a-zA-Z]{1,12};?", fullmatch=True),
-    ),
-    max_size=12,
-).map("".join)
+# Issue 11: cleaning never changes text that is not markup.
+
+def run_descriptions(tmp_path: Path, descriptions: list[str], **options) -> tuple[list[str], dict]:
+    """prep.run over one record a description (distinct titles); the kept descriptions and the stats."""
+    path = tmp_path / "in.json"
+    records = [line(f"Product number {i}", d, uid=f"u{i}") for i, d in enumerate(descriptions)]
+    path.write_text("\n".join(records) + "\n")
+    stats = prep.run([path], tmp_path / "out", val_fraction=0, **options)
+    return [r["description"] for r in read_split(tmp_path / "out", "train")], stats
 
 
-@settings(max_examples=400, deadline=None)
-@given(entity_text)
-def test_unescape_matches_python(s: str) -> None:
-    assert unescape_html(s) == html.unescape(s)
+def test_escaped_angle_brackets_and_unknown_tags_are_text(tmp_path: Path) -> None:
+    texts = ["Explains List&lt;String&gt; and vector<int> for programmers", "a < b and c > d, a<b and c>d, x<y>z, I <3 it",
+             "<<Series>> by <name@x.com> about <Product> and Map&lt;K, V&gt;", "Markup &lt;br&gt;x&lt;!-- c --&gt; <b>y</b>"]
+    got, stats = run_descriptions(tmp_path, [f"{t} {DESC}" for t in texts])
+    assert got == [f"{t} {DESC}" for t in ("Explains List<String> and vector<int> for programmers",
+                                          "a < b and c > d, a<b and c>d, x<y>z, I <3 it",
+                                          "<<Series>> by <name@x.com> about <Product> and Map<K, V>", "Markup x y")]
+    assert stats["cleaned"]["html_tags"] == 1
+
+
+def test_a_name_without_semicolon_before_a_letter_digit_or_equals_stays(tmp_path: Path) -> None:
+    texts = ["Headset&microphone", "AT&T and R&D", "&copy2020 &amp=1 &notit; &ampT", "&copy 2020 Tom&amp Jerry"]
+    got, stats = run_descriptions(tmp_path, [f"{DESC} {t}" for t in texts])
+    assert got == [f"{DESC} {t}" for t in texts[:3]] + [f"{DESC} \u00a9 2020 Tom& Jerry"]
+    assert stats["cleaned"]["entity_without_semicolon"] == 1 and stats["cleaned"]["html_entities"] == 1
+
+
+@pytest.mark.parametrize("dedup", ["exact", "near"])
+def test_composed_and_decomposed_text_is_one_record(tmp_path: Path, dedup: str) -> None:
+    got, stats = run_descriptions(tmp_path, [f"{DESC} Caf\u00e9 cr\u00e8me.", f"{DESC} Cafe\u0301 cre\u0300me.",
+                                             f"{DESC} Cafe creme."], dedup=dedup)
+    assert got == [f"{DESC} Caf\u00e9 cr\u00e8me.", f"{DESC} Cafe creme."]
+    assert stats["dropped"]["duplicate"] == 1 and stats["cleaned"]["nfc_normalised"] == 1
+
+
+def test_same_as_title_sees_nfc_text(tmp_path: Path) -> None:
+    path = tmp_path / "in.json"
+    title = "Cr\u00e8me Br\u00fbl\u00e9e Cookbook For Everyone Who Loves Dessert"
+    decomposed = "Cre\u0300me Bru\u0302le\u0301e Cookbook for everyone who loves dessert!"
+    path.write_text(line(decomposed, title.lower(), uid="a") + "\n"
+                    + line(title, "Creme Brulee cookbook for everyone, without accents", uid="b") + "\n")
+    stats = prep.run([path], tmp_path / "out", val_fraction=0)
+    assert stats["dropped"]["same_as_title"] == 1
+    assert [r["title"] for r in read_split(tmp_path / "out", "train")] == [title]
+
+
+def test_only_a_newline_ends_a_line(tmp_path: Path) -> None:
+    path = tmp_path / "seps.json"
+    record = json.dumps({"uid": "u1", "title": "Line\u2028Para\u2029Next\x85Title", "content": DESC}, ensure_ascii=False)
+    path.write_bytes(record.encode() + b"\r\n" + line("Other", DESC + " Two.", uid="u2").encode() + b"\n"
+                     + b'{"uid": "u3", "title": "a\x0bb\x0cc", "content": "x"}\n')
+    stats = prep.run([path], tmp_path / "out", val_fraction=0)
+    assert stats["lines"] == 3 and stats["malformed_kinds"]["invalid_json"] == 1
+    assert [r["title"] for r in read_split(tmp_path / "out", "train")] == ["Line Para Next Title", "Other"]
+
+
+def test_stats_and_card_count_every_rule(tmp_path: Path) -> None:
+    _, stats = run_descriptions(tmp_path, [f"{DESC} e\u0301 &copy 1"])
+    assert set(stats["cleaned"]) == set(prep.CLEANING_RULES)
+    assert {"entity_without_semicolon", "nfc_normalised"} <= set(prep.CLEANING_RULES)
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "| entity_without_semicolon | 1 |" in card and "| nfc_normalised | 1 |" in card

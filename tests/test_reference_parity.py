@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 import xxhash
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 BENCHES = Path(__file__).resolve().parent.parent / "benches"
 sys.path.insert(0, str(BENCHES))
@@ -18,16 +20,32 @@ LONG = "A description long enough to pass the forty character minimum."
 
 @pytest.mark.parametrize("raw, text, rules", [
     ("Judith Kerr&#8217;s best&#8211;selling", "Judith Kerr\u2019s best\u2013selling", {"html_entities"}),
-    ("&#x92;quoted&#x2019; &mdash; &copy", "\u2019quoted\u2019 \u2014 \xa9", {"html_entities"}),  # cp1252, no ';'
-    ("&notit; &amp;", "\xacit; &", {"html_entities"}),  # longest named prefix without ';'
+    ("&#x92;quoted&#x2019; &mdash; &copy", "\u2019quoted\u2019 \u2014 \xa9",  # cp1252; a name without ';' at the end
+     {"html_entities", "entity_without_semicolon"}),
+    ("&notit; &amp;", "&notit; &", {"html_entities"}),  # html.unescape: "\xacit; &"
     ("AT&amp;amp;T &amp;quot;x&amp;quot;", 'AT&T "x"', {"html_entities", "double_escaped"}),
     ("a<b>bold</b>  c<br />d<P class=x>e", "a bold c d e", {"html_tags", "whitespace"}),
     ("x<!-- a\ncomment -->y", "x y", {"html_tags"}),
     ("a < b > c <3", "a < b > c <3", set()),
     ("&lt;i&gt;t&lt;/i&gt;", "t", {"html_entities", "html_tags", "whitespace"}),
-    (" a\u00a0b\u200bc\x85d\te\u2060f\ufeffg\x01h ", "a b c d e f g h", {"whitespace"}),
+    (" a\u00a0b\u200bc\x85d\te\u2060f\ufeffg\x01h\u2028i\u2029j ", "a b c d e f g h i j", {"whitespace"}),
     ("&#160;x&#xA0;", "x", {"html_entities", "whitespace"}),
     ("plain text", "plain text", set()),
+    # Seen (issue 11): escaped angle brackets and unknown tags are text.
+    ("Explains List&lt;String&gt; and vector<int> for programmers", "Explains List<String> and vector<int> for programmers",
+     {"html_entities"}),
+    ("<<Series>> <Product> <name@x.com> x<y>z a<b and c>d <td nowrap>", "<<Series>> <Product> <name@x.com> x<y>z a<b and c>d <td nowrap>",
+     set()),
+    ("&lt;!-- note --&gt;a&lt;BR/&gt;b&amp;lt;li&amp;gt;c", "a b c",
+     {"html_entities", "double_escaped", "html_tags", "whitespace"}),
+    ('<font face="Arial" size=2>x</font><a href=/p?a=b title=\'t > u\'>y</a>', "x y", {"html_tags", "whitespace"}),
+    # Seen: a name without ';' before a letter, digit or '=' stays.
+    ("Headset&microphone AT&T R&D &copy2020 &amp= &ampT", "Headset&microphone AT&T R&D &copy2020 &amp= &ampT", set()),
+    ("&copy 2020 Tom&amp Jerry&eacute.", "\xa9 2020 Tom& Jerry\xe9.", {"html_entities", "entity_without_semicolon"}),
+    ("&amp;copy2020 &amp;copy;", "&copy2020 \xa9", {"html_entities", "double_escaped"}),
+    # Seen: NFC, also of what entities produce.
+    ("Cafe\u0301 e&#769;", "Caf\xe9 \xe9", {"html_entities", "nfc_normalised"}),
+    ("q\u0303 \u212b", "q\u0303 \xc5", {"nfc_normalised"}),
 ])
 def test_clean_text(raw, text, rules):
     assert ref.clean_text(raw) == (text, rules)
@@ -46,6 +64,7 @@ def test_clean_text(raw, text, rules):
     ("Ok. Copyright (c) &copy; 1996, Reed Business Information, Inc.All rights reserved", "Ok.",
      {"html_entities", "reed_footer"}),
     ("Copyright 2001 Penguin.", "Copyright 2001 Penguin.", set()),
+    ("A long text.--This text refers to x\u0301 y", "A long text.", {"this_text_refers_to"}),
 ])
 def test_clean_description(raw, text, rules):
     assert ref.clean_description(raw) == (text, rules)
@@ -53,6 +72,32 @@ def test_clean_description(raw, text, rules):
 
 def test_drop_pattern():
     assert ref.clean_description("Buy now! Great. Buy now!", [re.compile(r"Buy now!")]) == ("Great.", {"drop_pattern"})
+    # A removal that puts a combining mark after a letter: composed again.
+    assert ref.clean_description("The cafeXX\u0301 here", [re.compile("XX")]) == ("The caf\xe9 here",
+                                                                                 {"drop_pattern", "nfc_normalised"})
+
+
+@pytest.mark.parametrize("raw, want", [
+    ("Headset&microphone", ("Headset&microphone", False)), ("&copy2020", ("&copy2020", False)),
+    ("&amp=", ("&amp=", False)), ("&notit;", ("&notit;", False)), ("&amp", ("&", True)), ("&copy.", ("\xa9.", True)),
+    ("&copy\xe9", ("\xa9\xe9", True)), ("&#65x&#x42", ("AxB", False)), ("&micro;phone", ("\xb5phone", False)),
+])
+def test_unescape_departs_from_html_unescape_only_before_a_letter_digit_or_equals(raw, want):
+    assert ref.unescape(raw) == want
+
+
+def test_dedup_key_keeps_accents_and_folds_final_sigma():
+    assert ref.dedup_key("The Caf\xe9, 2!") == "thecaf\xe92"
+    assert ref.dedup_key("q\u0303-\u0130") == "q\u0303i\u0307"
+    assert ref.dedup_key("\u039f\u0394\u039f\u03a3") == ref.dedup_key("\u03bf\u03b4\u03bf\u03c2") == "\u03bf\u03b4\u03bf\u03c3"
+
+
+def test_cafe_composed_decomposed_and_plain():
+    """Seen: the decomposed spelling was a second record, and plain `cafe` then a duplicate of it."""
+    lines = [record(f"Title {i}", LONG + " caf" + d, uid=f"u{i}") for i, d in enumerate(["\xe9", "e\u0301", "e"])]
+    rows, stats = ref.process(lines, ref.Options(val_fraction=0.0))
+    assert [r.uid for r in rows] == ["u0", "u2"] and rows[0].description.endswith("caf\xe9")
+    assert stats["dropped"]["duplicate"] == 1 and stats["cleaned"]["nfc_normalised"] == 1
 
 
 def record(title, content, uid="u1"):
@@ -82,6 +127,18 @@ def test_split_hashes_uid_or_cleaned_title():
         h = xxhash.xxh3_64_intdigest((r.uid or r.title).encode(), seed=11)
         assert r.split == ("validation" if h / 2**64 < 0.3 else "train")
     assert rows[-1].title == "No uid" and 30 < stats["kept"]["validation"] < 90
+
+
+def test_only_a_newline_ends_a_line(tmp_path):
+    path = tmp_path / "seps.json"
+    raw = json.dumps({"title": "T\u2028i\u2029t\x85le", "content": LONG}, ensure_ascii=False).encode()
+    assert b"\xe2\x80\xa8" in raw and b"\xc2\x85" in raw  # written raw, not escaped
+    path.write_bytes(raw + b"\n"
+                     + b'{"title": "a\x0bb", "content": "x"}\n{"title": "a\x0cb"}\r\n')
+    lines = list(ref.read_lines([path]))
+    assert len(lines) == 3
+    rows, stats = ref.process(lines)
+    assert [r.title for r in rows] == ["T i t le"] and stats["malformed_kinds"]["invalid_json"] == 2
 
 
 def test_read_lines_bom_crlf_gzip_members_and_limit(tmp_path):
@@ -132,7 +189,8 @@ OPTIONS = {"val_fraction": 0.25, "seed": 11, "limit": 2500, "min_title_chars": 5
 
 @pytest.mark.parametrize("names, options", [
     (["trn.json"], {}), (["trn.json.gz"], {}), (["trn.json", "trn.json.gz"], {}), (["trn.json"], OPTIONS),
-], ids=["plain", "gzip", "two-inputs", "options"])
+    (["trn.json"], {"drop_patterns": ("x*",)}),  # matches empty strings everywhere: removes and counts only the x
+], ids=["plain", "gzip", "two-inputs", "options", "empty-matches"])
 def test_rust_matches_reference(synthetic, tmp_path, names, options):
     pytest.importorskip("tc3._rust_clean")
     from tc3 import prep
@@ -151,3 +209,79 @@ def counts(stats: dict) -> dict:
     """The counts docs/cleaning.md defines (tc3-prep's stats.json has more: options, timings, kept.total)."""
     keys = ("lines", "blank_lines", "dropped", "malformed_kinds", "sampled_out", "cleaned")
     return {k: stats[k] for k in keys} | {"kept": {s: stats["kept"][s] for s in ("train", "validation")}}
+
+
+EDGE_TEXTS = [
+    "Explains List&lt;String&gt; and vector<int> for programmers", "Headset&microphone", "Caf\u00e9", "Cafe\u0301",
+    "Cafe", "a < b and c > d", "a<b and c>d", "I <3 it", "<<Series>>", "<name@x.com>", "x<y>z", "<Product>",
+    "&lt;br&gt;x&lt;!-- c --&gt;", "&copy2020 &copy 2020 &amp= AT&T R&D &notit &notit;", "&amp;lt;b&amp;gt;x",
+    "List&amp;lt;T&amp;gt;", "T\u2028i\u2029t\x85le", "q\u0303", "\u039f\u0394\u039f\u03a3", "\u03bf\u03b4\u03bf\u03c2",
+    "<td nowrap>a</td>", "<p style='a > b'>y</p>", "&eacute&amp", "\u212b and e&#769;",
+]
+
+
+def test_rust_matches_reference_on_edge_cases(tmp_path):
+    """Each text as a title (with a distinct description) and as a description (so dedup keys meet too)."""
+    pytest.importorskip("tc3._rust_clean")
+    from tc3 import prep
+
+    path = tmp_path / "edge.json"
+    lines = [json.dumps({"uid": f"t{i}", "title": t, "content": f"{LONG} {i}"}, ensure_ascii=False)
+             for i, t in enumerate(EDGE_TEXTS)]
+    lines += [json.dumps({"uid": f"d{i}", "title": f"Title {i}", "content": f"{LONG} {t}"}, ensure_ascii=False)
+              for i, t in enumerate(EDGE_TEXTS)]
+    path.write_text("\n".join(lines) + "\n")
+    stats = prep.run(inputs=[path], out_dir=tmp_path / "out", threads=2, val_fraction=0.0)
+    rows, want = ref.process(ref.read_lines([path]), ref.Options(val_fraction=0.0))
+    assert read_rows(tmp_path / "out", "train") == [(r.uid, r.title, r.description) for r in rows]
+    assert counts(stats) == counts(want)
+    # Café twice, ΟΔΟΣ/οδος, the two comparisons, the two markup-only texts ("x"); plain Cafe is kept.
+    assert want["dropped"]["duplicate"] == 4
+    assert all(want["cleaned"][rule] for rule in ("entity_without_semicolon", "nfc_normalised", "html_tags"))
+
+
+entity_text = st.lists(
+    st.one_of(
+        st.sampled_from(["&amp;", "&amp", "&lt;", "&copy", "&notit;", "&#8217;", "&#x92;", "&#0;", "&#xD800;",
+                         "&#1114112;", "&ampT", "&", "#", ";", "=", "&#", "&#x", "&;", "&zz;", "&AElig", "&amp;amp;",
+                         "&micro", "2", "e\u0301", "<", ">", "<b>", "</p>", "<br/>", "&lt;i&gt;", "<!--", "-->",
+                         " class=x", "\u2028", "\u212b"]),
+        st.text(alphabet=st.characters(codec="utf-8"), max_size=8),
+        st.from_regex(r"&#[xX]?[0-9a-fA-F]{1,8};?", fullmatch=True),
+        st.from_regex(r"&[a-zA-Z]{1,12};?", fullmatch=True),
+    ),
+    max_size=12,
+).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(entity_text)
+def test_unescape_matches_reference(s):
+    rust = pytest.importorskip("tc3._rust_clean")
+    assert rust.unescape_html(s) == ref.unescape(s)[0]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(entity_text, min_size=1, max_size=20))
+def test_clean_batch_matches_reference(titles):
+    """Rules 1-4 of the engine (through clean_batch, titles of any length kept) against the reference's."""
+    pytest.importorskip("tc3._rust_clean")
+    import pyarrow as pa
+    from tc3 import prep
+
+    table = pa.table({"uid": [str(i) for i in range(len(titles))], "title": titles, "content": [LONG] * len(titles)})
+    kept, got = prep.clean_batch(table, min_title_chars=0, max_title_chars=10**6)
+    cleaned = [ref.clean_text(t) for t in titles]
+    want = [(str(i), title) for i, (title, _) in enumerate(cleaned)
+            if title and ref.dedup_key(title) != ref.dedup_key(LONG)]
+    assert [(r["uid"], r["title"]) for r in kept.to_pylist()] == want
+    assert got["cleaned"] == {rule: sum(rule in rules for _, rules in cleaned) for rule in ref.RULES}
+
+
+def test_docs_and_reference_name_what_the_engine_has():
+    """docs/cleaning.md lists the element names of rule html_tags; the reference counts the engine's rules."""
+    rust = pytest.importorskip("tc3._rust_clean")
+    docs = (BENCHES.parent / "docs" / "cleaning.md").read_text()
+    listed = re.search(r"The element names \([^)]*\):(.*?)\. A text whose", docs, re.S).group(1)
+    assert [n.strip() for n in listed.split(",")] == rust.HTML_TAG_NAMES
+    assert ref.RULES == tuple(rust.CLEANING_RULES)

@@ -5,6 +5,9 @@ from collections.abc import Callable
 import pyarrow as pa
 
 __version__: str
+CLEANING_RULES: list[str]  # the names of stats.json `cleaned`, in the order the rules run
+HTML_TAG_NAMES: list[str]  # the element names whose tags rule html_tags removes
+HTML_TAG_PATTERN: str  # that rule's regex (Python `re` reads it the same)
 
 class PrepError(Exception): ...
 class UsageError(PrepError): ...
@@ -40,4 +43,4 @@ def clean_batch(
     max_desc_chars: int = 5000,
     drop_patterns: list[str] = ...,
 ) -> tuple[pa.RecordBatch, str]: ...
-def unescape_html(s: str) -> str: ...
+def unescape_html(s: str) -> str: ...  # one pass of rule 1 (docs/cleaning.md)

@@ -23,10 +23,7 @@ DROP_REASONS = (
     "malformed", "empty_title", "empty_description", "same_as_title",
     "too_short", "too_long", "duplicate", "near_duplicate",
 )
-CLEANING_RULES = (
-    "html_entities", "double_escaped", "html_tags", "whitespace",
-    "this_text_refers_to", "reed_footer", "drop_pattern",
-)
+CLEANING_RULES = tuple(_rust_clean.CLEANING_RULES)  # stats.json `cleaned`, in the order the rules run
 
 ProgressCallback = Callable[[int, "int | None", int, int], None]
 

@@ -8,7 +8,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use xxhash_rust::xxh3::{xxh3_128, xxh3_64_with_seed, Xxh3};
 
-use crate::text::{alnum_key, ASCII_KEY};
+use crate::text::{alnum_key, is_key_char, ASCII_KEY};
 
 /// Word n-gram size of near-duplicate shingles.
 const SHINGLE_WORDS: usize = 5;
@@ -49,7 +49,8 @@ impl Hasher for PrehashedKey {
 
 type PrehashedMap<K, V> = HashMap<K, V, BuildHasherDefault<PrehashedKey>>;
 
-/// 128-bit hash of the exact-dedup key (lower-cased alphanumerics of the description).
+/// 128-bit hash of the exact-dedup key (`alnum_key`: lower-cased letters, numbers and marks of the
+/// description, which cleaning has put in NFC).
 pub fn exact_key(description: &str) -> u128 {
     if !description.is_ascii() {
         return xxh3_128(alnum_key(description).as_bytes());
@@ -92,12 +93,13 @@ impl MinHasher {
         }
     }
 
-    /// MinHash of the set of word 5-grams (one shingle of all words when there are fewer).
+    /// MinHash of the set of word 5-grams (one shingle of all words when there are fewer). Words are runs
+    /// of `is_key_char` characters of the lower-cased text (NFC after cleaning, so one spelling a word).
     pub fn signature(&self, description: &str) -> Signature {
         // Words are hashed once; a shingle's hash combines its words' hashes, no strings are built.
         let lower = description.to_lowercase();
         let word_hashes: Vec<u64> = lower
-            .split(|c: char| !c.is_alphanumeric())
+            .split(|c: char| !is_key_char(c))
             .filter(|w| !w.is_empty())
             .map(|w| xxh3_64_with_seed(w.as_bytes(), self.seed))
             .collect();
@@ -214,6 +216,16 @@ mod tests {
         assert_eq!(exact_key(&long), xxh3_128(alnum_key(&long).as_bytes()));
         assert_eq!(exact_key("Été 2"), exact_key("été, 2"));
         assert_ne!(exact_key("Hello World"), exact_key("Hello Word"));
+    }
+
+    #[test]
+    fn keys_keep_accents_and_fold_final_sigma() {
+        assert_ne!(exact_key("café au lait"), exact_key("cafe au lait"));
+        assert_ne!(exact_key("q\u{303}uick"), exact_key("quick"), "a mark with no precomposed letter counts");
+        assert_eq!(exact_key("ΟΔΟΣ ΚΑΙ ΣΟΦΙΑ"), exact_key("οδος και σοφια"));
+        let h = MinHasher::new(5);
+        let words = "q\u{303}uick brown fox jumps over";
+        assert_ne!(h.signature(words), h.signature("q uick brown fox jumps over"), "a mark does not split a word");
     }
 
     #[test]

@@ -445,3 +445,47 @@ fn describe_read_error(e: &io::Error) -> String {
         _ => e.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DESC: &str = "A description long enough for the forty character minimum";
+
+    fn items(data: &str) -> Vec<Item> {
+        clean_chunk(data.as_bytes(), &Options::default(), None)
+    }
+
+    #[test]
+    fn only_a_newline_ends_a_line() {
+        // U+2028, U+2029 and U+0085 may stand raw in a JSON string; \x0b and \x0c may not (one malformed line each).
+        let data = format!(
+            "{{\"title\": \"A\u{2028}B\u{2029}C\u{85}D\", \"content\": \"{DESC}\"}}\r\n\n\
+             {{\"title\": \"x\x0by\", \"content\": \"{DESC}\"}}\n{{\"title\": \"x\x0cy\"}}\n"
+        );
+        let got = items(&data);
+        assert_eq!(got.len(), 4);
+        match &got[0] {
+            Item::Kept { record, .. } => assert_eq!(record.title, "A B C D"),
+            _ => panic!("the first line is a record"),
+        }
+        assert!(matches!(got[1], Item::Blank));
+        assert!(got[2..].iter().all(|i| matches!(i, Item::Malformed { kind: MalformedKind::InvalidJson, .. })));
+    }
+
+    #[test]
+    fn composed_and_decomposed_text_has_one_key() {
+        let line = |d: &str| format!("{{\"title\": \"Coffee\", \"content\": \"{DESC} caf{d}\"}}\n");
+        let data = [line("\u{e9}"), line("e\u{301}"), line("e")].concat();
+        let keys: Vec<(String, u128)> = items(&data)
+            .into_iter()
+            .map(|i| match i {
+                Item::Kept { record, key, .. } => (record.description, key),
+                _ => panic!("kept"),
+            })
+            .collect();
+        assert_eq!(keys[0], keys[1], "the decomposed spelling is written and keyed as the composed one");
+        assert!(keys[0].0.ends_with("caf\u{e9}"));
+        assert_ne!(keys[0].1, keys[2].1, "plain cafe is another text");
+    }
+}

@@ -11,7 +11,7 @@ use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 
-use crate::{batch, compile_patterns, pipeline, unescape, Dedup, Filters, Options, PrepError as CoreError, Source};
+use crate::{batch, compile_patterns, pipeline, text, unescape, Dedup, Filters, Options, PrepError as CoreError, Source};
 
 create_exception!(_rust_clean, PrepError, PyException, "tc3-prep could not run as asked.");
 create_exception!(_rust_clean, UsageError, PrepError, "A bad option or output path.");
@@ -117,10 +117,10 @@ fn clean_batch<'py>(
     Ok((kept.to_pyarrow(py)?, counts.to_string()))
 }
 
-/// `html.unescape` as the engine does it (exposed for parity tests).
+/// One pass of the engine's character-reference decoding (docs/cleaning.md rule 1), for parity tests.
 #[pyfunction]
 fn unescape_html(s: &str) -> String {
-    unescape::unescape(s).into_owned()
+    unescape::unescape(s).text.into_owned()
 }
 
 #[pymodule]
@@ -132,5 +132,8 @@ fn _rust_clean(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("UsageError", m.py().get_type::<UsageError>())?;
     m.add("InputError", m.py().get_type::<InputError>())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("CLEANING_RULES", text::RULES.to_vec())?;
+    m.add("HTML_TAG_NAMES", text::HTML_TAG_NAMES.to_vec())?;
+    m.add("HTML_TAG_PATTERN", text::html_tag_pattern())?;
     Ok(())
 }

@@ -92,6 +92,7 @@ pub fn write_dataset_card(dir: &Path, stats: &Stats, notes: &str) -> Result<(), 
         .zip(&stats.dropped)
         .map(|(r, n)| format!("| {} | {n} |\n", r.name()))
         .collect();
+    let cleaned: String = RULES.iter().zip(&stats.cleaned).map(|(rule, n)| format!("| {rule} | {n} |\n")).collect();
     let header = [
         "---",
         "configs:",
@@ -116,6 +117,10 @@ pub fn write_dataset_card(dir: &Path, stats: &Stats, notes: &str) -> Result<(), 
          | split | rows |\n|---|---|\n| train | {train} |\n| validation | {validation} |\n\n\
          Read {lines} lines ({blank} blank, {sampled} left out by `--sample`). Dropped records by reason:\n\n\
          | reason | records |\n|---|---|\n{dropped}\n\
+         Records changed by each cleaning rule: HTML character references decoded (a name without `;` only \
+         where a browser would decode it), HTML comments and tags with HTML element names removed (other \
+         `<...>` is text), Unicode NFC, white space, boilerplate:\n\n\
+         | rule | records |\n|---|---|\n{cleaned}\n\
          Options: `{options}`\n\n\
          The text is Amazon product metadata as redistributed by the Extreme Classification Repository.\n{notes}",
         version = env!("CARGO_PKG_VERSION"),
@@ -143,6 +148,8 @@ mod tests {
         let card = fs::read_to_string(dir.join("README.md")).unwrap();
         assert!(card.starts_with("---\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n    path: data/train-*\n"));
         assert!(card.contains("\n| train | 0 |\n"));
+        assert!(card.contains("\n| entity_without_semicolon | 0 |\n| double_escaped | 0 |\n"));
+        assert!(card.contains("\n| nfc_normalised | 0 |\n"));
         assert!(card.ends_with("Repository.\n\n## Notes\nfrom the caller\n"));
         fs::remove_dir_all(dir).unwrap();
     }

@@ -1,16 +1,27 @@
-//! A port of Python's `html.unescape`, character for character.
+//! HTML character references decoded as Python's `html.unescape` does, but for one departure: a named
+//! reference without `;` is decoded only where a browser would in an attribute value.
 //!
 //! Python matches `&(#[0-9]+;?|#[xX][0-9a-fA-F]+;?|[^\t\n\f <&#;]{1,32};?)` and replaces each match;
 //! this scanner walks the same grammar without a regex so that text without `&` is returned untouched.
+//! Python decodes the longest legacy name that begins the match (`&microphone` -> `µphone`); here that
+//! name stays text when an ASCII letter, digit or `=` follows it (`Headset&microphone`, `&copy2020`).
 
 use std::borrow::Cow;
 
 use crate::entities::{HTML5, INVALID_CHARREFS, INVALID_CODEPOINTS};
 
-/// Unescapes every character reference in `s` as `html.unescape` does.
-pub fn unescape(s: &str) -> Cow<'_, str> {
+/// The result of `unescape`: the text, and whether a named reference without `;` was decoded in it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Unescaped<'a> {
+    pub text: Cow<'a, str>,
+    pub without_semicolon: bool,
+}
+
+/// Decodes every character reference in `s` (one pass); borrowed when nothing changed.
+pub fn unescape(s: &str) -> Unescaped<'_> {
+    let mut without_semicolon = false;
     let Some(first) = memchr::memchr(b'&', s.as_bytes()) else {
-        return Cow::Borrowed(s);
+        return Unescaped { text: Cow::Borrowed(s), without_semicolon };
     };
     let mut out = String::with_capacity(s.len());
     out.push_str(&s[..first]);
@@ -18,10 +29,9 @@ pub fn unescape(s: &str) -> Cow<'_, str> {
     while let Some(amp) = memchr::memchr(b'&', rest.as_bytes()) {
         out.push_str(&rest[..amp]);
         let after = &rest[amp + 1..];
-        let consumed = if after.starts_with('#') {
-            numeric_reference(&after[1..], &mut out).map(|n| n + 1)
-        } else {
-            named_reference(after, &mut out)
+        let consumed = match after.strip_prefix('#') {
+            Some(number) => numeric_reference(number, &mut out).map(|n| n + 1),
+            None => named_reference(after, &mut out, &mut without_semicolon),
         };
         match consumed {
             Some(n) => rest = &after[n..],
@@ -33,22 +43,32 @@ pub fn unescape(s: &str) -> Cow<'_, str> {
     }
     out.push_str(rest);
     // `&` that starts no reference (`AT&T`) leaves the text as it was: report it unchanged.
-    if out == s {
-        Cow::Borrowed(s)
-    } else {
-        Cow::Owned(out)
-    }
+    let text = if out == s { Cow::Borrowed(s) } else { Cow::Owned(out) };
+    Unescaped { text, without_semicolon }
 }
 
-/// `unescape` applied a second time when the first pass produced a new reference (`&amp;amp;` -> `&`).
-/// Returns the text and whether the second pass changed it.
-pub fn unescape_twice(s: &str) -> (Cow<'_, str>, bool) {
-    match unescape(s) {
-        Cow::Borrowed(b) => (Cow::Borrowed(b), false),
-        Cow::Owned(once) => match unescape(&once) {
-            Cow::Borrowed(_) => (Cow::Owned(once), false),
-            Cow::Owned(twice) => (Cow::Owned(twice), true),
-        },
+/// The text after `unescape`, applied a second time when the first pass produced a new reference
+/// (`&amp;amp;` -> `&`).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Decoded<'a> {
+    pub text: Cow<'a, str>,
+    /// The second pass changed the text.
+    pub twice: bool,
+    /// A named reference without `;` was decoded, in either pass.
+    pub without_semicolon: bool,
+}
+
+/// `unescape`, then `unescape` again on a text the first pass changed.
+pub fn unescape_twice(s: &str) -> Decoded<'_> {
+    let once = unescape(s);
+    let Cow::Owned(first) = once.text else {
+        return Decoded { text: once.text, twice: false, without_semicolon: false };
+    };
+    let again = unescape(&first);
+    let without_semicolon = once.without_semicolon || again.without_semicolon;
+    match again.text {
+        Cow::Borrowed(_) => Decoded { text: Cow::Owned(first), twice: false, without_semicolon },
+        Cow::Owned(second) => Decoded { text: Cow::Owned(second), twice: true, without_semicolon },
     }
 }
 
@@ -85,8 +105,8 @@ fn numeric_reference(s: &str, out: &mut String) -> Option<usize> {
 }
 
 /// After `&`: a name of 1 to 32 characters outside `\t\n\f <&#;`, then an optional `;`.
-/// Returns bytes consumed after `&`.
-fn named_reference(s: &str, out: &mut String) -> Option<usize> {
+/// Returns bytes consumed after `&`; sets `without_semicolon` when it decodes a legacy name without `;`.
+fn named_reference(s: &str, out: &mut String, without_semicolon: &mut bool) -> Option<usize> {
     let name_end = s
         .char_indices()
         .take(32)
@@ -98,22 +118,30 @@ fn named_reference(s: &str, out: &mut String) -> Option<usize> {
     }
     let end = if s[name_end..].starts_with(';') { name_end + 1 } else { name_end };
     let name = &s[..end];
-    if let Some(value) = lookup(name) {
-        out.push_str(value);
-        return Some(end);
-    }
-    // The longest prefix of at least two characters that is a legacy name (e.g. `&ampT` -> `&T`).
-    let boundaries: Vec<usize> = name.char_indices().map(|(i, _)| i).skip(2).collect();
-    for &cut in boundaries.iter().rev() {
-        if let Some(value) = lookup(&name[..cut]) {
+    // The whole name, else the longest prefix of at least two characters that is a name (only the
+    // legacy names without `;` can be a proper prefix: `&copy2020`, `&ampT`).
+    let mut cuts: Vec<usize> = name.char_indices().map(|(i, _)| i).skip(2).collect();
+    cuts.push(end);
+    let found = cuts.into_iter().rev().find_map(|cut| lookup(&name[..cut]).map(|value| (cut, value)));
+    match found {
+        Some((cut, value)) if name[..cut].ends_with(';') || !s[cut..].starts_with(attribute_continues) => {
+            *without_semicolon |= !name[..cut].ends_with(';');
             out.push_str(value);
             out.push_str(&name[cut..]);
-            return Some(end);
+        }
+        // No name, or a name without `;` that a browser would leave as text in an attribute value.
+        _ => {
+            out.push('&');
+            out.push_str(name);
         }
     }
-    out.push('&');
-    out.push_str(name);
     Some(end)
+}
+
+/// What keeps a browser from decoding a reference without `;` in an attribute value (HTML's
+/// "named character reference state"): an ASCII letter or digit, or `=`, right after the name.
+fn attribute_continues(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '='
 }
 
 fn lookup(name: &str) -> Option<&'static str> {
@@ -125,7 +153,7 @@ mod tests {
     use super::*;
 
     fn u(s: &str) -> String {
-        unescape(s).into_owned()
+        unescape(s).text.into_owned()
     }
 
     #[test]
@@ -143,18 +171,32 @@ mod tests {
     }
 
     #[test]
-    fn without_semicolon_and_longest_prefix() {
-        assert_eq!(u("&amp"), "&");
-        assert_eq!(u("&ampT &copy2019"), "&T \u{a9}2019");
-        assert_eq!(u("&notit;"), "\u{ac}it;");
-        assert_eq!(u("&#65x &#x41"), "Ax A");
+    fn without_semicolon_where_a_browser_decodes_it() {
+        for (raw, want) in [("&amp", "&"), ("&copy 2019", "\u{a9} 2019"), ("&copy.", "\u{a9}."), ("&lt-&gt", "<->"),
+                            ("&eacute&amp", "\u{e9}&"), ("&copy\u{e9}", "\u{a9}\u{e9}"), ("&AElig<", "\u{c6}<")] {
+            let r = unescape(raw);
+            assert_eq!((r.text.as_ref(), r.without_semicolon), (want, true), "{raw}");
+        }
+        assert_eq!(u("&#65x &#x41"), "Ax A"); // numeric references need no `;` and are not counted
+        assert!(!unescape("&#65x").without_semicolon && !unescape("&amp;").without_semicolon);
+    }
+
+    #[test]
+    fn without_semicolon_before_a_letter_digit_or_equals_stays() {
+        // Python's html.unescape gives `Headsetµphone`, `©2020`, `&T`, `¬it;`, `&=`.
+        for raw in ["Headset&microphone", "&copy2020", "&ampT", "&notit;", "&notit", "&amp=", "x&reg=1&para2", "&Eacute9"] {
+            let r = unescape(raw);
+            assert_eq!((r.text.as_ref(), r.without_semicolon), (raw, false), "{raw}");
+            assert!(matches!(r.text, Cow::Borrowed(_)), "{raw}");
+        }
+        assert_eq!(u("&microphone &micro;phone &micro phone"), "&microphone \u{b5}phone \u{b5} phone");
     }
 
     #[test]
     fn not_references_stay() {
-        assert_eq!(u("AT&T & co &; &#; &#x; &zz; &"), "AT&T & co &; &#; &#x; &zz; &");
+        assert_eq!(u("AT&T R&D & co &; &#; &#x; &zz; &"), "AT&T R&D & co &; &#; &#x; &zz; &");
         assert_eq!(u("no entity"), "no entity");
-        assert!(matches!(unescape("plain"), Cow::Borrowed(_)));
+        assert!(matches!(unescape("plain").text, Cow::Borrowed(_)));
     }
 
     #[test]
@@ -170,8 +212,15 @@ mod tests {
 
     #[test]
     fn double_escaping() {
-        assert_eq!(unescape_twice("AT&amp;amp;T").0, "AT&T");
-        assert_eq!(unescape_twice("&amp;quot;hi&amp;quot;"), (Cow::Owned("\"hi\"".to_string()), true));
-        assert_eq!(unescape_twice("AT&amp;T"), (Cow::Owned("AT&T".to_string()), false));
+        let twice = |s| {
+            let d = unescape_twice(s);
+            (d.text.into_owned(), d.twice, d.without_semicolon)
+        };
+        assert_eq!(twice("AT&amp;amp;T"), ("AT&T".into(), true, false));
+        assert_eq!(twice("&amp;quot;hi&amp;quot;"), ("\"hi\"".into(), true, false));
+        assert_eq!(twice("AT&amp;T"), ("AT&T".into(), false, false));
+        assert_eq!(twice("&amp;copy 1999"), ("\u{a9} 1999".into(), true, true));
+        assert_eq!(twice("&amp;copy2020 List&amp;lt;int&amp;gt;"), ("&copy2020 List<int>".into(), true, false));
+        assert_eq!(twice("plain"), ("plain".into(), false, false));
     }
 }
