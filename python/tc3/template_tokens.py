@@ -90,3 +90,17 @@ def rows_to_train_on_disk(model_path: Path | None, tokenizer) -> list[int] | Non
     if not weights:
         return None
     return rows_to_train(tokenizer, weights, rows_before=weights[0].shape[0])
+
+
+def expose_head_bias(model) -> None:
+    """TRL's fused LM head reads `lm_head.weight` and `lm_head.bias`. PEFT's wrapper of a head with trainable
+    tokens answers `.weight` with the trained rows merged in, but has no `.bias`: give it the head's own (None for
+    the bias-free heads of causal LMs), so the loss sees the trained rows."""
+    from peft.utils import TrainableTokensWrapper
+
+    head = model.get_output_embeddings()
+    if isinstance(head, TrainableTokensWrapper) and "bias" not in vars(head):
+        base_bias = head.token_adapter.base_layer.bias
+        if base_bias is not None:
+            raise NotImplementedError("an output embedding with a bias cannot have trainable tokens under TRL")
+        object.__setattr__(head, "bias", None)

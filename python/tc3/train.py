@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tc3.config import ConfigError, TrainConfig
 from tc3.models import check_model_ref, fit_embeddings, go_offline_if_possible, load_source, model_dir
-from tc3.template_tokens import trainable_token_indices
+from tc3.template_tokens import expose_head_bias, trainable_token_indices
 
 CONFIG_NAME = "tc3_config.yaml"
 LOG_NAME = "train_log.jsonl"
@@ -236,6 +236,7 @@ def load_unsloth(config: TrainConfig, max_length: int, precision: str, offline: 
         random_state=config.seed,
         **extra,
     )
+    expose_head_bias(model)
     return model, tokenizer, token_rows
 
 
@@ -297,7 +298,9 @@ def load_hf(config: TrainConfig, precision: str, on_cuda: bool):
         task_type="CAUSAL_LM",
         trainable_token_indices=trainable_token_indices(model, token_rows),
     )
-    return get_peft_model(model, lora), tokenizer, token_rows
+    model = get_peft_model(model, lora)
+    expose_head_bias(model)
+    return model, tokenizer, token_rows
 
 
 class _EagerLogProb:
