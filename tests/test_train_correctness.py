@@ -188,6 +188,29 @@ def test_an_untrained_end_of_turn_row_is_trained_and_the_model_stops(stop_run):
            f"adapter): `{EOT}`" in card
 
 
+def test_new_and_near_zero_template_rows_are_found_and_set_to_the_mean_row(tiny_model_dir, tiny_tokenizer):
+    from tc3.template_tokens import initialise_rows, rows_to_train, template_token_ids, trainable_token_indices
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    ids = {t: tiny_tokenizer.convert_tokens_to_ids(t) for t in ("<|begin_of_text|>", "<|start_header_id|>",
+                                                                "<|end_header_id|>", EOT)}
+    assert template_token_ids(tiny_tokenizer) == sorted(ids.values())
+    weights = [model.get_input_embeddings().weight, model.get_output_embeddings().weight]
+    assert rows_to_train(tiny_tokenizer, weights) == []  # every row of the random model is "trained"
+    with torch.no_grad():
+        weights[1][ids["<|start_header_id|>"]] *= 1e-4  # near zero in the output embeddings only
+    # rows from id 5 on were added by a resize: <|eot_id|> (5) has no trained row
+    fix = rows_to_train(tiny_tokenizer, weights, rows_before=ids[EOT])
+    assert fix == [ids["<|start_header_id|>"], ids[EOT]]
+    trained = [[i for i in range(w.shape[0]) if i not in fix and w[i].norm() > 0.1] for w in weights]
+    assert len(trained[0]) == len(weights[0]) - 3  # the padding row is zero in the input embeddings: left out
+    initialise_rows(model, fix)
+    for weight, rows in zip(weights, trained):
+        assert torch.allclose(weight[fix], weight[rows].mean(0).expand(2, -1), atol=1e-6)
+    assert trainable_token_indices(model, fix) == {"embed_tokens": fix, "lm_head": fix}
+
+
 def test_dry_run_lists_untrained_template_rows_and_fit_counts(zeroed_eot_model, tiny_model_dir, prep_dir,
                                                                tmp_path, capsys):
     from tc3.cli.train import main
@@ -270,8 +293,12 @@ def test_a_template_whose_prompt_is_not_a_prefix_is_a_clear_error(tiny_model_dir
     model = with_template(tiny_model_dir, tmp_path / "mismatch", renamed)
     from transformers import AutoTokenizer
 
-    with pytest.raises(TemplateError):
+    with pytest.raises(TemplateError, match="renders its generation prompt differently"):
         split_rendered(AutoTokenizer.from_pretrained(model), prompt_messages("The Prophet", "pt"), ANSWER_MARK)
+    shouting = AutoTokenizer.from_pretrained(tiny_model_dir)
+    shouting.chat_template = THINKING_TEMPLATE.replace("| trim", "| upper")
+    with pytest.raises(TemplateError, match="does not write an answer verbatim"):
+        split_rendered(shouting, prompt_messages("The Prophet", "pt"), "A book.")
     argv = ["--config", str(CONFIGS / "tiny-cpu.yaml"), f"model={model}", f"data={prep_dir}",
             f"output_dir={tmp_path / 'out'}", "--dry-run"]  # fmt: skip
     assert main(argv) == 2

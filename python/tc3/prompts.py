@@ -195,6 +195,8 @@ def split_rendered(tokenizer, messages: list[dict], answer: str) -> tuple[str, s
     full = tokenizer.apply_chat_template(messages + completion_messages(answer), tokenize=False)
     generation = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     at = full.rfind(answer)
+    if at < 0:
+        raise TemplateError(f"the tokenizer's chat template does not write an answer verbatim ({answer[:40]!r})")
     if not full.startswith(generation) or at < len(generation):
         raise TemplateError(
             "the tokenizer's chat template renders its generation prompt differently from the start of an example "

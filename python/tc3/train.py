@@ -399,7 +399,8 @@ def check_output_dir(config: TrainConfig, resume: bool) -> Path | None:
 
     before = load_config(saved).to_dict() if saved.exists() else {}
     # The schedule may be extended on resume; anything else would silently train a different run.
-    ignored = {"output_dir", "epochs", "max_steps", "eval_steps", "save_steps", "save_total_limit", "logging_steps"}
+    ignored = {"output_dir", "epochs", "max_steps", "eval_steps", "save_steps", "save_total_limit", "logging_steps",
+               "report_to"}
     if config.max_length is None:  # derived again, the same way
         ignored.add("max_length")
     changed = sorted(k for k, v in config.to_dict().items() if k not in ignored and before.get(k, v) != v)
