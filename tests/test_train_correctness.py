@@ -332,3 +332,35 @@ def test_every_random_initialisation_is_seeded(tiny_model_dir, prep_dir, tmp_pat
         states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
     assert states[0].keys() == states[1].keys()
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["hf", "unsloth"])
+def test_untrained_rows_are_trained_on_a_4bit_base(zeroed_eot_model, one_sentence_prep, tmp_path, backend):
+    """The CUDA paths: a 4-bit (bitsandbytes) base on the hf backend, and unsloth's get_peft_model; each in a fresh
+    process (unsloth must be imported first)."""
+    import importlib.util
+    import os
+    import subprocess
+    import sys
+
+    if not torch.cuda.is_available() or importlib.util.find_spec("bitsandbytes") is None:
+        pytest.skip("needs CUDA and bitsandbytes")
+    if backend == "unsloth" and importlib.util.find_spec("unsloth") is None:
+        pytest.skip("needs unsloth")
+    out = tmp_path / backend
+    argv = ["--config", str(CONFIGS / "tiny-cpu.yaml"), f"model={zeroed_eot_model}", f"data={one_sentence_prep}",
+            f"output_dir={out}", f"backend={backend}", "load_in_4bit=true", "precision=auto", "optimizer=adamw_8bit",
+            "max_steps=48", "per_device_batch_size=4", "train_samples=null", "eval_samples=8", "context_fraction=0",
+            "questions=fixed", "learning_rate=1e-2", "eval_steps=100", "save_steps=100"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(CONFIGS.parent / "python"), *sys.path])}
+    done = subprocess.run([sys.executable, "-m", "tc3.cli.train", *argv], capture_output=True, text=True, env=env,
+                          check=False)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert json.loads((out / "metrics.json").read_text())["trained_template_tokens"] == [EOT]
+    from tc3.models import load_trained
+
+    model, tokenizer = load_trained(out, device="cuda")
+    eot = tokenizer.convert_tokens_to_ids(EOT)
+    for weight in (model.get_input_embeddings().weight, model.get_output_embeddings().weight):
+        assert weight[eot].float().norm() > 0.2 * weight.float().norm(dim=1).mean()
