@@ -186,6 +186,9 @@ def test_an_untrained_end_of_turn_row_is_trained_and_the_model_stops(stop_run):
     card = (out / "README.md").read_text()
     assert f"untrained or new, set to the mean trained row and trained (PEFT trainable tokens, saved with the " \
            f"adapter): `{EOT}`" in card
+    fits = metrics["examples_fit_max_length"]["train"]
+    assert f"- train: {fits['whole']} whole, {fits['trimmed']} trimmed, {fits['dropped']} dropped" in card
+    assert "those over `max_length`" in card and sum(fits.values()) == metrics["train_examples"] + fits["dropped"]
 
 
 def test_new_and_near_zero_template_rows_are_found_and_set_to_the_mean_row(tiny_model_dir, tiny_tokenizer):

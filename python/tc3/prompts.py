@@ -1,7 +1,8 @@
 """The one place that turns a product title into model input: training, generation and evaluation all use it.
 
 Messages are rendered by the tokenizer's own chat template (never by hand), and the rendered text already holds the
-BOS token, so it is tokenized with ``add_special_tokens=False``: one BOS, not two.
+BOS token, so it is tokenized with ``add_special_tokens=False``: one BOS, not two. ``split_rendered`` is the one place
+that cuts a rendered example into prompt and completion; ``encode_example`` tokenizes it, within a length.
 """
 
 from __future__ import annotations
