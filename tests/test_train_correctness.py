@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import realdata_records
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from tc3.config import ConfigError, load_config
 from tc3.prompts import ANSWER_MARK, encode_example, end_token_ids, prompt_messages, render_prompt, split_rendered
 
@@ -69,6 +71,28 @@ def test_an_overlong_example_is_trimmed_at_a_word_boundary_and_keeps_its_end(tin
 
     assert encode_example(tiny_tokenizer, messages, LONG, limit, "drop") == ([], [], "dropped")
     assert encode_example(tiny_tokenizer, messages, LONG, len(prompt) + 1, "trim")[2] == "dropped"  # no word fits
+
+
+WORDS = sorted({w for r in realdata_records()[:50] for w in r["content"].split()})
+
+
+@given(words=st.lists(st.sampled_from(WORDS), min_size=1, max_size=60), room=st.integers(-2, 80),
+       overlong=st.sampled_from(["trim", "drop"]))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_no_encoded_example_exceeds_the_length_or_loses_its_end(tiny_tokenizer, words, room, overlong):
+    eot = tiny_tokenizer.convert_tokens_to_ids(EOT)
+    description = " ".join(words)
+    messages = prompt_messages("The Prophet", "en")
+    prompt_len = len(encode_example(tiny_tokenizer, messages, description)[0])
+    prompt, completion, fit = encode_example(tiny_tokenizer, messages, description, prompt_len + room, overlong)
+    if fit == "dropped":
+        first = encode_example(tiny_tokenizer, messages, words[0])
+        assert (prompt, completion) == ([], [])
+        assert overlong == "drop" or len(first[0]) + len(first[1]) > prompt_len + room  # not one word fits
+        return
+    assert len(prompt) + len(completion) <= prompt_len + room and completion[-1] == eot
+    text = tiny_tokenizer.decode(completion[:-1])
+    assert text == description if fit == "whole" else (description.startswith(text + " ") and overlong == "trim")
 
 
 @pytest.mark.parametrize("overlong", ["trim", "drop"])
