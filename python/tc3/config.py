@@ -91,7 +91,7 @@ class TrainConfig:
     eval_steps: int = 100
     save_steps: int = 100
     save_total_limit: int = 3
-    report_to: str = "none"  # experiment tracking: none, tensorboard (logs in <output_dir>/runs), trackio, mlflow, wandb
+    report_to: str = "none"  # experiment tracking: none, tensorboard (<output_dir>/runs), trackio, mlflow, wandb
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
