@@ -134,12 +134,18 @@ def test_model_sources(tmp_path):
 
 
 def test_training_examples_are_masked_and_well_formed(tiny_model_dir, prep_dir, tmp_path):
-    """The examples SFTTrainer actually trains on (no truncation here: every example ends)."""
+    """The examples SFTTrainer actually trains on: every one ends with its end token, the p99 length trims 1%."""
     from tc3.train import build_run
+
+    from tc3.data import training_splits
 
     run = build_run(tiny_config(tiny_model_dir, prep_dir, tmp_path / "run", "max_length_cap=4096"))
     assert run.tokenizer.convert_tokens_to_ids("<|eot_id|>") in end_token_ids(run.tokenizer)
-    assert_masked_and_well_formed(run.trainer.train_dataset.select(range(20)), run.tokenizer)
+    inputs = training_splits(run.config)[0]  # rows in the same order (TRL does not shuffle the dataset)
+    rows = run.trainer.train_dataset
+    assert len(rows) == len(inputs) and run.fits["train"]["dropped"] == 0 and run.fits["train"]["trimmed"] > 0
+    assert_masked_and_well_formed([{**rows[i], "prompt": inputs[i]["prompt"]} for i in range(len(rows))],
+                                  run.tokenizer)
 
 
 def test_eager_loss_matches_the_model_loss(tiny_model_dir):
@@ -202,8 +208,33 @@ def test_resume_refuses_a_changed_run(trained, tiny_model_dir, prep_dir, tmp_pat
         train(tiny_config(tiny_model_dir, prep_dir, out, *TINY_RUN, "learning_rate=1e-3"), resume=True)
     with pytest.raises(ConfigError, match="already holds a run"):
         train(tiny_config(tiny_model_dir, prep_dir, out, *TINY_RUN))
-    with pytest.raises(ConfigError, match="already reached step 32; raise max_steps"):
+    with pytest.raises(ConfigError, match="already reached its last step, 32"):
         train(tiny_config(tiny_model_dir, prep_dir, out, *TINY_RUN), resume=True)
+
+
+def test_resume_refuses_a_longer_decaying_schedule(trained, tiny_model_dir, prep_dir, tmp_path):
+    """A linear schedule laid out for 32 steps, stretched to 48 on resume, would jump from ~0 back to a third of its
+    peak: refused."""
+    from tc3.config import ConfigError
+    from tc3.train import train
+
+    out = tmp_path / "tiny"
+    shutil.copytree(trained[0], out)
+    with pytest.raises(ConfigError, match="linear learning-rate schedule .* laid out for 32 steps"):
+        train(tiny_config(tiny_model_dir, prep_dir, out, *TINY_RUN, "max_steps=48"), resume=True)
+    assert not (out / "checkpoint-48").exists()
+
+
+def test_resume_extends_a_constant_schedule_without_a_jump(tiny_model_dir, prep_dir, tmp_path):
+    from tc3.train import train
+
+    out = tmp_path / "constant"
+    short = ["per_device_batch_size=2", "max_length_cap=64", "train_samples=32", "eval_samples=4",
+             "logging_steps=2", "eval_steps=100", "save_steps=4", "lr_scheduler=constant", "warmup_ratio=0"]
+    train(tiny_config(tiny_model_dir, prep_dir, out, *short, "max_steps=4"))
+    metrics = train(tiny_config(tiny_model_dir, prep_dir, out, *short, "max_steps=8"), resume=True)
+    rates = [e["learning_rate"] for e in read_log(out) if "loss" in e]
+    assert metrics["global_step"] == 8 and len(rates) == 4 and len(set(rates)) == 1
 
 
 def test_dry_run_prints_examples(tiny_model_dir, prep_dir, tmp_path, capsys):

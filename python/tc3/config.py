@@ -22,6 +22,8 @@ CHOICES = {
     "precision": ("auto", "bf16", "fp16", "fp32"),
     "lr_scheduler": ("linear", "cosine", "constant", "constant_with_warmup"),
     "optimizer": ("adamw_8bit", "paged_adamw_8bit", "adamw_torch", "adamw_torch_fused", "sgd"),
+    "overlong": ("trim", "drop"),
+    "report_to": ("none", "tensorboard", "trackio", "mlflow", "wandb"),
 }
 
 # Counts and sizes that must be > 0 when set.
@@ -64,6 +66,7 @@ class TrainConfig:
     max_length: int | None = None
     max_length_percentile: float = 99.0
     max_length_cap: int = 1024
+    overlong: str = "trim"  # an example over max_length: trim its description at a word boundary, or drop it
 
     # Optimisation
     epochs: float = 1.0
@@ -76,6 +79,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     optimizer: str = "adamw_8bit"
     max_grad_norm: float = 1.0
+    neftune_noise_alpha: float | None = None  # NEFTune: noise on the input embeddings while training (e.g. 5)
 
     # LoRA
     lora_r: int = 32
@@ -88,6 +92,7 @@ class TrainConfig:
     eval_steps: int = 100
     save_steps: int = 100
     save_total_limit: int = 3
+    report_to: str = "none"  # experiment tracking: none, tensorboard (<output_dir>/runs), trackio, mlflow, wandb
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -160,6 +165,8 @@ def _validate(config: TrainConfig) -> None:
         raise ConfigError("warmup_ratio and lora_dropout must be in [0, 1)")
     if not 0 < config.max_length_percentile <= 100:
         raise ConfigError("max_length_percentile must be in (0, 100]")
+    if config.neftune_noise_alpha is not None and config.neftune_noise_alpha <= 0:
+        raise ConfigError(f"neftune_noise_alpha must be positive or null, got {config.neftune_noise_alpha}")
     if not config.lora_target_modules:
         raise ConfigError("lora_target_modules must name at least one module")
 

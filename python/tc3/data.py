@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from tc3.config import ConfigError
-from tc3.prompts import choose_question, completion_messages, prompt_messages, seeded_unit
+from tc3.prompts import choose_question, completion_messages, encode_example, prompt_messages, seeded_unit
 
 COLUMNS = ("uid", "title", "description")
 
@@ -85,9 +85,31 @@ def content_digest(dataset) -> str:
 
 
 def token_lengths(tokenizer, examples) -> list[int]:
-    """Token count of each full training sequence (prompt and completion through the chat template)."""
-    texts = [tokenizer.apply_chat_template(row["prompt"] + row["completion"], tokenize=False) for row in examples]
-    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    """Token count of each full training sequence (prompt and completion as `encode_example` tokenizes them)."""
+    lengths = []
+    for row in examples:
+        prompt, completion, _ = encode_example(tokenizer, row["prompt"], row["completion"][0]["content"])
+        lengths.append(len(prompt) + len(completion))
+    return lengths
+
+
+def tokenize_examples(dataset, tokenizer, max_length: int, overlong: str, num_proc: int | None = None):
+    """(rows {input_ids, completion_mask}, fit counts) of prompt/completion rows, every sequence ending with its
+    end token: what SFTTrainer trains on (it tokenizes nothing itself). Overlong examples are trimmed or dropped as
+    `encode_example` says; counts: {"whole", "trimmed", "dropped"}."""
+
+    def encode(row):
+        prompt, completion, fit = encode_example(
+            tokenizer, row["prompt"], row["completion"][0]["content"], max_length, overlong
+        )
+        return {"input_ids": prompt + completion, "completion_mask": [0] * len(prompt) + [1] * len(completion),
+                "fit": fit}
+
+    encoded = dataset.map(encode, remove_columns=dataset.column_names, num_proc=num_proc)
+    fits = encoded["fit"]
+    counts = {fit: fits.count(fit) for fit in ("whole", "trimmed", "dropped")}
+    kept = encoded.filter(lambda fit: fit != "dropped", input_columns="fit", num_proc=num_proc)
+    return kept.remove_columns("fit"), counts
 
 
 def _percentile(ordered: list[int], p: float) -> int:

@@ -129,28 +129,23 @@ def reference_loss(loaded, pairs: Sequence[tuple], instruction: str, batch_size:
                    max_length: int = 1024) -> dict[str, float]:
     """Mean token NLL of each reference description given its prompt (a title, or an Ask), and its perplexity.
 
-    The example is rendered as the trainer renders it: the chat template over the prompt and completion messages;
-    the loss covers the tokens after the prompt (the description and the template's end-of-turn).
+    The example is encoded as the trainer encodes it (`tc3.prompts.encode_example`): the loss covers the tokens
+    after the prompt (the description and the template's end of turn); a reference longer than `max_length` is
+    trimmed at a word boundary with its turn closed, never cut off its end token.
     """
     import torch
 
     from .generate import as_ask
-    from .prompts import completion_messages, prompt_messages, render_prompt
+    from .prompts import encode_example, prompt_messages
 
     model, tokenizer = loaded.model, loaded.tokenizer
     examples = []
     for item, description in pairs:
         ask = as_ask(item)
         messages = prompt_messages(ask.title, ask.question or instruction, ask.context)
-        prompt = render_prompt(tokenizer, ask.title, ask.question or instruction, ask.context)
-        full = tokenizer.apply_chat_template(messages + completion_messages(description), tokenize=False)
-        if not full.startswith(prompt):  # a template that renders the last turn differently: prompt + text + EOS
-            full = prompt + description.strip() + (tokenizer.eos_token or "")
-        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        full_ids = tokenizer(full, add_special_tokens=False)["input_ids"][:max_length]
-        labels = [-100] * min(len(prompt_ids), len(full_ids)) + full_ids[len(prompt_ids) :]
-        if any(label != -100 for label in labels):
-            examples.append((full_ids, labels))
+        prompt_ids, completion_ids, _ = encode_example(tokenizer, messages, description, max_length)
+        if completion_ids:
+            examples.append((prompt_ids + completion_ids, [-100] * len(prompt_ids) + completion_ids))
     examples.sort(key=lambda example: len(example[0]))  # batches of similar lengths: little padding
     total_nll, total_tokens = 0.0, 0
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0

@@ -39,6 +39,27 @@ def data_summary(prep_dir: str) -> str:
     )
 
 
+def examples_section(config, metrics: dict) -> str:
+    """Markdown on what max_length did to the examples and which template tokens' rows were trained."""
+    lines = []
+    fits = metrics.get("examples_fit_max_length")
+    if fits:
+        done = ("trimmed at a word boundary, the turn closed" if config.overlong == "trim" else "dropped")
+        lines.append(f"Every example ends with its end-of-turn token: those over `max_length` ({config.max_length} "
+                     f"tokens) were {done} (`overlong: {config.overlong}`).")
+        lines += [f"- {split}: {f['whole']} whole, {f['trimmed']} trimmed, {f['dropped']} dropped"
+                  for split, f in fits.items()]
+    tokens = metrics.get("trained_template_tokens")
+    if tokens is not None:
+        lines.append("")
+        lines.append(
+            f"Template tokens whose embedding rows were untrained or new, set to the mean trained row and trained "
+            f"(PEFT trainable tokens, saved with the adapter): {', '.join(f'`{t}`' for t in tokens)}."
+            if tokens else "Every template token of the base model had a trained embedding row: none was retrained."
+        )
+    return "\n".join(lines).strip()
+
+
 def write_model_card(out_dir: Path, config, metrics: dict, merged: bool = False) -> None:
     license_id = base_model_license(config.model)
     front = {
@@ -64,6 +85,8 @@ One user turn, rendered by the tokenizer's chat template (`tc3.prompts.render_pr
 the template's end-of-turn token: stop generation on any of `tc3.prompts.end_token_ids(tokenizer)`.
 
 {questions_card_section(config.questions, config.instruction, config.context_fraction)}
+
+{examples_section(config, metrics)}
 
 ## Data
 {data_summary(config.data)}

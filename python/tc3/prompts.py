@@ -1,13 +1,16 @@
 """The one place that turns a product title into model input: training, generation and evaluation all use it.
 
 Messages are rendered by the tokenizer's own chat template (never by hand), and the rendered text already holds the
-BOS token, so it is tokenized with ``add_special_tokens=False``: one BOS, not two.
+BOS token, so it is tokenized with ``add_special_tokens=False``: one BOS, not two. ``split_rendered`` is the one place
+that cuts a rendered example into prompt and completion; ``encode_example`` tokenizes it, within a length.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+
+from tc3.config import ConfigError
 
 INSTRUCTIONS = {
     "pt": "Com base no título do produto, gere a sua descrição.",
@@ -171,11 +174,84 @@ def completion_messages(description: str) -> list[dict]:
     return [{"role": "assistant", "content": description.strip()}]
 
 
+# Stands in for the answer when the prompt is rendered without one; plain letters survive any template's filters.
+ANSWER_MARK = "TC3ANSWERMARK"
+
+
+class TemplateError(ConfigError):
+    """A chat template whose generation prompt is not the start of the example it renders."""
+
+
+def split_rendered(tokenizer, messages: list[dict], answer: str) -> tuple[str, str]:
+    """(prompt, completion) texts of one example: the one place that renders an example and checks it.
+
+    The chat template renders `messages` and the answer as one assistant turn. The prompt is everything before the
+    answer's text: the template's generation prompt plus whatever the template puts at the start of a last
+    assistant turn (Qwen3: an empty `<think>` block), so that generation, fed this prompt, never writes that markup
+    itself. The completion is the answer and the template's end of turn, cut after the first end token (a newline
+    after it is never trained); the tokenizer's EOS is appended when the template closes the turn with none.
+    Raises TemplateError when the generation prompt is not a prefix of the rendered example.
+    """
+    answer = answer.strip()
+    full = tokenizer.apply_chat_template(messages + completion_messages(answer), tokenize=False)
+    generation = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    at = full.rfind(answer)
+    if at < 0:
+        raise TemplateError(f"the tokenizer's chat template does not write an answer verbatim ({answer[:40]!r})")
+    if not full.startswith(generation) or at < len(generation):
+        raise TemplateError(
+            "the tokenizer's chat template renders its generation prompt differently from the start of an example "
+            f"(prompt ends {generation[-60:]!r}, example {full[len(generation) - 60 : len(generation) + 20]!r}): "
+            "training and generation would disagree; give the model a template whose assistant turn starts with "
+            "its generation prompt"
+        )
+    return full[:at], answer + _close_turn(tokenizer, full[at + len(answer) :])
+
+
+def _close_turn(tokenizer, tail: str) -> str:
+    """The template's text after the answer, up to and including its first end token."""
+    ends = [token for token in tokenizer.convert_ids_to_tokens(end_token_ids(tokenizer)) if token in tail]
+    if not ends:
+        return tail + (tokenizer.eos_token or "")
+    first = min(ends, key=tail.index)
+    return tail[: tail.index(first) + len(first)]
+
+
+OVERLONG = ("trim", "drop")  # what becomes of an example longer than max_length (TrainConfig.overlong)
+
+
+def encode_example(tokenizer, messages: list[dict], description: str, max_length: int | None = None,
+                   overlong: str = "trim") -> tuple[list[int], list[int], str]:
+    """(prompt ids, completion ids, fit) of one example, as training and the reference loss see it.
+
+    No example loses its end token: one longer than `max_length` tokens is cut at a word boundary of the description
+    and its turn closed ("trim"), or left out ("drop"; also when not one word fits). `fit` is "whole", "trimmed" or
+    "dropped" (then both id lists are empty).
+    """
+    def encode(answer: str) -> tuple[list[int], list[int]]:
+        prompt, completion = split_rendered(tokenizer, messages, answer)
+        return (tokenizer(prompt, add_special_tokens=False)["input_ids"],
+                tokenizer(completion, add_special_tokens=False)["input_ids"])
+
+    ids = encode(description)
+    if max_length is None or len(ids[0]) + len(ids[1]) <= max_length:
+        return (*ids, "whole")
+    word_ends = [m.end() for m in re.finditer(r"\S+", description.strip())]
+    low, high, best = 1, len(word_ends) - 1, None  # the most words that fit: a binary search on the word count
+    while overlong == "trim" and low <= high:
+        middle = (low + high) // 2
+        candidate = encode(description.strip()[: word_ends[middle - 1]])
+        if len(candidate[0]) + len(candidate[1]) <= max_length:
+            best, low = candidate, middle + 1
+        else:
+            high = middle - 1
+    return (*best, "trimmed") if best else ([], [], "dropped")
+
+
 def render_prompt(tokenizer, title: str, instruction: str, context: dict | None = None) -> str:
-    """The generation prompt as text; it already holds BOS, so tokenize it with add_special_tokens=False."""
-    return tokenizer.apply_chat_template(
-        prompt_messages(title, instruction, context), tokenize=False, add_generation_prompt=True
-    )
+    """The generation prompt as text: exactly the prompt part of a training example (`split_rendered`). It already
+    holds BOS, so tokenize it with add_special_tokens=False."""
+    return split_rendered(tokenizer, prompt_messages(title, instruction, context), ANSWER_MARK)[0]
 
 
 def prompt_ids(tokenizer, title: str, instruction: str, context: dict | None = None) -> list[int]:

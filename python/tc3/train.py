@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import inspect
 import json
 import os
 import shutil
@@ -17,7 +18,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tc3.config import ConfigError, TrainConfig
-from tc3.models import check_model_ref, fit_embeddings, go_offline_if_possible, load_source
+from tc3.models import check_model_ref, fit_embeddings, go_offline_if_possible, load_source, model_dir
+from tc3.template_tokens import expose_head_bias, trainable_token_indices
 
 CONFIG_NAME = "tc3_config.yaml"
 LOG_NAME = "train_log.jsonl"
@@ -40,6 +42,17 @@ def resolve_backend(config: TrainConfig) -> str:
     if config.backend == "unsloth" and not unsloth_usable:
         raise ConfigError("backend unsloth needs CUDA and the unsloth package (pip install 'tc3[gpu]'); use backend=hf")
     return "unsloth" if unsloth_usable else "hf"
+
+
+TRACKER_PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "trackio": ("trackio",), "mlflow": ("mlflow",),
+                    "wandb": ("wandb",)}
+
+
+def check_tracker(config: TrainConfig) -> None:
+    """report_to names a tracker whose package is installed (else transformers fails at the first log)."""
+    packages = TRACKER_PACKAGES.get(config.report_to, ())
+    if packages and not any(importlib.util.find_spec(p) for p in packages):
+        raise ConfigError(f"report_to {config.report_to} needs the {packages[0]} package: pip install {packages[0]}")
 
 
 def prepare_environment(config: TrainConfig, backend: str) -> bool:
@@ -121,35 +134,55 @@ def measure_lengths(config: TrainConfig, tokenizer, train) -> dict:
 
     lengths = token_lengths(tokenizer, sample(train, LENGTH_SAMPLE, config.seed))
     max_length = config.max_length or derive_max_length(lengths, config.max_length_percentile, config.max_length_cap)
-    return {
-        "stats": length_stats(lengths),
-        "max_length": max_length,
-        "truncated_fraction": round(sum(n > max_length for n in lengths) / len(lengths), 4),
-    }
+    return {"stats": length_stats(lengths), "max_length": max_length}
 
 
 def render_example(tokenizer, row) -> str:
     """A training example as the model sees it, with the point where the loss starts marked."""
-    prompt = tokenizer.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True)
-    full = tokenizer.apply_chat_template(row["prompt"] + row["completion"], tokenize=False)
-    return f"{prompt}[loss from here →]{full[len(prompt) :]}"
+    from tc3.prompts import split_rendered
+
+    prompt, completion = split_rendered(tokenizer, row["prompt"], row["completion"][0]["content"])
+    return f"{prompt}[loss from here →]{completion}"
+
+
+def describe_fits(fits: dict, config: TrainConfig) -> str:
+    """One line on what max_length did to the examples of a split."""
+    done = "cut at a word boundary, turn closed" if config.overlong == "trim" else "left out"
+    return (f"{fits['whole']} whole, {fits['trimmed']} trimmed ({done}), {fits['dropped']} dropped "
+            f"(overlong: {config.overlong}; no example loses its end token)")
+
+
+def describe_token_rows(tokenizer, ids: list[int] | None) -> str:
+    if ids is None:
+        return "not checked (the weights are not on this machine yet)"
+    if not ids:
+        return "none: every template token has a trained row"
+    names = ", ".join(f"{token} ({i})" for token, i in zip(tokenizer.convert_ids_to_tokens(ids), ids))
+    return f"{names}: untrained or new, set to the mean trained row and trained (PEFT trainable tokens)"
 
 
 def dry_run(config: TrainConfig) -> None:
-    """Print the resolved config, dataset sizes, token-length statistics and three rendered examples."""
+    """Print the resolved config, dataset sizes, token-length statistics, what max_length does to the examples,
+    the template tokens whose rows will be trained, the attention path and three rendered examples."""
     from tc3 import attention
-    from tc3.data import training_splits
+    from tc3.data import tokenize_examples, training_splits
     from tc3.prompts import load_tokenizer
+    from tc3.template_tokens import rows_to_train_on_disk
 
     prepare_environment(config, "hf")  # the tokenizer alone: no backend is loaded
     backend = resolve_backend(config)
     train, evaluation = training_splits(config)
     tokenizer = load_tokenizer(load_source(config.model))
     lengths = measure_lengths(config, tokenizer, train)
-    print("# resolved config\n" + replace(config, max_length=lengths["max_length"]).to_yaml())
+    max_length = lengths["max_length"]
+    print("# resolved config\n" + replace(config, max_length=max_length).to_yaml())
     print(f"# data: {len(train)} train examples, {len(evaluation)} eval examples from {config.data}")
     print(f"# token lengths (sample of {lengths['stats']['count']}): {json.dumps(lengths['stats'])}")
-    print(f"# max_length {lengths['max_length']}: {lengths['truncated_fraction']:.2%} of examples truncated")
+    for name, split in (("train", train), ("eval", evaluation)):
+        fits = tokenize_examples(split, tokenizer, max_length, config.overlong, config.dataset_num_proc)[1]
+        print(f"# max_length {max_length}, {name}: {describe_fits(fits, config)}")
+    token_rows = rows_to_train_on_disk(model_dir(config.model), tokenizer)
+    print(f"# template token rows: {describe_token_rows(tokenizer, token_rows)}")
     print(f"# backend {backend}, attention: {attention.plan(backend, config.padding_free, config.varlen_attention).path}")
     for i in range(min(3, len(train))):
         print(f"\n# example {i + 1}\n{render_example(tokenizer, train[i])}")
@@ -177,6 +210,7 @@ def load_unsloth(config: TrainConfig, max_length: int, precision: str, offline: 
                 "'tc3[gpu]' (unsloth 2026.10.9) or use backend=hf"
             )
         kwargs["device_map"] = {"": torch.cuda.current_device()}  # this process's GPU (set from LOCAL_RANK)
+    set_seed(config.seed)  # before anything draws a random number (new embedding rows, LoRA's A matrices)
     model, tokenizer = FastLanguageModel.from_pretrained(
         model_name=load_source(config.model),
         max_seq_length=max_length,
@@ -186,7 +220,16 @@ def load_unsloth(config: TrainConfig, max_length: int, precision: str, offline: 
         **kwargs,
     )
     ensure_chat_template(tokenizer)
-    fit_embeddings(model, tokenizer)
+    token_rows = fit_template_rows(model, tokenizer)
+    extra = {}
+    if token_rows:
+        # unsloth releases that name PEFT's trainable_token_indices pass it on; older ones train whole embeddings
+        takes_indices = "trainable_token_indices" in inspect.signature(FastLanguageModel.get_peft_model).parameters
+        extra = (
+            {"trainable_token_indices": trainable_token_indices(model, token_rows)}
+            if takes_indices
+            else {"modules_to_save": list(trainable_token_indices(model, token_rows))}
+        )
     model = FastLanguageModel.get_peft_model(
         model,
         r=config.lora_r,
@@ -196,8 +239,28 @@ def load_unsloth(config: TrainConfig, max_length: int, precision: str, offline: 
         bias="none",
         use_gradient_checkpointing="unsloth" if config.gradient_checkpointing else False,
         random_state=config.seed,
+        **extra,
     )
-    return model, tokenizer
+    expose_head_bias(model)
+    return model, tokenizer, token_rows
+
+
+def set_seed(seed: int) -> None:
+    import transformers
+
+    transformers.set_seed(seed)
+
+
+def fit_template_rows(model, tokenizer) -> list[int]:
+    """Resize the embeddings to the tokenizer, then initialise the template tokens' untrained or new rows (mean of
+    the trained rows); returns their ids, to be trained."""
+    from tc3.template_tokens import embedding_matrices, initialise_rows, rows_to_train
+
+    rows_before = model.get_input_embeddings().weight.shape[0]
+    fit_embeddings(model, tokenizer)
+    token_rows = rows_to_train(tokenizer, embedding_matrices(model), rows_before)
+    initialise_rows(model, token_rows)
+    return token_rows
 
 
 def load_hf(config: TrainConfig, precision: str, on_cuda: bool, attn_implementation: str | None = None):
@@ -214,6 +277,7 @@ def load_hf(config: TrainConfig, precision: str, on_cuda: bool, attn_implementat
             "original (for unsloth's ids, the id without -bnb-4bit)"
         )
     tokenizer = load_tokenizer(source)
+    set_seed(config.seed)  # before anything draws a random number (new embedding rows, LoRA's A matrices)
     dtype = torch_dtype(precision)
     kwargs = {"dtype": dtype}
     if attn_implementation:
@@ -229,10 +293,9 @@ def load_hf(config: TrainConfig, precision: str, on_cuda: bool, attn_implementat
             bnb_4bit_compute_dtype=dtype,
         )
     model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
-    fit_embeddings(model, tokenizer)
+    token_rows = fit_template_rows(model, tokenizer)
     if quantized:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
-    torch.manual_seed(config.seed)  # LoRA's A matrices start random: the same seed, the same start in every run
     lora = LoraConfig(
         r=config.lora_r,
         lora_alpha=config.lora_alpha,
@@ -240,8 +303,11 @@ def load_hf(config: TrainConfig, precision: str, on_cuda: bool, attn_implementat
         target_modules=config.lora_target_modules,
         bias="none",
         task_type="CAUSAL_LM",
+        trainable_token_indices=trainable_token_indices(model, token_rows),
     )
-    return get_peft_model(model, lora), tokenizer
+    model = get_peft_model(model, lora)
+    expose_head_bias(model)
+    return model, tokenizer, token_rows
 
 
 class _EagerLogProb:
@@ -385,7 +451,8 @@ def check_output_dir(config: TrainConfig, resume: bool) -> Path | None:
 
     before = load_config(saved).to_dict() if saved.exists() else {}
     # The schedule may be extended on resume; anything else would silently train a different run.
-    ignored = {"output_dir", "epochs", "max_steps", "eval_steps", "save_steps", "save_total_limit", "logging_steps"}
+    ignored = {"output_dir", "epochs", "max_steps", "eval_steps", "save_steps", "save_total_limit", "logging_steps",
+               "report_to"}
     if config.max_length is None:  # derived again, the same way
         ignored.add("max_length")
     changed = sorted(k for k, v in config.to_dict().items() if k not in ignored and before.get(k, v) != v)
@@ -400,13 +467,21 @@ def check_output_dir(config: TrainConfig, resume: bool) -> Path | None:
             f"{saved_world} process(es)"
         )
     state = json.loads((checkpoints[-1] / "trainer_state.json").read_text())
-    same_length = config.max_steps is None and config.epochs == before.get("epochs")
-    target = config.max_steps or (state["max_steps"] if same_length else None)
-    if target is not None and state["global_step"] >= target:
+    same_length = (
+        config.max_steps == before.get("max_steps", config.max_steps)
+        if config.max_steps is not None or before.get("max_steps") is not None
+        else config.epochs == before.get("epochs", config.epochs)
+    )
+    if not same_length and config.lr_scheduler != "constant":
+        # The scheduler's rate is a function of the step and the total: a new total makes it jump (linear, at the
+        # end of a run: from 0 back to about half its peak).
         raise ConfigError(
-            f"--resume: the run in {output_dir} already reached step {state['global_step']}; "
-            "raise max_steps or epochs to train on"
+            f"--resume: the {config.lr_scheduler} learning-rate schedule of {output_dir} was laid out for "
+            f"{state['max_steps']} steps; a run of another length would restart it mid-way with a jump. Resume "
+            "with the same max_steps and epochs, or start a new run (lr_scheduler constant can be extended)"
         )
+    if same_length and state["global_step"] >= state["max_steps"]:
+        raise ConfigError(f"--resume: the run in {output_dir} already reached its last step, {state['global_step']}")
     return checkpoints[-1]
 
 
@@ -491,6 +566,8 @@ class Run:
     lengths: dict
     backend: str
     resume_from: Path | None
+    fits: dict  # split -> {"whole", "trimmed", "dropped"} example counts under max_length
+    token_rows: list[int]  # template token ids whose embedding rows are trained
     attention: str  # the attention path, in words
     tokens: TokenCounter
 
@@ -498,6 +575,7 @@ class Run:
 def build_run(config: TrainConfig, resume: bool = False, callbacks=()) -> Run:
     """Load data, model and tokenizer as `config` says and set up the SFTTrainer (nothing trained yet)."""
     backend = resolve_backend(config)
+    check_tracker(config)
     resume_from = check_output_dir(config, resume)
     offline = prepare_environment(config, backend)
     on_cuda = cuda_available()
@@ -505,7 +583,7 @@ def build_run(config: TrainConfig, resume: bool = False, callbacks=()) -> Run:
     from trl import SFTConfig, SFTTrainer
 
     from tc3 import attention
-    from tc3.data import content_digest, training_splits
+    from tc3.data import content_digest, tokenize_examples, training_splits
     from tc3.prompts import load_tokenizer
 
     state = process_state(on_cuda)
@@ -527,10 +605,16 @@ def build_run(config: TrainConfig, resume: bool = False, callbacks=()) -> Run:
         f"{config.gradient_accumulation_steps} x {world_size})"
     )
 
+    tokenizer = load_tokenizer(load_source(config.model))
     with state.main_process_first(), state.local_main_process_first():  # one process fills the datasets cache
         train_set, eval_set = training_splits(config)
-    lengths = measure_lengths(config, load_tokenizer(load_source(config.model)), train_set)
-    max_length = lengths["max_length"]
+        lengths = measure_lengths(config, tokenizer, train_set)
+        max_length = lengths["max_length"]
+        # tokenized here, not by TRL, whose truncation would cut the end token off long examples
+        (train_set, train_fits), (eval_set, eval_fits) = (
+            tokenize_examples(split, tokenizer, max_length, config.overlong, config.dataset_num_proc)
+            for split in (train_set, eval_set)
+        )
     resolved = replace(config, max_length=max_length)
     if world_size > 1:
         facts = {"train": content_digest(train_set), "eval": content_digest(eval_set), "max_length": max_length}
@@ -540,9 +624,9 @@ def build_run(config: TrainConfig, resume: bool = False, callbacks=()) -> Run:
     attention_path = attention.apply(planned)
     say(f"tc3-train: attention: {attention_path}")
     if backend == "unsloth":
-        model, tokenizer = load_unsloth(config, max_length, precision, offline, world_size)
+        model, tokenizer, token_rows = load_unsloth(config, max_length, precision, offline, world_size)
     else:
-        model, tokenizer = load_hf(config, precision, on_cuda, planned.hf_implementation)
+        model, tokenizer, token_rows = load_hf(config, precision, on_cuda, planned.hf_implementation)
 
     output_dir = Path(config.output_dir)
     if state.is_main_process:
@@ -569,7 +653,9 @@ def build_run(config: TrainConfig, resume: bool = False, callbacks=()) -> Run:
         # unsloth brings its own checkpointing (set in get_peft_model); PEFT needs the non-reentrant kind
         gradient_checkpointing=config.gradient_checkpointing and backend == "hf",
         gradient_checkpointing_kwargs={"use_reentrant": False},
-        max_length=max_length,
+        # the examples come tokenized and fitted to max_length (tokenize_examples); TRL refuses a max_length with
+        # padding-free batches, which it cannot enforce there
+        max_length=None if planned.hf_implementation == attention.HF_VARLEN else max_length,
         completion_only_loss=True,  # loss on the description only, never on the prompt
         packing=False,
         # hf backend with variable-length attention: one flat row a batch. Left unset otherwise: unsloth turns its
@@ -583,7 +669,8 @@ def build_run(config: TrainConfig, resume: bool = False, callbacks=()) -> Run:
         save_steps=config.save_steps,
         save_total_limit=config.save_total_limit,
         ddp_find_unused_parameters=False,  # every LoRA weight gets a gradient each step: skip DDP's graph search
-        report_to="none",
+        report_to=config.report_to,
+        neftune_noise_alpha=config.neftune_noise_alpha,
     )
     tokens = TokenCounter()
     trainer = SFTTrainer(
@@ -597,7 +684,10 @@ def build_run(config: TrainConfig, resume: bool = False, callbacks=()) -> Run:
     tokens.watch(trainer)
     if os.environ.get(TRACE_ENV):
         trace_training_steps(trainer)
-    return Run(trainer, tokenizer, resolved, lengths, backend, resume_from, attention_path, tokens)
+    fits = {"train": train_fits, "eval": eval_fits}
+    say(f"tc3-train: max_length {max_length}, train examples: {describe_fits(train_fits, config)}")
+    say(f"tc3-train: template token rows: {describe_token_rows(tokenizer, token_rows)}")
+    return Run(trainer, tokenizer, resolved, lengths, backend, resume_from, fits, token_rows, attention_path, tokens)
 
 
 def train(config: TrainConfig, resume: bool = False, callbacks=()) -> dict:
@@ -621,6 +711,8 @@ def train(config: TrainConfig, resume: bool = False, callbacks=()) -> dict:
         "eval_examples": len(trainer.eval_dataset),
         "max_length": run.config.max_length,
         "token_lengths": run.lengths["stats"],
+        "examples_fit_max_length": run.fits,
+        "trained_template_tokens": run.tokenizer.convert_ids_to_tokens(run.token_rows),
         "backend": run.backend,
         "attention": run.attention,
         "trained_tokens": trained_tokens,
