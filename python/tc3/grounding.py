@@ -1,8 +1,11 @@
 """Answers grounded in the product's own record: look the product up in the `tc3-index` of the cleaned data, put
-the best record into the prompt as context, cite its uid, and say so when nothing matches instead of inventing one.
+the best record into the prompt as context, and say so when nothing matches instead of inventing one.
 
 The lookup takes the title out of a question first (``What can you tell me about X?`` looks up ``X``), so the
 question words do not count against the match (`tc3.index.ProductIndex.lookup` decides what matches well enough).
+A grounded Generation keeps the answer alone in ``description``; its ``extra`` says which record it came from:
+``matched`` (bool), ``source_uid``, ``source_title``, ``match_coverage``, and ``message`` (the no-match sentence,
+with an empty description, when nothing matched), so a script never has to parse the answer text.
 """
 
 from __future__ import annotations
@@ -27,6 +30,19 @@ def record_of(hit) -> dict:
     return {"uid": hit.uid, "title": hit.title, "description": hit.description}
 
 
+def found_text(found: tuple, description_chars: int = 300) -> str:
+    """What the lookup did, for a reader: the title read out of the question and the record retrieved (uid, title,
+    the start of its description) or that none matched. Shown beside the answer by the CLI and the demo."""
+    title, hit = found
+    lines = [f'Looked up: "{title}"']
+    if hit is None:
+        return "\n".join(lines + ["Record: none matches well enough"])
+    description = " ".join(hit.description.split())
+    if len(description) > description_chars:
+        description = description[: description_chars - 1] + "…"
+    return "\n".join(lines + [f"Record: {citation(hit)}", f"Record description: {description}"])
+
+
 def find(index, text: str, literal: bool = False):
     """(title asked about, best matching record or None)."""
     title = title_from_query(text, literal=literal)
@@ -40,13 +56,13 @@ def find(index, text: str, literal: bool = False):
 
 
 def _no_match(title: str) -> Generation:
-    return Generation(title=title, description=no_match_answer(title), tokens=0, seconds=0.0, stopped=True,
-                      extra={"grounded": False, "source_uid": None})
+    return Generation(title=title, description="", tokens=0, seconds=0.0, stopped=False,
+                      extra={"matched": False, "source_uid": None, "source_title": None, "match_coverage": None,
+                             "message": no_match_answer(title)})
 
 
 def _grounded(generation: Generation, hit) -> Generation:
-    generation.description = f"{generation.description}\n\n{citation(hit)}"
-    generation.extra.update(grounded=True, source_uid=hit.uid, source_title=hit.title,
+    generation.extra.update(matched=True, source_uid=hit.uid, source_title=hit.title,
                             match_coverage=round(hit.coverage, 4))
     return generation
 
@@ -68,7 +84,7 @@ def answer_found(loaded: LoadedModel, found: Sequence[tuple], settings: Generati
 
 def stream_grounded(loaded: LoadedModel, index, text: str, settings: GenerationSettings | None = None,
                     literal: bool = False) -> Iterator[str]:
-    """The grounded answer as text pieces: the model's tokens, then the citation; or the no-match answer."""
+    """The grounded answer as text pieces (the model's tokens), or the no-match sentence."""
     return stream_found(loaded, find(index, text, literal), settings)
 
 
@@ -79,4 +95,3 @@ def stream_found(loaded: LoadedModel, found: tuple, settings: GenerationSettings
         yield no_match_answer(title)
         return
     yield from Stream(loaded, Ask(title, context=record_of(hit)), settings)
-    yield f"\n\n{citation(hit)}"
