@@ -396,6 +396,12 @@ def _known(value) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
+def shown_metrics(metrics: dict[str, dict]) -> list[tuple[str, str]]:
+    """(key, title) of the METRIC_LABELS with a finite value for every model: the rows of report.md's table and
+    the panels of report.png, the same list."""
+    return [(key, title) for key, title in METRIC_LABELS if all(_known(m.get(key)) for m in metrics.values())]
+
+
 def _fmt(key: str, value) -> str:
     if key.endswith(("_share", "_share_short_refs")):
         return f"{100 * value:.1f}%"
@@ -480,12 +486,11 @@ def render_markdown(report: dict, labels: list[str]) -> str:
     pair = "baseline" in labels and "model" in labels
     header = "| metric | " + " | ".join(labels) + (" | change |" if pair else " |")
     lines += [header, "|" + "---|" * (len(labels) + 1 + pair)]
-    missing = []
-    for key, title in METRIC_LABELS:
-        metrics = [report["models"][label]["metrics"] for label in labels]
-        if not all(_known(m.get(key)) for m in metrics):
-            missing.append(title)  # no nan rows: a metric without a value for every model is named below instead
-            continue
+    metrics = [report["models"][label]["metrics"] for label in labels]
+    shown = shown_metrics({label: report["models"][label]["metrics"] for label in labels})
+    # no nan rows: a metric without a value for every model is named below the table instead
+    missing = [title for key, title in METRIC_LABELS if (key, title) not in shown]
+    for key, title in shown:
         row = f"| {title} | " + " | ".join(_fmt(key, m[key]) + _fmt_ci(key, m.get(f"{key}_ci")) for m in metrics)
         if pair:
             rel = report.get("relative", {}).get(key)
@@ -526,7 +531,7 @@ def plot_metrics(path: Path, metrics: dict[str, dict], names: dict[str, str]) ->
     import matplotlib.pyplot as plt
 
     labels = list(metrics)
-    shown = [(key, title) for key, title in METRIC_LABELS if all(_known(metrics[label].get(key)) for label in labels)]
+    shown = shown_metrics(metrics)
     columns = 5
     rows = max(1, math.ceil(len(shown) / columns))
     fig, axes = plt.subplots(rows, columns, figsize=(3 * columns, 2.6 * rows), dpi=100, squeeze=False)
