@@ -1,5 +1,5 @@
 """Answers grounded in the product's own record: look the product up in the `tc3-index` of the cleaned data, put
-the best record into the prompt as context, and say so when nothing matches instead of inventing one.
+the best record into the prompt as context (asked about the record's own title), and say so when nothing matches instead of inventing one.
 
 The lookup takes the title out of a question first (``What can you tell me about X?`` looks up ``X``), so the
 question words do not count against the match (`tc3.index.ProductIndex.lookup` decides what matches well enough).
@@ -61,7 +61,8 @@ def _no_match(title: str) -> Generation:
                              "message": no_match_answer(title)})
 
 
-def _grounded(generation: Generation, hit) -> Generation:
+def _grounded(generation: Generation, title: str, hit) -> Generation:
+    generation.title = title  # as asked; the record's own title is source_title
     generation.extra.update(matched=True, source_uid=hit.uid, source_title=hit.title,
                             match_coverage=round(hit.coverage, 4))
     return generation
@@ -73,13 +74,18 @@ def answer_grounded(loaded: LoadedModel, index, texts: Sequence[str], settings: 
     return answer_found(loaded, [find(index, text, literal) for text in texts], settings, batch_size, progress)
 
 
+def grounded_ask(hit) -> Ask:
+    """The prompt of a matched product: its record, and the question asked about the record's own title, so the
+    answer does not depend on how the title was typed ('the prophet', 'The Prophet', a typo the lookup forgave)."""
+    return Ask(hit.title, context=record_of(hit))
+
+
 def answer_found(loaded: LoadedModel, found: Sequence[tuple], settings: GenerationSettings | None = None,
                  batch_size: int = 8, progress=None) -> list[Generation]:
     """Answers of (title, record found or None) pairs: a lookup already made, here or elsewhere."""
-    matched = [(title, hit) for title, hit in found if hit is not None]
-    answers = iter(generate_batch(loaded, [Ask(title, context=record_of(hit)) for title, hit in matched],
-                                  settings, batch_size, progress))
-    return [_no_match(title) if hit is None else _grounded(next(answers), hit) for title, hit in found]
+    matched = [hit for _, hit in found if hit is not None]
+    answers = iter(generate_batch(loaded, [grounded_ask(hit) for hit in matched], settings, batch_size, progress))
+    return [_no_match(title) if hit is None else _grounded(next(answers), title, hit) for title, hit in found]
 
 
 def stream_grounded(loaded: LoadedModel, index, text: str, settings: GenerationSettings | None = None,
@@ -94,4 +100,4 @@ def stream_found(loaded: LoadedModel, found: tuple, settings: GenerationSettings
     if hit is None:
         yield no_match_answer(title)
         return
-    yield from Stream(loaded, Ask(title, context=record_of(hit)), settings)
+    yield from Stream(loaded, grounded_ask(hit), settings)
