@@ -151,8 +151,9 @@ def test_tc3_eval_questions_unseen_reports_both_phrasings(tiny_model_dir, prep_d
 def test_rouge_keeps_non_ascii_letters():
     from rouge_score import rouge_scorer
 
-    for text in ("Descrição do avião: confortável, útil e pequeno.", "これは猫と子猫についての素晴らしい絵本です。",
-                 "Книга о кошке и котятах"):
+    texts = ("Descrição do avião: confortável, útil e pequeno.", "これは猫と子猫についての素晴らしい絵本です。",
+             "Книга о кошке и котятах")
+    for text in texts:
         assert rouge([text], [text]) == pytest.approx({"rouge1": 1.0, "rouge2": 1.0, "rougeL": 1.0})
     # accents are letters, not word breaks: "avião" is not "avi" + "o"
     assert rouge(["o avião"], ["o avi o"])["rouge1"] < 1.0

@@ -541,7 +541,8 @@ def plot_metrics(path: Path, metrics: dict[str, dict], names: dict[str, str]) ->
         errors = None
         intervals = [metrics[label].get(f"{key}_ci") for label in labels]
         if all(intervals):
-            errors = [[v - lo for v, (lo, _) in zip(values, intervals)], [hi - v for v, (_, hi) in zip(values, intervals)]]
+            errors = [[v - lo for v, (lo, _) in zip(values, intervals)],
+                      [hi - v for v, (_, hi) in zip(values, intervals)]]
         bars = ax.bar(range(len(labels)), values, color=colors[: len(labels)], yerr=errors, capsize=3)
         for bar, value in zip(bars, values):
             ax.annotate(_fmt(key, value), (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center",

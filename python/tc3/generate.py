@@ -16,8 +16,8 @@ is reduced to its title (:func:`title_from_query`) and asked with the settings' 
 references' language; "pt" and any literal instruction stay available). Plain titles pass through
 unchanged; ``literal=True`` (``--literal`` on the command line) turns the extraction off.
 
-Model loading (:func:`tc3.models.load_model`, the one path of every command) looks at a local path first and only then at the Hugging Face Hub, cache first, so it works offline
-for anything local or cached. Mistakes (a bad path, an adapter whose base cannot be found) raise
+Model loading (:func:`tc3.models.load_model`, the one path of every command) looks at a local path first and only
+then at the Hugging Face Hub, cache first, so it works offline for anything local or cached. Mistakes (a bad path, an adapter whose base cannot be found) raise
 :class:`ModelLoadError` with a one-line message.
 """
 

@@ -1,5 +1,6 @@
 """Answers grounded in the product's own record: look the product up in the `tc3-index` of the cleaned data, put
-the best record into the prompt as context (asked about the record's own title), and say so when nothing matches instead of inventing one.
+the best record into the prompt as context (asked about the record's own title), and say so when nothing matches
+instead of inventing one.
 
 The lookup takes the title out of a question first (``What can you tell me about X?`` looks up ``X``), so the
 question words do not count against the match (`tc3.index.ProductIndex.lookup` decides what matches well enough).
