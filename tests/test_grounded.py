@@ -170,3 +170,30 @@ def test_tc3_generate_grounded_input_file(tiny_model_dir, index, record, tmp_pat
     assert missing["matched"] is False and missing["source_uid"] is None and missing["source_title"] is None
     assert missing["description"] == "" and missing["message"] == no_match_answer(ABSENT)
     assert missing["stopped"] is False
+
+
+def test_grounded_benchmark_reports_the_copy_baseline_and_faithfulness(tiny, index, prep_dir, tmp_path):
+    """The held-out record, with the very description the answer is scored against, is in the prompt: copying it
+    scores 1.0 wherever the lookup is right, and the benchmark says so beside the model."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benches" / "grounded_rouge.py"
+    spec = importlib.util.spec_from_file_location("grounded_rouge", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rows = read_prep_split(prep_dir, "validation")[:3]
+    items = []
+    for row in rows:
+        hit = index.lookup(row["title"].lower())
+        items.append({"uid": row["uid"], "query": row["title"].lower(), "reference": row["description"],
+                      "hit": None if hit is None else {"uid": hit.uid, "title": hit.title,
+                                                        "description": hit.description, "coverage": hit.coverage}})
+    items.append({"uid": "none", "query": ABSENT, "reference": "Nothing.", "hit": None})
+    grounding_file = tmp_path / "grounding.jsonl"
+    grounding_file.write_text("".join(json.dumps(item) + "\n" for item in items), encoding="utf-8")
+    result = bench.run_file(tiny, grounding_file, SETTINGS, 4, None, log=lambda message: None)
+    assert result["matched_right_record"] >= 1 and result["no_match"] == 1
+    assert result["rougeL_copy_right_record"] == pytest.approx(1.0)
+    assert result["rougeL_copy"] > result["rougeL_grounded"]  # a random model is far from copying
+    assert 0.0 <= result["unsupported_share_grounded"] <= 1.0
