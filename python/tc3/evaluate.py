@@ -1,8 +1,11 @@
-"""Honest before/after numbers: generate for held-out titles with two models under one setting and score them.
+"""Honest before/after numbers: generate for held-out titles with a fine-tuned model and a baseline, each asked the
+way that suits it (the model as trained, the baseline in the references' language, and beside it the model's way),
+under one setting, and score them.
 
 Metrics (all offline):
 
-* ROUGE-1/2/L: ``rouge-score``, F-measure with Porter stemming, averaged over examples (0..1).
+* ROUGE-1/2/L: ``rouge-score``, F-measure, averaged over examples (0..1), with :class:`RougeTokenizer` (words of
+  any script; Porter stemming of ASCII words as rouge-score does), with a bootstrap interval on ROUGE-L.
 * BLEU and chrF: ``sacrebleu`` corpus scores with default settings (0..100).
 * Evaluation loss / perplexity: mean token negative log-likelihood of the reference answers given the prompt,
   over the completion tokens the trainer trains on (the reference and the chat template's end-of-turn), and its
@@ -12,7 +15,8 @@ Metrics (all offline):
   caught in a cycle repeats every 4-gram of the cycle, plain prose rarely says the same four words three times.
 * Stopped: the share of outputs that ended with an end token before the new-token limit; beside it, the share of
   references longer than the limit (a model that writes as long as the references cannot stop on those) and the
-  stop share among the titles whose reference fits.
+  stop share among the titles whose reference fits; with a bootstrap interval.
+* Faithfulness of a grounded answer (:func:`unsupported_share`, used by ``benches/grounded_rouge.py``).
 
 ``run_eval`` writes ``report.json`` (settings, metrics of each model, every generation), ``report.md`` (a table, the
 plot, 10 side-by-side examples) and ``report.png`` (the metric pairs).
