@@ -181,13 +181,13 @@ def run(args) -> int:
         if not title:
             raise ValueError("--title is empty")
         if index is None:
-            note, answer = read_as(args.title, title), generate_batch(loaded, [title], settings)[0]
+            note, generation = read_as(args.title, title), generate_batch(loaded, [title], settings)[0]
         else:
             found = find(index, args.title, args.literal)
-            note, answer = found_text(found), answer_found(loaded, [found], settings)[0]
+            note, generation = found_text(found), answer_found(loaded, [found], settings)[0]
         if note:  # what was looked up and found, on stderr: stdout stays the answer alone
             print(note, file=sys.stderr)
-        print(answer.description or answer.extra.get("message", ""))
+        print(generation.description or generation.extra.get("message", ""))
         return 0
     if records is None:
         interactive(loaded, settings, literal=args.literal, index=index)
