@@ -36,9 +36,11 @@ def test_demo_streams_the_same_answer_as_generate_side_by_side(tiny_model_dir):
         final = job.result(timeout=60)
         updates = job.outputs()
         expected = generate_one(tuned, "Sunflower", settings).description
-        assert list(final) == [expected, expected]  # fine-tuned, then base: here the same model
+        # fine-tuned, then base (here the same model), then the title read out of the question
+        assert list(final) == [expected, expected, '(read as the title "Sunflower")']
         assert len(updates) > 2  # streamed: partial answers came before the final one
         assert updates[0][0] != expected or updates[0][1] == ""
         assert all(not u[0] or expected.startswith(u[0].strip()) for u in updates)
+        assert client.predict("Sunflower", api_name="/generate")[2] == ""  # a plain title: nothing to show
     finally:
         app.close()

@@ -142,3 +142,169 @@ def test_tc3_eval_questions_unseen_reports_both_phrasings(tiny_model_dir, prep_d
     md = (out / "report.md").read_text()
     assert "## Seen and unseen question phrasings" in md and "| ROUGE-L seen | ROUGE-L unseen |" in md
     assert "ROUGE-L seen phrasings" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Evaluation tells the truth (issue 12)
+
+
+def test_rouge_keeps_non_ascii_letters():
+    from rouge_score import rouge_scorer
+
+    texts = ("Descrição do avião: confortável, útil e pequeno.", "これは猫と子猫についての素晴らしい絵本です。",
+             "Книга о кошке и котятах")
+    for text in texts:
+        assert rouge([text], [text]) == pytest.approx({"rouge1": 1.0, "rouge2": 1.0, "rougeL": 1.0})
+    # accents are letters, not word breaks: "avião" is not "avi" + "o"
+    assert rouge(["o avião"], ["o avi o"])["rouge1"] < 1.0
+    # Japanese is scored character by character (no spaces): half the characters shared
+    assert rouge(["猫の本"], ["猫の絵"])["rouge1"] == pytest.approx(2 / 3)
+    # English scores are rouge-score's own (same tokens, same Porter stemming)
+    plain = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+    pairs = [("The cats were running quickly, 10 times!", "A cat runs quick 10 time."),
+             ("Board book about kittens", "A board-book about a kitten and her mother")]
+    for prediction, reference in pairs:
+        expected = {k: v.fmeasure for k, v in plain.score(reference, prediction).items()}
+        assert rouge([prediction], [reference]) == pytest.approx(expected)
+
+
+def test_bootstrap_interval_is_seeded_and_brackets_the_mean():
+    from tc3.evaluate import bootstrap_ci
+
+    values = [0.1, 0.5, 0.2, 0.9, 0.3, 0.0, 0.4, 0.7]
+    low, high = bootstrap_ci(values, seed=1)
+    assert low < sum(values) / len(values) < high and bootstrap_ci(values, seed=1) == (low, high)
+    assert bootstrap_ci([0.25] * 5) == (0.25, 0.25)
+    assert bootstrap_ci([1.0]) is None  # one title: no interval to give
+    wide, narrow = bootstrap_ci([0.0, 1.0] * 5), bootstrap_ci([0.0, 1.0] * 200)
+    assert wide[1] - wide[0] > narrow[1] - narrow[0]  # more titles, tighter interval
+
+
+def test_unsupported_share_counts_words_and_numbers_from_nowhere():
+    from tc3.evaluate import unsupported_share
+
+    record = "Product record X1\nTitle: Anker PowerCore 10000\nDescription: A 10000 mAh portable charger."
+    assert unsupported_share("A portable charger of 10000 mAh.", [record, "What is it?"]) == 0.0
+    # "waterproof" and "20000" are in neither the record nor the question: 2 of 5 content words
+    assert unsupported_share("A waterproof portable charger, 20000 mAh.", [record]) == pytest.approx(2 / 5)
+    assert unsupported_share("It is for you.", [record]) is None  # no content word to check
+
+
+@pytest.fixture(scope="module")
+def pt_adapter(tiny_model_dir, tmp_path_factory):
+    """A LoRA adapter over the tiny model, trained (by its tc3 config) with the Portuguese instruction only. Its B
+    matrices are zero, so it answers exactly as its base does when asked the same way."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path_factory.mktemp("pt-adapter")
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(out)
+    (out / "tc3_config.yaml").write_text(f"model: {tiny_model_dir}\ninstruction: pt\nquestions: fixed\n")
+    return out
+
+
+def test_eval_asks_the_model_as_trained_and_the_base_in_english_side_by_side(pt_adapter, tiny_model_dir, prep_dir,
+                                                                            tmp_path, capsys):
+    from tc3.cli.eval import main
+
+    out = tmp_path / "report"
+    assert main(["--model", str(pt_adapter), "--baseline", str(tiny_model_dir), "--data", str(prep_dir), "--n", "3",
+                 "--max-new-tokens", "3", "--batch-size", "3", "--out", str(out), "--device", "cpu"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    models = report["models"]
+    assert {label: m["instruction"] for label, m in models.items()} == {
+        "baseline": "en", "baseline_as_model": "pt", "model": "pt"}
+    # the adapter (zero B) is its base: asked the same way it answers the same; asked in English, it does not
+    assert models["baseline_as_model"]["metrics"]["eval_loss"] == pytest.approx(models["model"]["metrics"]["eval_loss"])
+    answers = {label: [g["description"] for g in report["generations"][label]] for label in models}
+    assert answers["baseline_as_model"] == answers["model"]
+    assert models["baseline"]["metrics"]["eval_loss"] != pytest.approx(models["model"]["metrics"]["eval_loss"])
+    # every change is measured against the fairly asked base
+    fair = models["baseline"]["metrics"]["eval_loss"]
+    assert report["delta"]["eval_loss"] == pytest.approx(models["model"]["metrics"]["eval_loss"] - fair)
+    assert report["relative_vs_baseline_as_model"]["eval_loss"] == pytest.approx(0.0, abs=1e-6)
+    assert len(report["delta_ci"]["rougeL"]) == 2 and len(report["delta_ci"]["stopped_share"]) == 2
+    md = (out / "report.md").read_text()
+    assert "| metric | baseline | baseline_as_model | model | change |" in md
+    assert "asked with `en`" in md and "asked with `pt`" in md and "fair comparison" in md
+    assert "baseline_as_model" in capsys.readouterr().out
+    # asked explicitly, the model follows --instruction, and the base is not asked twice the same way
+    out2 = tmp_path / "report-en"
+    assert main(["--model", str(pt_adapter), "--baseline", str(tiny_model_dir), "--data", str(prep_dir), "--n", "2",
+                 "--max-new-tokens", "2", "--out", str(out2), "--device", "cpu", "--instruction", "en"]) == 0
+    assert set(json.loads((out2 / "report.json").read_text())["models"]) == {"baseline", "model"}
+
+
+def test_report_has_no_nan_rows_says_when_n_exceeds_the_split_and_warns_on_small_samples(tiny_model_dir, prep_dir,
+                                                                                         tmp_path, capsys):
+    from tc3.cli.eval import main
+    from tc3.evaluate import usable_records
+    from tc3.generate import read_prep_split
+
+    usable = len(usable_records(read_prep_split(prep_dir, "validation")))
+    out = tmp_path / "report"
+    # 2 new tokens: no reference fits the limit, so "stopped among titles whose reference fits" has no value
+    assert main(["--model", str(tiny_model_dir), "--data", str(prep_dir), "--n", "100000", "--max-new-tokens", "2",
+                 "--batch-size", "64", "--out", str(out), "--device", "cpu"]) == 0
+    assert f"--n 100000 is more than the validation split holds: {usable} records" in capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    assert report["settings"]["n_scored"] == usable and report["settings"]["n_usable"] == usable
+    metrics = report["models"]["model"]["metrics"]
+    assert metrics["stopped_share_short_refs"] is None  # strict JSON: null, not NaN
+    low, high = metrics["rougeL_ci"]
+    assert low <= metrics["rougeL"] <= high
+    md = (out / "report.md").read_text()
+    table = [line for line in md.splitlines() if line.startswith("| ")]
+    assert not any(cell.strip() in ("nan", "None", "inf") for line in table for cell in line.split("|"))
+    assert "Not shown, no value for every model: Stopped, among titles whose reference fits the limit" in md
+    assert f"100000 titles were asked for; the split has only {usable}" in md
+    assert f"Small sample ({usable} titles)" in md
+    assert "| ROUGE-L | " in md and " [" in md.split("| ROUGE-L | ")[1].splitlines()[0]  # with its interval
+
+
+def test_plot_has_a_panel_for_every_row_of_the_table(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+    from tc3.evaluate import METRIC_LABELS, plot_metrics, shown_metrics
+
+    full = {key: 0.5 for key, _ in METRIC_LABELS} | {"bleu": 40.0, "perplexity": 80.0, "rougeL_ci": (0.4, 0.6)}
+    metrics = {"baseline": full, "model": full | {"stopped_share_short_refs": float("nan")}}
+    shown = shown_metrics(metrics)
+    assert len(shown) == len(METRIC_LABELS) - 1 and "stopped_share_short_refs" not in dict(shown)
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    plot_metrics(tmp_path / "report.png", metrics, {"baseline": "base", "model": "tuned"})
+    titles = [ax.get_title() for ax in figures[0].axes if ax.get_title()]
+    assert titles == [title for _, title in shown]  # BLEU and perplexity too, each on its own scale
+    assert (tmp_path / "report.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cache_key_covers_revision_base_device_and_references(tiny_model_dir, pt_adapter, tmp_path, monkeypatch):
+    import shutil
+
+    from tc3.evaluate import _cache_key
+    from tc3.generate import GenerationSettings
+
+    records = [{"title": "A", "description": "one"}, {"title": "B", "description": "two"}]
+    settings = GenerationSettings()
+
+    def key(name=str(pt_adapter), base=None, recs=records, device="cpu"):
+        return _cache_key(name, base, recs, settings, 8, "fixed", device)
+
+    assert key() == key()
+    assert key(device="cuda") != key()
+    assert key(recs=[records[0], {"title": "B", "description": "changed"}]) != key()  # same titles, new references
+    other_base = tmp_path / "other-base"
+    shutil.copytree(tiny_model_dir, other_base)
+    assert key(base=str(other_base)) != key()
+    # a Hub id is keyed by the revision of its cached snapshot
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    snapshots = tmp_path / "hub" / "models--org--model" / "snapshots"
+    (snapshots / "aaaa").mkdir(parents=True)
+    (snapshots / "aaaa" / "config.json").write_text("{}")
+    first = key(name="org/model")
+    (snapshots / "bbbb").mkdir()
+    (snapshots / "bbbb" / "config.json").write_text("{}")
+    import os
+    os.utime(snapshots / "bbbb" / "config.json", (2**31, 2**31))  # the newer snapshot
+    assert key(name="org/model") != first

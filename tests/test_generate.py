@@ -121,21 +121,47 @@ def test_batch_and_single_agree_under_greedy(tiny):
     assert all(g.title == t for g, t in zip(batch, TITLES))
 
 
-def test_repetition_penalty_ignores_left_padding():
+def test_repetition_penalty_with_the_prompt_ignores_left_padding():
     import torch
     from transformers import RepetitionPenaltyLogitsProcessor
 
     scores = torch.tensor([[1.0, 2.0, -1.0, 0.5, 3.0], [1.0, 2.0, -1.0, 0.5, 3.0]])
     ids = torch.tensor([[0, 0, 1, 2], [4, 4, 1, 2]])  # row 0: two pads (id 0) then 1, 2
     mask = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])
-    out = PaddedRepetitionPenalty(2.0, mask)(ids, scores.clone())
+    out = PaddedRepetitionPenalty(2.0, mask, penalize_prompt=True)(ids, scores.clone())
     assert out[0].tolist() == [1.0, 1.0, -2.0, 0.5, 3.0]  # pad id 0 untouched
     reference = RepetitionPenaltyLogitsProcessor(2.0)(ids[1:], scores[1:].clone())
     assert torch.equal(out[1:], reference)  # same as transformers where there is no padding
     # generated tokens (beyond the prompt mask) count as seen
     longer = torch.tensor([[0, 0, 1, 2, 0], [4, 4, 1, 2, 3]])
-    out = PaddedRepetitionPenalty(2.0, mask)(longer, scores.clone())
+    out = PaddedRepetitionPenalty(2.0, mask, penalize_prompt=True)(longer, scores.clone())
     assert out[0, 0] == 0.5 and out[1, 3] == 0.25
+
+
+def test_repetition_penalty_counts_only_generated_tokens_by_default(tiny):
+    """The title's words (and a grounded record's) are what a good answer reuses: the prompt is not penalised."""
+    import torch
+    from tc3.generate import _processors
+
+    scores = torch.tensor([[1.0, 2.0, -1.0, 0.5, 3.0]])
+    prompt = torch.tensor([[1, 2, 4]])  # the prompt's tokens, nothing generated yet
+    mask = torch.ones_like(prompt)
+    assert torch.equal(PaddedRepetitionPenalty(2.0, mask)(prompt, scores.clone()), scores)
+    # once the model has written token 3, only token 3 is penalised, not the prompt's 1, 2, 4
+    out = PaddedRepetitionPenalty(2.0, mask)(torch.tensor([[1, 2, 4, 3]]), scores.clone())
+    assert out.tolist() == [[1.0, 2.0, -1.0, 0.25, 3.0]]
+    # the settings reach the processor: off by default, on with penalize_prompt
+    (default,) = _processors(GenerationSettings(), mask, tiny.tokenizer)
+    (old,) = _processors(GenerationSettings(penalize_prompt=True), mask, tiny.tokenizer)
+    assert not default.prompt_mask.any() and old.prompt_mask.all()
+
+
+def test_penalize_prompt_option_on_the_command_line():
+    from tc3.cli.generate import parser, settings_from
+
+    base = ["--model", "m", "--title", "X"]
+    assert settings_from(parser().parse_args(base)).penalize_prompt is False
+    assert settings_from(parser().parse_args(base + ["--penalize-prompt"])).penalize_prompt is True
 
 
 def test_repetition_penalty_never_penalises_end_tokens(tiny):
@@ -146,7 +172,7 @@ def test_repetition_penalty_never_penalises_end_tokens(tiny):
     end = end_token_ids(tiny.tokenizer)
     scores = torch.ones(1, len(tiny.tokenizer))
     ids = torch.tensor([[end[0], end[-1], 7]])
-    out = PaddedRepetitionPenalty(2.0, torch.ones_like(ids), exempt_ids=end)(ids, scores.clone())
+    out = PaddedRepetitionPenalty(2.0, torch.ones_like(ids), exempt_ids=end, penalize_prompt=True)(ids, scores.clone())
     assert out[0, end].tolist() == [1.0] * len(end) and out[0, 7] == 0.5
     (processor,) = _processors(GenerationSettings(), torch.ones_like(ids), tiny.tokenizer)
     assert processor.exempt_ids == end and processor.penalty == 1.15
@@ -292,23 +318,28 @@ def _read_until(fd: int, needle: bytes, buffer: bytearray, timeout: float = 60) 
     return head
 
 
-def test_interactive_loop_through_a_pseudo_terminal(tiny_model_dir, tiny):
+@pytest.mark.parametrize(("flags", "prompt", "instruction"), [([], "Title: ", "en"),
+                                                            (["--instruction", "pt"], "Título: ", "pt")])
+def test_interactive_loop_through_a_pseudo_terminal(tiny_model_dir, tiny, flags, prompt, instruction):
+    """English by default; Portuguese when asked in Portuguese. The title read out of a question is shown."""
     import pty
 
     master, slave = pty.openpty()
     env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
     proc = subprocess.Popen([sys.executable, "-m", "tc3.cli.generate", "--model", str(tiny_model_dir),
-                             "--max-new-tokens", "6", "--device", "cpu"],
+                             "--max-new-tokens", "6", "--device", "cpu", *flags],
                             stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True)
     os.close(slave)
     buffer = bytearray()
     try:
-        _read_until(master, "Título: ".encode(), buffer, timeout=90)
-        os.write(master, "O que é 'Sunflower'?\n".encode())
-        answer = _read_until(master, "Título: ".encode(), buffer).decode()
-        expected = generate_one(tiny, "Sunflower", GenerationSettings(max_new_tokens=6)).description
-        assert expected in answer
+        _read_until(master, prompt.encode(), buffer, timeout=90)
+        os.write(master, "What are the dimensions of the Sunflower?\n".encode())
+        answer = _read_until(master, prompt.encode(), buffer).decode()
+        title = "the dimensions of the Sunflower"
+        expected = generate_one(tiny, title, GenerationSettings(max_new_tokens=6, instruction=instruction))
+        assert f'(read as the title "{title}")' in answer
+        assert expected.description in answer
         assert "<|" not in answer
         os.write(master, b"\x04")  # Ctrl-D
         assert proc.wait(timeout=30) == 0

@@ -115,3 +115,17 @@ def test_cards_record_the_questions(prep_dir, tmp_path):
     write_model_card(tmp_path, _config(prep_dir, f"output_dir={tmp_path}", "questions=fixed"), {})
     card = (tmp_path / "README.md").read_text(encoding="utf-8")
     assert INSTRUCTIONS["pt"] in card and "What can you tell me about" not in card
+
+
+def test_the_title_read_out_of_a_question_is_shown(tiny_model_dir, capsys):
+    """Seen: "What are the dimensions of the Anker PowerCore 10000?" was silently asked as a title."""
+    from tc3.cli.generate import main
+
+    base = ["--model", str(tiny_model_dir), "--device", "cpu", "--max-new-tokens", "2"]
+    question = "What are the dimensions of the Anker PowerCore 10000?"
+    assert main([*base, "--title", question]) == 0
+    captured = capsys.readouterr()
+    assert '(read as the title "the dimensions of the Anker PowerCore 10000")' in captured.err
+    assert "read as" not in captured.out  # stdout stays the answer alone
+    assert main([*base, "--title", question, "--literal"]) == 0
+    assert "read as" not in capsys.readouterr().err

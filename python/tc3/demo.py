@@ -1,6 +1,7 @@
 """A small Gradio app over the generate path: a title in, a streamed description out, optionally the base model
 beside the fine-tuned one (same prompt, same settings), optionally grounded in the product's record from a tc3-index
-(the answer cites its uid, or says that nothing matched).
+(the record retrieved is shown beside the answer, or that nothing matched). The title read out of a question is
+shown too.
 
 Private by construction: binds 127.0.0.1, never creates a share link, Gradio analytics off (set before gradio is
 imported, and on the Blocks). The event is exposed as API ``/generate`` so it can be driven by ``gradio_client``.
@@ -10,8 +11,8 @@ from __future__ import annotations
 
 import os
 
-from .generate import GenerationSettings, LoadedModel, Stream, title_from_query
-from .grounding import find, stream_found
+from .generate import GenerationSettings, LoadedModel, Stream, read_as, title_from_query
+from .grounding import find, found_text, stream_found
 
 HOST = "127.0.0.1"
 
@@ -26,38 +27,44 @@ def _gradio():
 
 def describe_fn(loaded: LoadedModel, baseline: LoadedModel | None, settings: GenerationSettings, literal=False,
                 index=None):
-    """The streaming callback: yields the fine-tuned text so far (and the baseline's, when there is one)."""
-
+    """The streaming callback: yields the fine-tuned text so far, the baseline's (when there is one), and what was
+    looked up: the title read out of the text and, grounded, the record retrieved."""
     def describe(text: str):
         title = title_from_query(text or "", literal=literal)
         tuned, base = "", ""
+
+        def state(info: str):
+            return (tuned, base, info) if baseline is not None else (tuned, info)
+
         if not title:
-            yield (tuned, base) if baseline is not None else tuned
+            yield state("")
             return
         found = find(index, text, literal) if index is not None else None  # one lookup serves both models
+        info = found_text(found) if found is not None else (read_as(text, title) or "")
 
         def pieces(model: LoadedModel):
             return Stream(model, title, settings) if found is None else stream_found(model, found, settings)
 
         for piece in pieces(loaded):
             tuned += piece
-            yield (tuned, base) if baseline is not None else tuned
+            yield state(info)
         if baseline is not None:
             for piece in pieces(baseline):
                 base += piece
-                yield tuned, base
+                yield state(info)
 
     return describe
 
 
 def build_app(loaded: LoadedModel, baseline: LoadedModel | None = None, settings: GenerationSettings | None = None,
               literal: bool = False, index=None):
+    """Outputs of ``/generate``: the fine-tuned answer, the base model's (with a baseline), then what was looked up."""
     gr = _gradio()
     settings = settings or GenerationSettings()
     with gr.Blocks(analytics_enabled=False, title="tc3: product descriptions") as app:
         gr.Markdown("## tc3: a product description from its title\n"
                     f"Model: `{loaded.name}`" + (f" — beside the base: `{baseline.name}`" if baseline else "")
-                    + ("\n\nGrounded: answers come from the product's record in the index, with its uid."
+                    + ("\n\nGrounded: the product is looked up in the index and its record rewritten as the answer."
                        if index is not None else ""))
         title = gr.Textbox(label="Product title (or a question: What is 'X' about?)", lines=1)
         button = gr.Button("Generate", variant="primary")
@@ -66,6 +73,7 @@ def build_app(loaded: LoadedModel, baseline: LoadedModel | None = None, settings
             outputs = [tuned]
             if baseline is not None:
                 outputs.append(gr.Textbox(label="Base model", lines=10))
+        outputs.append(gr.Textbox(label="Record retrieved" if index is not None else "Title asked about", lines=3))
         fn = describe_fn(loaded, baseline, settings, literal, index)
         button.click(fn, inputs=title, outputs=outputs, api_name="generate")
         title.submit(fn, inputs=title, outputs=outputs, api_name=False)

@@ -1,8 +1,11 @@
-"""Honest before/after numbers: generate for held-out titles with two models under one setting and score them.
+"""Honest before/after numbers: generate for held-out titles with a fine-tuned model and a baseline, each asked the
+way that suits it (the model as trained, the baseline in the references' language, and beside it the model's way),
+under one setting, and score them.
 
 Metrics (all offline):
 
-* ROUGE-1/2/L: ``rouge-score``, F-measure with Porter stemming, averaged over examples (0..1).
+* ROUGE-1/2/L: ``rouge-score``, F-measure, averaged over examples (0..1), with :class:`RougeTokenizer` (words of
+  any script; Porter stemming of ASCII words as rouge-score does), with a bootstrap interval on ROUGE-L.
 * BLEU and chrF: ``sacrebleu`` corpus scores with default settings (0..100).
 * Evaluation loss / perplexity: mean token negative log-likelihood of the reference answers given the prompt,
   over the completion tokens the trainer trains on (the reference and the chat template's end-of-turn), and its
@@ -12,7 +15,8 @@ Metrics (all offline):
   caught in a cycle repeats every 4-gram of the cycle, plain prose rarely says the same four words three times.
 * Stopped: the share of outputs that ended with an end token before the new-token limit; beside it, the share of
   references longer than the limit (a model that writes as long as the references cannot stop on those) and the
-  stop share among the titles whose reference fits.
+  stop share among the titles whose reference fits; with a bootstrap interval.
+* Faithfulness of a grounded answer (:func:`unsupported_share`, used by ``benches/grounded_rouge.py``).
 
 ``run_eval`` writes ``report.json`` (settings, metrics of each model, every generation), ``report.md`` (a table, the
 plot, 10 side-by-side examples) and ``report.png`` (the metric pairs).
@@ -43,18 +47,39 @@ def words(text: str) -> list[str]:
 # Pure metric functions
 
 
-def rouge(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
-    """Mean ROUGE-1/2/L F-measures (rouge-score, Porter stemming)."""
+# rouge-score's own tokenizer keeps only [a-z0-9]: "descrição" becomes "descri", "o", and Japanese text nothing at
+# all, so identical non-English texts scored 0. Runs of letters and digits of any script, CJK ideographs and kana
+# one a token (those scripts put no spaces between words); Porter stemming for ASCII words only, as rouge-score
+# stems (words longer than 3 characters), so English scores are unchanged.
+_ROUGE_TOKEN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|[^\W_]+")
+
+
+class RougeTokenizer:
+    """rouge-score's Tokenizer interface, Unicode-aware (see above)."""
+
+    def __init__(self):
+        from rouge_score.tokenizers import porter
+
+        self._stemmer = porter.PorterStemmer()
+
+    def tokenize(self, text: str) -> list[str]:
+        return [self._stemmer.stem(t) if len(t) > 3 and t.isascii() else t
+                for t in _ROUGE_TOKEN.findall(text.lower())]
+
+
+def rouge_scores(predictions: Sequence[str], references: Sequence[str]) -> dict[str, list[float]]:
+    """ROUGE-1/2/L F-measures of each pair (rouge-score with :class:`RougeTokenizer`), one list a metric."""
     from rouge_score import rouge_scorer
 
     _check_pairs(predictions, references)
-    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
-    totals = {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0}
-    for prediction, reference in zip(predictions, references):
-        scores = scorer.score(reference, prediction)
-        for key in totals:
-            totals[key] += scores[key].fmeasure
-    return {key: value / len(predictions) for key, value in totals.items()}
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], tokenizer=RougeTokenizer())
+    per_pair = [scorer.score(reference, prediction) for prediction, reference in zip(predictions, references)]
+    return {key: [scores[key].fmeasure for scores in per_pair] for key in ("rouge1", "rouge2", "rougeL")}
+
+
+def rouge(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    """Mean ROUGE-1/2/L F-measures over the pairs (0..1)."""
+    return {key: mean(values) for key, values in rouge_scores(predictions, references).items()}
 
 
 def bleu(predictions: Sequence[str], references: Sequence[str]) -> float:
@@ -89,6 +114,32 @@ def has_loop(text: str, n: int = 4, min_repeats: int = 3) -> bool:
     tokens = words(text)
     counts = Counter(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
     return bool(counts) and max(counts.values()) >= min_repeats
+
+
+def unsupported_share(answer: str, sources: Sequence[str]) -> float | None:
+    """Faithfulness of a grounded answer: the share of its content words and numbers (distinct, lower-cased,
+    `tc3.index.words` minus its stopwords) found in none of ``sources`` (the record and the question).
+    0 = every word comes from them; None when the answer has no content word."""
+    from .index import STOPWORDS, words
+
+    said = [w for w in dict.fromkeys(words(answer)) if w not in STOPWORDS]
+    if not said:
+        return None
+    known = {w for source in sources for w in words(source)}
+    return sum(w not in known for w in said) / len(said)
+
+
+def bootstrap_ci(values: Sequence[float], seed: int = 0, resamples: int = 1000,
+                 level: float = 0.95) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of the mean of ``values`` (titles drawn with replacement, seeded): how far the
+    mean could move with another sample of the same size. None for fewer than 2 values."""
+    if len(values) < 2:
+        return None
+    rng = random.Random(seed)
+    n = len(values)
+    means = sorted(sum(values[rng.randrange(n)] for _ in range(n)) / n for _ in range(resamples))
+    tail = (1 - level) / 2
+    return means[int(tail * resamples)], means[min(resamples - 1, int((1 - tail) * resamples))]
 
 
 def share(flags: Sequence[bool]) -> float:
@@ -171,9 +222,14 @@ def reference_loss(loaded, pairs: Sequence[tuple], instruction: str, batch_size:
 # One model, then the report
 
 
+def usable_records(records: list[dict]) -> list[dict]:
+    """The records that can be scored: a title and a description."""
+    return [r for r in records if (r.get("title") or "").strip() and (r.get("description") or "").strip()]
+
+
 def sample_records(records: list[dict], n: int, seed: int) -> list[dict]:
     """``n`` records drawn without replacement with ``seed`` (all of them, in a seeded order, when n >= len)."""
-    usable = [r for r in records if (r.get("title") or "").strip() and (r.get("description") or "").strip()]
+    usable = usable_records(records)
     rng = random.Random(seed)
     picked = rng.sample(range(len(usable)), min(n, len(usable)))
     return [usable[i] for i in picked]
@@ -218,7 +274,12 @@ def evaluate_model(loaded, records: list[dict], settings, batch_size: int = 8, p
     fitting = [g.stopped for g, fit in zip(generations, fits) if fit]
     metrics["stopped_share_short_refs"] = share(fitting) if fitting else float("nan")
     metrics.update(reference_loss(loaded, list(zip(asks, references)), settings.instruction, batch_size))
-    result = {"metrics": metrics, "generations": _records(asks, generations)}
+    per_title = rouge_scores(predictions, references)["rougeL"]
+    metrics["rougeL_ci"] = bootstrap_ci(per_title, seed)
+    metrics["stopped_share_ci"] = bootstrap_ci([float(g.stopped) for g in generations], seed)
+    records_out = [record | {"rougeL": round(score, 6)}
+                   for record, score in zip(_records(asks, generations), per_title)]
+    result = {"metrics": metrics, "generations": records_out}
     if questions == "unseen":
         unseen_asks = asks_for(records, "unseen", seed)
         unseen = generate_batch(loaded, unseen_asks, settings, batch_size=batch_size, progress=progress)
@@ -243,10 +304,11 @@ METRIC_LABELS = [
     ("stopped_share_short_refs", "Stopped, among titles whose reference fits the limit"),
     ("seconds_per_title", "Seconds a title (batched)"),
 ]
-# Plotted on one 0..1 axis: BLEU and chrF divided by 100.
-PLOTTED = [("rouge1", "ROUGE-1", 1), ("rouge2", "ROUGE-2", 1), ("rougeL", "ROUGE-L", 1), ("bleu", "BLEU/100", 100),
-           ("chrf", "chrF/100", 100), ("distinct2", "distinct-2", 1), ("stopped_share", "stopped", 1),
-           ("loop_share", "loops", 1)]
+CI_KEYS = ("rougeL", "stopped_share")  # metrics reported with a bootstrap interval (metrics[key + "_ci"])
+SMALL_SAMPLE = 100  # fewer titles than this: the report warns that small differences are noise
+# Labels of the report's columns, in order. The base is asked in the references' language ("baseline", the fair
+# comparison every change is measured against) and, when the model is asked otherwise, once more the model's way.
+LABELS = ("baseline", "baseline_as_model", "model")
 
 
 @dataclass
@@ -260,23 +322,45 @@ class EvalRun:
     batch_size: int
     base: str | None = None
     questions: str = "fixed"
+    n_usable: int | None = None  # records of the split with a title and a description
+    askings: dict | None = None  # label -> the instruction it was asked with
+
+
+def _relative(tuned: dict, base: dict) -> dict:
+    return {key: (tuned[key] - base[key]) / base[key] for key in tuned
+            if isinstance(tuned[key], (int, float)) and isinstance(base.get(key), (int, float)) and base[key] != 0
+            and math.isfinite(base[key]) and math.isfinite(tuned[key])}
 
 
 def write_report(out_dir: Path, run: EvalRun, settings, records: list[dict], results: dict[str, dict],
                  examples: int = 10) -> dict:
-    """report.json, report.md and report.png from the results of each label ("baseline", "model")."""
+    """report.json, report.md and report.png from the results of each label (see LABELS).
+
+    ``delta``/``relative`` and ``delta_ci`` (a paired bootstrap interval of the per-title difference) compare the
+    model with ``baseline``, the base asked in the references' language; ``relative_vs_baseline_as_model`` with
+    the base asked the model's way, when it was.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
-    labels = [label for label in ("baseline", "model") if label in results]
+    labels = [label for label in LABELS if label in results]
     report = {
-        "settings": {**run.__dict__, "n_scored": len(records), **settings.as_dict()},
-        "models": {label: {"name": results[label]["name"], "metrics": results[label]["metrics"]} for label in labels},
+        # the instruction of each run is in askings: settings.instruction is none of theirs
+        "settings": {**run.__dict__, "n_scored": len(records),
+                     **{k: v for k, v in settings.as_dict().items() if k != "instruction"}},
+        "models": {label: {"name": results[label]["name"], "metrics": results[label]["metrics"],
+                           **({"instruction": run.askings[label]} if run.askings else {})} for label in labels},
     }
-    if len(labels) == 2:
+    if "baseline" in results and "model" in results:
         base, tuned = results["baseline"]["metrics"], results["model"]["metrics"]
-        report["delta"] = {key: tuned[key] - base[key] for key in tuned if isinstance(tuned[key], (int, float))}
-        report["relative"] = {key: (tuned[key] - base[key]) / base[key] for key in tuned
-                              if isinstance(tuned[key], (int, float)) and base[key] not in (0, None)
-                              and math.isfinite(base[key]) and math.isfinite(tuned[key])}
+        report["delta"] = {key: tuned[key] - base[key] for key in tuned
+                           if isinstance(tuned[key], (int, float)) and isinstance(base.get(key), (int, float))}
+        report["relative"] = _relative(tuned, base)
+        pairs = list(zip(results["model"]["generations"], results["baseline"]["generations"]))
+        report["delta_ci"] = {
+            "rougeL": bootstrap_ci([m["rougeL"] - b["rougeL"] for m, b in pairs], run.seed),
+            "stopped_share": bootstrap_ci([float(m["stopped"]) - float(b["stopped"]) for m, b in pairs], run.seed),
+        }
+        if "baseline_as_model" in results:
+            report["relative_vs_baseline_as_model"] = _relative(tuned, results["baseline_as_model"]["metrics"])
     phrasings = {label: _phrasing_table(results[label]) for label in labels if "unseen" in results[label]}
     if phrasings:
         report["phrasings"] = phrasings
@@ -302,19 +386,31 @@ def _finite(value):
         return None
     if isinstance(value, dict):
         return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return [_finite(item) for item in value]
     return value
 
 
+def _known(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def shown_metrics(metrics: dict[str, dict]) -> list[tuple[str, str]]:
+    """(key, title) of the METRIC_LABELS with a finite value for every model: the rows of report.md's table and
+    the panels of report.png, the same list."""
+    return [(key, title) for key, title in METRIC_LABELS if all(_known(m.get(key)) for m in metrics.values())]
+
+
 def _fmt(key: str, value) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return str(value)
     if key.endswith(("_share", "_share_short_refs")):
         return f"{100 * value:.1f}%"
     if key in ("bleu", "chrf", "mean_words", "mean_tokens", "perplexity"):
         return f"{value:.2f}"
     return f"{value:.4f}"
+
+
+def _fmt_ci(key: str, interval) -> str:
+    return "" if not interval else f" [{_fmt(key, interval[0])}, {_fmt(key, interval[1])}]"
 
 
 def _cell(text: str, limit: int = 400) -> str:
@@ -352,36 +448,65 @@ def _phrasing_markdown(report: dict, names: dict) -> list[str]:
     return lines + [""]
 
 
+def _asking(instruction: str) -> str:
+    from .prompts import INSTRUCTIONS
+
+    return f"`{instruction}` (\"{INSTRUCTIONS[instruction]}\")" if instruction in INSTRUCTIONS else f'"{instruction}"'
+
+
 def render_markdown(report: dict, labels: list[str]) -> str:
     s = report["settings"]
     names = {label: report["models"][label]["name"] for label in labels}
+    fixed = s.get("questions", "fixed") == "fixed"
     lines = ["# tc3-eval report", ""]
     lines.append(f"{s['n_scored']} titles of the `{s['split']}` split of `{s['data']}` (seed {s['seed']}); "
-                 + (f"instruction `{s['instruction']}`; " if s.get("questions", "fixed") == "fixed" else
-                    f"questions `{s['questions']}` (per-title question templates); ")
+                 + ("" if fixed else f"questions `{s['questions']}` (per-title question templates); ")
                  + f"{'sampling' if s['do_sample'] else 'greedy'}, "
-                 f"repetition penalty {s['repetition_penalty']}, at most {s['max_new_tokens']} new tokens, "
-                 f"batch {s['batch_size']}.")
+                 f"repetition penalty {s['repetition_penalty']} "
+                 f"({'prompt and answer' if s.get('penalize_prompt') else 'generated tokens only'}), "
+                 f"at most {s['max_new_tokens']} new tokens, batch {s['batch_size']}.")
     lines.append("")
+    if s.get("n_usable") is not None and s["n"] > s["n_scored"]:
+        lines += [f"**{s['n']} titles were asked for; the split has only {s['n_usable']} with a title and a "
+                  f"description, so {s['n_scored']} are scored.**", ""]
+    if s["n_scored"] < SMALL_SAMPLE:
+        lines += [f"**Small sample ({s['n_scored']} titles):** differences of a few points are within noise; read "
+                  "the 95% bootstrap intervals in brackets.", ""]
     for label in labels:
-        lines.append(f"- {label}: `{names[label]}`")
+        instruction = report["models"][label].get("instruction")
+        asked = f", asked with {_asking(instruction)}" if instruction and fixed else ""
+        lines.append(f"- {label}: `{names[label]}`{asked}")
+    if "baseline" in labels and "model" in labels:
+        lines.append("- The change column compares the model with `baseline`, the base model asked in the "
+                     "references' language: the fair comparison. "
+                     + ("`baseline_as_model` is the same base asked the model's way, for reference." if
+                        "baseline_as_model" in labels else ""))
     lines.append("")
-    header = "| metric | " + " | ".join(labels) + (" | change |" if len(labels) == 2 else " |")
-    lines += [header, "|" + "---|" * (len(labels) + 1 + (len(labels) == 2))]
-    for key, title in METRIC_LABELS:
-        values = [report["models"][label]["metrics"].get(key) for label in labels]
-        row = f"| {title} | " + " | ".join(_fmt(key, v) for v in values)
-        if len(labels) == 2:
+    pair = "baseline" in labels and "model" in labels
+    header = "| metric | " + " | ".join(labels) + (" | change |" if pair else " |")
+    lines += [header, "|" + "---|" * (len(labels) + 1 + pair)]
+    metrics = [report["models"][label]["metrics"] for label in labels]
+    shown = shown_metrics({label: report["models"][label]["metrics"] for label in labels})
+    # no nan rows: a metric without a value for every model is named below the table instead
+    missing = [title for key, title in METRIC_LABELS if (key, title) not in shown]
+    for key, title in shown:
+        row = f"| {title} | " + " | ".join(_fmt(key, m[key]) + _fmt_ci(key, m.get(f"{key}_ci")) for m in metrics)
+        if pair:
             rel = report.get("relative", {}).get(key)
             delta = report["delta"].get(key)
             change = "" if delta is None else (f"{delta:+.4g}" + (f" ({100 * rel:+.0f}%)" if rel is not None else ""))
+            change += _fmt_ci(key, report.get("delta_ci", {}).get(key)) if key in CI_KEYS else ""
             row += f" | {change}"
         lines.append(row + " |")
-    lines += ["", "ROUGE: rouge-score F-measure with stemming, mean over titles (0..1). BLEU, chrF: sacrebleu corpus "
-              "scores (0..100). Loss/perplexity: mean token NLL of the reference descriptions given the prompt. "
-              "Loops: some word 4-gram occurs 3+ times. Stopped: ended with an end token before the limit. "
-              "References longer than the limit (in the model's tokens) bound the stop share of a model that "
-              "writes as long as they do.",
+    if missing:
+        lines += ["", "Not shown, no value for every model: " + "; ".join(missing) + " (e.g. no reference fits the "
+                  "token limit)."]
+    lines += ["", "ROUGE: rouge-score F-measure with stemming, Unicode words, mean over titles (0..1). BLEU, chrF: "
+              "sacrebleu corpus scores (0..100). Loss/perplexity: mean token NLL of the reference descriptions given "
+              "the prompt. Loops: some word 4-gram occurs 3+ times. Stopped: ended with an end token before the "
+              "limit. References longer than the limit (in the model's tokens) bound the stop share of a model that "
+              "writes as long as they do. Brackets: 95% bootstrap intervals (1,000 resamples of the titles; for the "
+              "change, of the per-title differences).",
               ""]
     if "phrasings" in report:
         lines += _phrasing_markdown(report, names)
@@ -397,83 +522,132 @@ def render_markdown(report: dict, labels: list[str]) -> str:
 
 
 def plot_metrics(path: Path, metrics: dict[str, dict], names: dict[str, str]) -> None:
+    """One panel per metric of the report's table (each on its own scale), a bar per model, with the bootstrap
+    interval where there is one."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     labels = list(metrics)
-    fig, ax = plt.subplots(figsize=(10, 4.5), dpi=100)
-    width = 0.8 / len(labels)
-    for j, label in enumerate(labels):
-        values = [metrics[label].get(key, 0.0) / scale for key, _, scale in PLOTTED]
-        positions = [i + (j - (len(labels) - 1) / 2) * width for i in range(len(PLOTTED))]
-        bars = ax.bar(positions, values, width, label=f"{label}: {Path(names[label]).name or names[label]}")
+    shown = shown_metrics(metrics)
+    columns = 5
+    rows = max(1, math.ceil(len(shown) / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(3 * columns, 2.6 * rows), dpi=100, squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, (key, title) in zip(axes.flat, shown):
+        values = [metrics[label][key] for label in labels]
+        errors = None
+        intervals = [metrics[label].get(f"{key}_ci") for label in labels]
+        if all(intervals):
+            errors = [[v - lo for v, (lo, _) in zip(values, intervals)],
+                      [hi - v for v, (_, hi) in zip(values, intervals)]]
+        bars = ax.bar(range(len(labels)), values, color=colors[: len(labels)], yerr=errors, capsize=3)
         for bar, value in zip(bars, values):
-            ax.annotate(f"{value:.2f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center",
+            ax.annotate(_fmt(key, value), (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center",
                         va="bottom", fontsize=7)
-    ax.set_xticks(range(len(PLOTTED)), [title for _, title, _ in PLOTTED])
-    ax.set_ylim(0, 1.1)
-    ax.set_ylabel("score (0..1)")
-    ax.set_title("tc3-eval: baseline vs fine-tuned" if len(labels) == 2 else "tc3-eval")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+        ax.set_title(title, fontsize=8)
+        ax.set_xticks([])
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(shown):]:
+        ax.axis("off")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colors[j]) for j in range(len(labels))]
+    fig.legend(handles, [f"{label}: {Path(names[label]).name or names[label]}" for label in labels],
+               loc="lower center", ncol=len(labels), fontsize=8)
+    fig.suptitle("tc3-eval" + (": baseline vs fine-tuned" if len(labels) > 1 else ""))
+    fig.tight_layout(rect=(0, 0.06, 1, 0.96))
     with staged_open(path, binary=True) as f:
         fig.savefig(f, format="png")
     plt.close(fig)
 
 
+def trained_instruction(model: str) -> str:
+    """How a tc3 output was asked in training: the ``instruction`` of its tc3_config.yaml under ``questions:
+    fixed``; "en" (one of the trained templates, in the references' language) under varied questions or when the
+    model has no tc3 config (a model tc3 did not train)."""
+    from .config import load_config
+
+    saved = Path(model) / "tc3_config.yaml"
+    if not saved.is_file():
+        return "en"
+    config = load_config(saved)
+    return config.instruction if config.questions == "fixed" else "en"
+
+
 def run_eval(model: str, data: str, out_dir: str | Path, baseline: str | None = None, base: str | None = None,
              split: str = "validation", n: int = 500, seed: int = 3407, settings=None, batch_size: int = 8,
-             device: str | None = None, questions: str = "fixed", log=print) -> dict:
-    """Load each model in turn (baseline first), generate for the same n titles, score, write the report."""
-    from .generate import GenerationSettings, load_model, read_prep_split
+             device: str | None = None, questions: str = "fixed", model_instruction: str | None = None,
+             baseline_instruction: str = "en", log=print) -> dict:
+    """Load each model in turn (baselines first), generate for the same n titles, score, write the report.
+
+    Each model is asked the way that suits it: the model with ``model_instruction`` (default: as it was trained,
+    :func:`trained_instruction`), the baseline with ``baseline_instruction`` (default "en", the references'
+    language) and, when the two differ, once more with the model's instruction (``baseline_as_model``), so both
+    askings stand side by side. ``settings.instruction`` is not used: each run sets its own.
+    """
+    import dataclasses
+
+    from .generate import GenerationSettings, InputError, load_model, read_prep_split
+    from .models import default_device
 
     settings = settings or GenerationSettings()
-    records = sample_records(read_prep_split(data, split), n, seed)
-    if not records:
-        from .generate import InputError
-
-        raise InputError(f"the {split} split of '{data}' has no record with both a title and a description")
     if questions not in QUESTION_MODES:
         raise ValueError(f"questions must be one of {', '.join(QUESTION_MODES)}, not {questions!r}")
+    split_records = read_prep_split(data, split)
+    records = sample_records(split_records, n, seed)
+    if not records:
+        raise InputError(f"the {split} split of '{data}' has no record with both a title and a description")
+    if n > len(records):
+        log(f"--n {n} is more than the {split} split holds: {len(records)} records with a title and a description "
+            f"are scored")
+    model_instruction = model_instruction or trained_instruction(model)
+    askings = {"model": model_instruction}
+    if baseline is not None:
+        askings["baseline"] = baseline_instruction
+        if questions == "fixed" and model_instruction != baseline_instruction:
+            askings["baseline_as_model"] = model_instruction
     run = EvalRun(model=model, baseline=baseline, data=str(data), split=split, n=n, seed=seed,
-                  batch_size=batch_size, base=base, questions=questions)
+                  batch_size=batch_size, base=base, questions=questions, n_usable=len(usable_records(split_records)),
+                  askings=askings)
+    device = default_device(device)
     results: dict[str, dict] = {}
     cache_dir = Path(out_dir) / "cache"
-    for label, name, its_base in (("baseline", baseline, None), ("model", model, base)):
-        if name is None:
+    for label in LABELS:
+        if label not in askings:
             continue
-        key = _cache_key(name, its_base, records, settings, batch_size, questions)
+        name, its_base = (model, base) if label == "model" else (baseline, None)
+        asked = dataclasses.replace(settings, instruction=askings[label])
+        key = _cache_key(name, its_base, records, asked, batch_size, questions, device)
         cached = cache_dir / f"{key}.json"
         if cached.is_file():
-            log(f"[{label}] {name}: reusing {cached} (same model, titles and settings)")
+            log(f"[{label}] {name}: reusing {cached} (same model, references and settings)")
             result = json.loads(cached.read_text(encoding="utf-8"))
         else:
             log(f"[{label}] loading {name}")
             loaded = load_model(name, base=its_base, device=device)
-            log(f"[{label}] generating for {len(records)} titles")
-            result = evaluate_model(loaded, records, settings, batch_size=batch_size, questions=questions, seed=seed,
+            log(f"[{label}] generating for {len(records)} titles, asked with {askings[label]!r}")
+            result = evaluate_model(loaded, records, asked, batch_size=batch_size, questions=questions, seed=seed,
                                     progress=lambda done, total, label=label: log(f"[{label}] {done}/{total}"))
             loaded.close()
             cache_dir.mkdir(parents=True, exist_ok=True)
-            write_staged(cached, json.dumps(result, ensure_ascii=False))
+            write_staged(cached, json.dumps(_finite(result), ensure_ascii=False))
         result["name"] = name
         results[label] = result
     return write_report(Path(out_dir), run, settings, records, results)
 
 
-CACHE_VERSION = 2  # bump when generation or scoring changes: 2 = end tokens exempt from the repetition penalty
+CACHE_VERSION = 3  # bump when generation or scoring changes: 3 = penalty on generated tokens, Unicode ROUGE, CIs
 
 
 def _cache_key(name: str, base: str | None, records: list[dict], settings, batch_size: int,
-               questions: str = "fixed") -> str:
-    """Results are reused only for the same model files, titles and settings: a retrained model misses the cache."""
+               questions: str = "fixed", device: str = "cpu") -> str:
+    """Results are reused only for the same weights (the model's files or Hub revision, and an adapter's base's),
+    device, titles, references and settings: a retrained model or another base misses the cache."""
     import hashlib
 
-    path = Path(name)
-    stamps = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in path.glob("*")
-                    if p.is_file()) if path.is_dir() else []
-    blob = json.dumps([CACHE_VERSION, str(path.resolve()) if path.exists() else name, base, stamps,
-                       [r["title"] for r in records], settings.as_dict(), batch_size, questions], sort_keys=True)
+    from .models import fingerprint
+
+    blob = json.dumps([CACHE_VERSION, fingerprint(name, base), device,
+                       [(r["title"], r["description"]) for r in records], settings.as_dict(), batch_size, questions],
+                      sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]

@@ -1,4 +1,15 @@
-"""Merge a trained LoRA adapter into a 16-bit copy of its base: a plain model dir for transformers and vLLM."""
+"""Merge a trained LoRA adapter into a full-precision copy of its base: a plain model dir for transformers, vLLM and
+llama.cpp, which stops where the fine-tune ends its answers, and a measure of how far it departs from the adapter.
+
+* dtype: by default the one the adapter was trained in (its tc3 config's ``precision``; for ``auto``, the dtype the
+  base is stored in), so an fp32 base is not silently rounded to bf16;
+* end token: ``config.json``, ``generation_config.json`` and the tokenizer all name the token that ends an answer
+  under the chat template (Llama-3: ``<|eot_id|>``), not the base's end-of-text;
+* QLoRA: the adapter was trained over 4-bit weights, and the export merges it into the 16-bit originals (merging
+  into rounded weights would keep their rounding error). Instead of claiming that changes nothing, the export loads
+  the adapter as it was trained and evaluated (unmerged, over its own base) and measures the largest logit
+  difference and the greedy agreement between it and the merged model on a few titles (``export_check.json``).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +18,15 @@ import shutil
 from pathlib import Path
 
 from tc3.config import ConfigError, load_config
-from tc3.models import check_model_ref, fit_embeddings, go_offline_if_possible, load_source, model_dir
+from tc3.models import check_model_ref, go_offline_if_possible, model_dir
 
 QUANTIZED_SUFFIX = "-bnb-4bit"  # unsloth's pre-quantized repos; the 16-bit weights are the same id without it
+DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+# Titles the merged model and the adapter both answer to measure how far apart they are.
+CHECK_TITLES = ("Mog's Kittens", "Girls Ballet Tutu Neon Pink", "Anker PowerCore 10000 Portable Charger",
+                "The Prophet (Hardcover)")
+CHECK_NEW_TOKENS = 32
+CHECK_FILE = "export_check.json"
 
 
 def sixteen_bit_base(base: str) -> str:
@@ -23,39 +40,121 @@ def sixteen_bit_base(base: str) -> str:
     return base
 
 
-def export_merged(adapter_dir: str | Path, out_dir: str | Path, base: str | None = None, dtype: str = "bf16") -> Path:
-    """Write base + adapter, merged, in `dtype` (bf16 or fp16) to `out_dir`, with tokenizer, config and model card."""
+def trained_dtype(adapter_dir: Path, base: str) -> str:
+    """fp32, bf16 or fp16: the tc3 config's explicit ``precision``, else the dtype the base's weights are stored in
+    (what training on CPU keeps; bf16 when the config does not say)."""
+    saved = adapter_dir / "tc3_config.yaml"
+    precision = load_config(saved).precision if saved.is_file() else "auto"
+    if precision != "auto":
+        return precision
+    local = model_dir(base)
+    config = json.loads((local / "config.json").read_text()) if local else {}
+    stored = config.get("dtype") or config.get("torch_dtype")
+    return {name: key for key, name in DTYPES.items()}.get(stored, "bf16")
+
+
+def answer_end_token(tokenizer) -> str:
+    """The token the chat template closes an assistant answer with (Llama-3: ``<|eot_id|>``; SmolLM2:
+    ``<|im_end|>``), else the tokenizer's EOS."""
+    from tc3.prompts import END_OF_TURN_TOKENS, completion_messages, prompt_messages, render_prompt
+
+    marker = "tc3-answer-marker"
+    prompt = render_prompt(tokenizer, "X", "en")
+    full = tokenizer.apply_chat_template(prompt_messages("X", "en") + completion_messages(marker), tokenize=False)
+    after = full[len(prompt):].split(marker, 1)[-1]
+    vocab = tokenizer.get_vocab()
+    found = [(after.find(token), token) for token in END_OF_TURN_TOKENS if token in after and token in vocab]
+    return min(found)[1] if found else tokenizer.eos_token
+
+
+def name_end_token(model, tokenizer) -> int:
+    """Make config, generation config and tokenizer all end on the answer's end token; returns its id. The
+    generation config keeps the other end tokens after it, so plain transformers stops on any of them."""
+    from tc3.prompts import end_token_ids
+
+    token = answer_end_token(tokenizer)
+    others = end_token_ids(tokenizer)
+    tokenizer.eos_token = token
+    end = tokenizer.convert_tokens_to_ids(token)
+    model.config.eos_token_id = end
+    model.generation_config.eos_token_id = [end, *[i for i in others if i != end]]
+    return end
+
+
+def departure(adapter, merged, titles=CHECK_TITLES, max_new_tokens: int = CHECK_NEW_TOKENS) -> dict:
+    """How far the merged model is from the adapter it came from (both LoadedModel): greedy answers to ``titles``
+    (how many agree) and the largest absolute logit difference over each prompt and the adapter's answer."""
+    import torch
+
+    from tc3.generate import GenerationSettings, generate_batch
+    from tc3.prompts import prompt_ids
+
+    settings = GenerationSettings(max_new_tokens=max_new_tokens)
+    theirs = generate_batch(adapter, titles, settings)
+    ours = generate_batch(merged, titles, settings)
+    largest = 0.0
+    for title, answer in zip(titles, theirs):
+        ids = prompt_ids(adapter.tokenizer, title, settings.instruction)
+        ids += adapter.tokenizer(answer.description, add_special_tokens=False)["input_ids"]
+        with torch.inference_mode():
+            a = adapter.model(input_ids=torch.tensor([ids], device=adapter.device)).logits.float().cpu()
+            b = merged.model(input_ids=torch.tensor([ids], device=merged.device)).logits.float().cpu()
+        largest = max(largest, float((a - b).abs().max()))
+    return {
+        "titles": list(titles),
+        "max_new_tokens": max_new_tokens,
+        "greedy_agree": sum(x.description == y.description for x, y in zip(theirs, ours)),
+        "max_logit_diff": largest,
+        "answers": [{"title": t, "adapter": x.description, "merged": y.description}
+                    for t, x, y in zip(titles, theirs, ours)],
+    }
+
+
+def export_merged(adapter_dir: str | Path, out_dir: str | Path, base: str | None = None, dtype: str = "auto",
+                  device: str | None = None, check: bool = True) -> Path:
+    """Write base + adapter, merged, in ``dtype`` (auto, fp32, bf16, fp16) to ``out_dir``, with tokenizer, config,
+    model card and (``check``) ``export_check.json``, the :func:`departure` of the merged model from the adapter.
+    Returns ``out_dir``. Raises ConfigError for a user mistake."""
+    from tc3.models import ModelLoadError, load_model
+
     adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
     adapter_config = adapter_dir / "adapter_config.json"
     if not adapter_config.is_file():
         raise ConfigError(f"{adapter_dir} is not an adapter dir (no adapter_config.json)")
     if out_dir.exists():
         raise ConfigError(f"{out_dir} already exists")
-    if dtype not in ("bf16", "fp16"):
-        raise ConfigError(f"dtype must be bf16 or fp16, got {dtype!r}")
-    base = base or sixteen_bit_base(json.loads(adapter_config.read_text())["base_model_name_or_path"])
+    if dtype != "auto" and dtype not in DTYPES:
+        raise ConfigError(f"dtype must be auto, {', '.join(DTYPES)}, got {dtype!r}")
+    trained_base = json.loads(adapter_config.read_text())["base_model_name_or_path"]
+    base = base or sixteen_bit_base(trained_base)
     check_model_ref(base)
     go_offline_if_possible(base)
-
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
+    dtype = trained_dtype(adapter_dir, base) if dtype == "auto" else dtype
 
     from tc3.model_card import write_model_card
-    from tc3.prompts import end_token_ids, load_tokenizer
+    from tc3.prompts import load_tokenizer
 
-    tokenizer = load_tokenizer(str(adapter_dir))
-    torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
-    model = AutoModelForCausalLM.from_pretrained(load_source(base), dtype=torch_dtype)
-    fit_embeddings(model, tokenizer)
-    merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
-    # plain transformers and vLLM then stop where the fine-tune ends its answer (the template's end of turn)
-    merged.generation_config.eos_token_id = end_token_ids(tokenizer)
+    try:
+        merged = load_model(str(adapter_dir), base=base, device=device, dtype=DTYPES[dtype], merge=True)
+        result = None
+        if check:  # the adapter as it was trained and evaluated: over its own base, unmerged where that is 4-bit
+            adapter = load_model(str(adapter_dir), device=merged.device, dtype=DTYPES[trained_dtype(adapter_dir, base)],
+                                 merge=False)
+            result = {"dtype": dtype, "base": base, "adapter_base": trained_base,
+                      **departure(adapter, merged)}
+            adapter.close()
+    except ModelLoadError as err:
+        raise ConfigError(str(err)) from None
+    # the tokenizer as the trainer saved it (load_model readies its copy for batched generation: left padding)
+    tokenizer = load_tokenizer(str(adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else base))
+    name_end_token(merged.model, tokenizer)
 
     staging = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
-    merged.save_pretrained(str(staging), safe_serialization=True)
+    merged.model.save_pretrained(str(staging), safe_serialization=True)
     tokenizer.save_pretrained(str(staging))
+    if result is not None:
+        (staging / CHECK_FILE).write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     saved_config = adapter_dir / "tc3_config.yaml"
     metrics_file = adapter_dir / "metrics.json"
     metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}

@@ -6,18 +6,18 @@ prompt part of a training example. Generation
 * stops on every end token the tokenizer has (its EOS and the chat template's end-of-turn markers: for Llama-3
   both ``<|eot_id|>`` and ``<|end_of_text|>``, for SmolLM2 ``<|im_end|>`` and ``<|endoftext|>``);
 * never returns special tokens (decoding skips them, and the answer is cut at the first end token);
-* is greedy by default, with a repetition penalty of 1.15 that only counts real tokens and never penalises an end
-  token: left padding of a batch is not penalised, so a batch gives the same greedy answers as one title at a
-  time, and the end-of-turn marker that every chat prompt contains does not make stopping harder;
+* is greedy by default, with a repetition penalty of 1.15 that counts only the tokens the model generated (the
+  prompt's too with ``penalize_prompt``) and never penalises an end token, so a batch gives the same greedy
+  answers as one title at a time and the title's words are not pushed out of the answer;
 * runs batches with left padding.
 
 Questions around a title: a question such as ``What is 'Mog's Kittens' about?`` or ``O que é "Mog's Kittens"?``
-is reduced to its title (:func:`title_from_query`) and asked with the settings' instruction ("pt" by default:
-one of the training question templates, and the only one under ``questions: fixed``). Plain titles pass through
+is reduced to its title (:func:`title_from_query`) and asked with the settings' instruction ("en" by default, the
+references' language; "pt" and any literal instruction stay available). Plain titles pass through
 unchanged; ``literal=True`` (``--literal`` on the command line) turns the extraction off.
 
-Model loading looks at a local path first and only then at the Hugging Face Hub, cache first, so it works offline
-for anything local or cached. Mistakes (a bad path, an adapter whose base cannot be found) raise
+Model loading (:func:`tc3.models.load_model`, the one path of every command) looks at a local path first and only
+then at the Hugging Face Hub, cache first, so it works offline for anything local or cached. Mistakes (a bad path, an adapter whose base cannot be found) raise
 :class:`ModelLoadError` with a one-line message.
 """
 
@@ -32,11 +32,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .prompts import end_token_ids, load_tokenizer, render_prompt, title_in_question
-
-
-class ModelLoadError(Exception):
-    """A model, adapter or base that cannot be found or loaded; the message is one line for the user."""
+from .models import LoadedModel, ModelLoadError, load_model, prepare_tokenizer  # noqa: F401 (the CLIs' imports)
+from .prompts import end_token_ids, render_prompt, title_in_question
 
 
 class InputError(Exception):
@@ -90,6 +87,11 @@ def title_from_query(text: str, literal: bool = False) -> str:
     return _strip_tail(rest) or text
 
 
+def read_as(text: str, title: str) -> str | None:
+    """The line that says which title a question was read as (None when the text was the title itself)."""
+    return None if title == text.strip() else f'(read as the title "{title}")'
+
+
 def _strip_tail(text: str) -> str:
     """Drop trailing '?', '.', '!' and a final 'about'/'sobre', repeatedly."""
     text = text.rstrip()
@@ -100,153 +102,12 @@ def _strip_tail(text: str) -> str:
         text = stripped
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# Loading
-
-
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-_HUB_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "*.model", "*.txt", "*.tiktoken"]
-
-
-def _resolve(name: str, what: str) -> Path:
-    """A local directory for a path or a Hub id (cache first, then the network unless HF_HUB_OFFLINE is set)."""
-    path = Path(name).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise ModelLoadError(f"{what} '{name}' is a file, not a model directory")
-        if not ((path / "config.json").is_file() or (path / "adapter_config.json").is_file()):
-            raise ModelLoadError(f"{what} '{name}' has neither config.json nor adapter_config.json")
-        return path
-    # A path-like name, or org/name whose "org" is a local directory (runs/typo), is a missing path, not a Hub id.
-    looks_local = (name.startswith((".", "/", "~")) or name.count("/") > 1 or not _HUB_ID.match(name)
-                   or ("/" in name and Path(name.split("/", 1)[0]).is_dir()))
-    if looks_local:
-        raise ModelLoadError(f"{what} '{name}' does not exist")
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError:  # pragma: no cover - huggingface_hub comes with transformers
-        raise ModelLoadError(f"{what} '{name}' is not a local directory") from None
-    try:
-        return Path(snapshot_download(name, allow_patterns=_HUB_PATTERNS, local_files_only=True))
-    except Exception:
-        pass
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}:
-        raise ModelLoadError(f"{what} '{name}' is not a local directory nor in the Hub cache (HF_HUB_OFFLINE is set)")
-    try:
-        return Path(snapshot_download(name, allow_patterns=_HUB_PATTERNS))
-    except Exception as err:
-        raise ModelLoadError(
-            f"{what} '{name}' is not a local directory and not on the Hub: {_first_line(err)}"
-        ) from None
-
-
-def _first_line(err: BaseException) -> str:
-    """An exception as one line for the user: its message's first line, or its type when it has none."""
-    message = str(err).strip()
-    return message.splitlines()[0] if message else type(err).__name__
-
-
-def _default_device(device: str | None) -> str:
-    if device and device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-@dataclass
-class LoadedModel:
-    model: object
-    tokenizer: object
-    name: str
-    base: str | None = None
-    device: str = "cpu"
-
-    def close(self) -> None:
-        """Drop the weights (eval runs two models one after the other)."""
-        import gc
-
-        self.model = None
-        gc.collect()
-
-
-def load_model(name: str, base: str | None = None, device: str | None = None, dtype: str | None = None,
-               merge: bool = True) -> LoadedModel:
-    """A merged model directory/Hub id, or a PEFT adapter over its base.
-
-    The base of an adapter is read from its ``adapter_config.json`` (``base_model_name_or_path``); ``base``
-    overrides it. The tokenizer comes from the adapter directory when it has one (the trainer saves the tokenizer
-    it trained with, template and added tokens included), otherwise from the base. The adapter is merged into the
-    base for faster inference unless ``merge=False``.
-    """
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    device = _default_device(device)
-    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(
-        dtype or ("bfloat16" if device.startswith("cuda") else "float32")
-    )
-    if torch_dtype is None:
-        raise ModelLoadError(f"unknown dtype '{dtype}' (float32, bfloat16, float16)")
-    path = _resolve(name, "model")
-    adapter_config = path / "adapter_config.json"
-    base_name = None
-    if adapter_config.is_file():
-        try:
-            config = json.loads(adapter_config.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as err:
-            raise ModelLoadError(f"adapter config {adapter_config} is unreadable: {err}") from None
-        base_name = base or config.get("base_model_name_or_path")
-        if not base_name:
-            raise ModelLoadError(f"adapter '{name}' does not name its base model; pass --base DIR_OR_HUB_ID")
-        try:
-            base_path = _resolve(base_name, "adapter base model")
-        except ModelLoadError as err:
-            hint = "" if base else " (read from adapter_config.json; pass --base DIR_OR_HUB_ID to override)"
-            raise ModelLoadError(f"{err}{hint}") from None
-        if (base_path / "adapter_config.json").is_file() and not (base_path / "config.json").is_file():
-            raise ModelLoadError(f"adapter base model '{base_name}' is itself an adapter")
-        tokenizer_path = path if (path / "tokenizer_config.json").is_file() else base_path
-        weights_path = base_path
-    else:
-        if base:
-            raise ModelLoadError(f"--base was given but '{name}' is not an adapter (no adapter_config.json)")
-        tokenizer_path = weights_path = path
-    try:
-        tokenizer = load_tokenizer(str(tokenizer_path))  # chat template ensured, as the trainer does
-        model = AutoModelForCausalLM.from_pretrained(str(weights_path), dtype=torch_dtype)
-    except (OSError, ValueError) as err:
-        raise ModelLoadError(f"cannot load '{weights_path}': {_first_line(err)}") from None
-    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
-        model.resize_token_embeddings(len(tokenizer))
-    if base_name is not None:
-        from peft import PeftModel
-
-        try:
-            model = PeftModel.from_pretrained(model, str(path))
-        except Exception as err:  # shape mismatches, missing weights
-            raise ModelLoadError(f"cannot apply adapter '{name}' to '{base_name}': {_first_line(err)}") from None
-        if merge:
-            model = model.merge_and_unload()
-    prepare_tokenizer(tokenizer)
-    model.to(device)
-    model.eval()
-    return LoadedModel(model=model, tokenizer=tokenizer, name=name, base=base_name, device=device)
-
-
 def quiet_libraries() -> None:
     """No progress bars or advisory warnings from transformers on a command line's stderr."""
     from transformers.utils import logging
 
     logging.disable_progress_bar()
     logging.set_verbosity_error()
-
-
-def prepare_tokenizer(tokenizer) -> None:
-    """Left padding for batched generation, and a pad token (the EOS when there is none)."""
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -262,7 +123,8 @@ class GenerationSettings:
     top_p: float = 0.9
     top_k: int = 50
     seed: int | None = None
-    instruction: str = "pt"
+    instruction: str = "en"  # the references' language: see tc3.prompts.INSTRUCTIONS ("pt" stays available)
+    penalize_prompt: bool = False  # True: the repetition penalty also counts the prompt's tokens (transformers' way)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -299,20 +161,21 @@ class Generation:
 
 
 class PaddedRepetitionPenalty:
-    """CTRL's repetition penalty (as in transformers) over the real tokens only, end tokens exempt.
+    """CTRL's repetition penalty (as in transformers) over the generated tokens only, end tokens exempt.
 
-    transformers' own processor penalises every id in ``input_ids``, pads included; when the pad token is an end
-    token (pad = EOS is common) a padded row would be pushed away from stopping and batch and single generation
-    would disagree. And every chat prompt holds the end-of-turn marker (it closes the system and user turns), so
-    the plain processor also penalises the very token that ends the answer. Measured on SmolLM2-135M (50 titles,
-    160 new tokens, penalty 1.15): with end tokens penalised the fine-tuned model stopped by itself 6% of the time
-    and looped 20%; exempt, 54% and 0% (the untouched model: 10% -> 40%). The penalty is for repeated content, so
-    end tokens are never penalised.
+    transformers' own processor penalises every id in ``input_ids``: the prompt's too. The title's words and, in
+    a grounded prompt, the record's are exactly the words a good answer reuses, so by default only tokens the
+    model has generated count (``penalize_prompt=True`` also counts the prompt's real tokens, the old behaviour;
+    left padding is never counted, so a batch gives the same greedy answers as one title at a time). End tokens
+    are never penalised: every chat prompt holds the end-of-turn marker, and penalising it made SmolLM2 stop far
+    less (50 titles, 160 new tokens, penalty 1.15: the fine-tuned model stopped by itself 6% of the time and
+    looped 20% with end tokens penalised; exempt, 54% and 0%).
     """
 
-    def __init__(self, penalty: float, attention_mask, exempt_ids=()):
+    def __init__(self, penalty: float, attention_mask, exempt_ids=(), penalize_prompt: bool = False):
         self.penalty = penalty
-        self.prompt_mask = attention_mask.bool()
+        # which prompt positions count: the real tokens, or none
+        self.prompt_mask = attention_mask.bool() & penalize_prompt
         self.exempt_ids = list(exempt_ids)
 
     def __call__(self, input_ids, scores):
@@ -360,7 +223,8 @@ def _processors(settings: GenerationSettings, attention_mask, tokenizer):
     processors = LogitsProcessorList()
     if settings.repetition_penalty and settings.repetition_penalty != 1.0:
         processors.append(PaddedRepetitionPenalty(settings.repetition_penalty, attention_mask,
-                                                  exempt_ids=end_token_ids(tokenizer)))
+                                                  exempt_ids=end_token_ids(tokenizer),
+                                                  penalize_prompt=settings.penalize_prompt))
     return processors
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from tc3.config import ConfigError
@@ -75,22 +77,198 @@ def fit_embeddings(model, tokenizer) -> None:
         model.resize_token_embeddings(len(tokenizer))
 
 
-def load_trained(path: str | Path, device: str = "cpu", dtype=None):
-    """(model, tokenizer) from a tc3 output: an adapter dir (base model + LoRA) or a merged model dir."""
+class ModelLoadError(Exception):
+    """A model, adapter or base that cannot be found or loaded; the message is one line for the user."""
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_HUB_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "*.model", "*.txt", "*.tiktoken"]
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def resolve(name: str, what: str = "model") -> Path:
+    """A local directory for a path or a Hub id (cache first, then the network unless HF_HUB_OFFLINE is set)."""
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ModelLoadError(f"{what} '{name}' is a file, not a model directory")
+        if not ((path / "config.json").is_file() or (path / "adapter_config.json").is_file()):
+            raise ModelLoadError(f"{what} '{name}' has neither config.json nor adapter_config.json")
+        return path
+    # A path-like name, or org/name whose "org" is a local directory (runs/typo), is a missing path, not a Hub id.
+    looks_local = (name.startswith((".", "/", "~")) or name.count("/") > 1 or not _HUB_ID.match(name)
+                   or ("/" in name and Path(name.split("/", 1)[0]).is_dir()))
+    if looks_local:
+        raise ModelLoadError(f"{what} '{name}' does not exist")
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:  # pragma: no cover - huggingface_hub comes with transformers
+        raise ModelLoadError(f"{what} '{name}' is not a local directory") from None
+    try:
+        return Path(snapshot_download(name, allow_patterns=_HUB_PATTERNS, local_files_only=True))
+    except Exception:
+        pass
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}:
+        raise ModelLoadError(f"{what} '{name}' is not a local directory nor in the Hub cache (HF_HUB_OFFLINE is set)")
+    try:
+        return Path(snapshot_download(name, allow_patterns=_HUB_PATTERNS))
+    except Exception as err:
+        raise ModelLoadError(
+            f"{what} '{name}' is not a local directory and not on the Hub: {first_line(err)}"
+        ) from None
+
+
+def first_line(err: BaseException) -> str:
+    """An exception as one line for the user: its message's first line, or its type when it has none."""
+    message = str(err).strip()
+    return message.splitlines()[0] if message else type(err).__name__
+
+
+def default_device(device: str | None) -> str:
+    if device and device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def adapter_base(path: Path, base: str | None = None) -> str | None:
+    """The base model an adapter dir names (``base`` overrides it), or None when ``path`` is not an adapter."""
+    adapter_config = path / "adapter_config.json"
+    if not adapter_config.is_file():
+        return None
+    try:
+        config = json.loads(adapter_config.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"adapter config {adapter_config} is unreadable: {err}") from None
+    found = base or config.get("base_model_name_or_path")
+    if not found:
+        raise ModelLoadError(f"adapter '{path}' does not name its base model; pass --base DIR_OR_HUB_ID")
+    return found
+
+
+def is_quantized(model_or_dir) -> bool:
+    """Whether a model (or a model dir's config.json) holds quantized weights (bitsandbytes 4/8-bit, GPTQ ...)."""
+    if isinstance(model_or_dir, (str, Path)):
+        config = Path(model_or_dir) / "config.json"
+        return config.is_file() and "quantization_config" in json.loads(config.read_text(encoding="utf-8"))
+    return bool(getattr(model_or_dir, "is_quantized", False)
+                or getattr(getattr(model_or_dir, "config", None), "quantization_config", None))
+
+
+def fingerprint(name: str, base: str | None = None) -> dict:
+    """What identifies a model's weights without loading them: for a local dir its files (name, size, mtime), for a
+    Hub id its cached snapshot (the commit); an adapter adds its base's. The eval cache is keyed by it."""
+
+    def one(ref: str) -> dict:
+        path = Path(ref).expanduser()
+        if path.is_dir():
+            files = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in path.iterdir() if p.is_file())
+            return {"path": str(path.resolve()), "files": files}
+        snapshot = cached_snapshot(ref)
+        return {"hub_id": ref, "revision": snapshot.name if snapshot else None}
+
+    found = one(name)
+    path = Path(name).expanduser()
+    its_base = adapter_base(path, base) if path.is_dir() else base
+    if its_base:
+        found["base"] = one(its_base)
+    return found
+
+
+@dataclass
+class LoadedModel:
+    model: object
+    tokenizer: object
+    name: str
+    base: str | None = None
+    device: str = "cpu"
+    merged: bool = False  # an adapter merged into its base (False: applied on the fly, or no adapter)
+
+    def close(self) -> None:
+        """Drop the weights (eval runs several models one after the other)."""
+        import gc
+
+        self.model = None
+        gc.collect()
+
+
+def load_model(name: str, base: str | None = None, device: str | None = None, dtype: str | None = None,
+               merge: bool | None = None) -> LoadedModel:
+    """The one loading path of generate, eval, export and demo: a merged model dir/Hub id, or a PEFT adapter over
+    its base, ready to generate (eval mode, left padding).
+
+    The base of an adapter is read from its ``adapter_config.json`` (``base_model_name_or_path``); ``base``
+    overrides it. The tokenizer comes from the adapter directory when it has one (the trainer saves the tokenizer
+    it trained with, template and added tokens included), otherwise from the base. ``dtype``: float32, bfloat16 or
+    float16 (default bf16 on CUDA, fp32 on CPU). ``merge=None`` merges the adapter into a full-precision base and
+    keeps it unmerged over a quantized one: merging into 4-bit weights re-rounds them and changes the answers;
+    ``merge=True`` on a quantized base is refused. Raises ModelLoadError with a one-line message.
+    """
     import torch
     from transformers import AutoModelForCausalLM
 
     from tc3.prompts import load_tokenizer
 
-    path = Path(path)
-    tokenizer = load_tokenizer(str(path))
-    dtype = dtype or (torch.bfloat16 if device != "cpu" else torch.float32)
-    adapter_config = path / "adapter_config.json"
-    if not adapter_config.is_file():
-        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, device_map=device), tokenizer
-    from peft import PeftModel
-
-    base = json.loads(adapter_config.read_text())["base_model_name_or_path"]
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype, device_map=device)
+    device = default_device(device)
+    dtype = dtype or ("bfloat16" if device.startswith("cuda") else "float32")
+    if dtype not in DTYPES:
+        raise ModelLoadError(f"unknown dtype '{dtype}' ({', '.join(DTYPES)})")
+    path = resolve(name, "model")
+    base_name = adapter_base(path, base)
+    if base_name is not None:
+        try:
+            base_path = resolve(base_name, "adapter base model")
+        except ModelLoadError as err:
+            hint = "" if base else " (read from adapter_config.json; pass --base DIR_OR_HUB_ID to override)"
+            raise ModelLoadError(f"{err}{hint}") from None
+        if (base_path / "adapter_config.json").is_file() and not (base_path / "config.json").is_file():
+            raise ModelLoadError(f"adapter base model '{base_name}' is itself an adapter")
+        tokenizer_path = path if (path / "tokenizer_config.json").is_file() else base_path
+        weights_path = base_path
+    else:
+        if base:
+            raise ModelLoadError(f"--base was given but '{name}' is not an adapter (no adapter_config.json)")
+        tokenizer_path = weights_path = path
+    quantized = is_quantized(weights_path)
+    if merge and quantized:
+        raise ModelLoadError(f"'{base_name}' is quantized: merging an adapter into it would change its answers")
+    try:
+        tokenizer = load_tokenizer(str(tokenizer_path))  # chat template ensured, as the trainer does
+        # A quantized base is placed by its quantizer; a full-precision one is moved below.
+        placement = {"device_map": device} if quantized else {}
+        model = AutoModelForCausalLM.from_pretrained(str(weights_path), dtype=getattr(torch, dtype), **placement)
+    except (OSError, ValueError, ImportError) as err:
+        raise ModelLoadError(f"cannot load '{weights_path}': {first_line(err)}") from None
     fit_embeddings(model, tokenizer)
-    return PeftModel.from_pretrained(model, path), tokenizer
+    merged = False
+    if base_name is not None:
+        from peft import PeftModel
+
+        try:
+            model = PeftModel.from_pretrained(model, str(path))
+        except Exception as err:  # shape mismatches, missing weights
+            raise ModelLoadError(f"cannot apply adapter '{name}' to '{base_name}': {first_line(err)}") from None
+        if merge is not False and not quantized:
+            model, merged = model.merge_and_unload(), True
+    prepare_tokenizer(tokenizer)
+    if not quantized:
+        model.to(device)
+    model.eval()
+    return LoadedModel(model=model, tokenizer=tokenizer, name=name, base=base_name, device=device, merged=merged)
+
+
+def prepare_tokenizer(tokenizer) -> None:
+    """Left padding for batched generation, and a pad token (the EOS when there is none)."""
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+
+def load_trained(path: str | Path, device: str = "cpu", dtype=None):
+    """(model, tokenizer) from a tc3 output (an adapter dir or a merged model dir), through :func:`load_model`."""
+    import torch
+
+    names = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
+    loaded = load_model(str(path), device=device, dtype=names.get(dtype, dtype), merge=False)
+    return loaded.model, loaded.tokenizer

@@ -19,7 +19,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tc3-demo",
         description="Serve a small Gradio app on 127.0.0.1 (no share link, analytics off). --grounded --index DIR "
-        "answers from the product's record in a tc3-index and cites its uid.",
+        "answers from the product's record in a tc3-index, shown beside the answer.",
     )
     add_model_args(p)
     p.add_argument("--baseline", help="also show this model's answer (e.g. the untouched base) side by side")

@@ -24,13 +24,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=3407, help="seed of the title sample (and of --sample)")
     p.add_argument("--out", default="eval-report", help="directory for report.json, report.md, report.png")
     p.add_argument("--questions", choices=["fixed", "seen", "unseen"], default="fixed",
-                   help="how titles are asked: fixed = the --instruction before the title (default); seen = a "
+                   help="how titles are asked: fixed = one instruction (default; see --instruction); seen = a "
                    "training question template per title; unseen = seen, plus a second pass with phrasings held "
                    "out of training, ROUGE-L of both side by side")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's; 1 is faster on a busy box)")
-    add_generation_args(p, max_new_tokens=256, seed=False)
+    p.add_argument("--baseline-instruction", default="en",
+                   help="how the baseline is asked: 'en' (default: the references' language), 'pt' or a literal "
+                   "instruction; when the model is asked otherwise, the baseline is also asked the model's way and "
+                   "both are reported side by side")
+    add_generation_args(p, max_new_tokens=256, seed=False, instruction=None)
     return p
 
 
@@ -50,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
 
         report = run_eval(args.model, args.data, args.out, baseline=args.baseline, base=args.base, split=args.split,
                           n=args.n, seed=args.seed, settings=settings, batch_size=args.batch_size,
-                          device=args.device, questions=args.questions, log=lambda msg: print(f"tc3-eval: {msg}", file=sys.stderr))
+                          device=args.device, questions=args.questions, model_instruction=args.instruction,
+                          baseline_instruction=args.baseline_instruction,
+                          log=lambda msg: print(f"tc3-eval: {msg}", file=sys.stderr))
     except (ModelLoadError, InputError, ValueError, OSError) as err:
         print(f"tc3-eval: error: {err}", file=sys.stderr)
         return 2
@@ -59,10 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     for label, model in report["models"].items():
         m = model["metrics"]
-        print(f"{label:9s} ROUGE-L {m['rougeL']:.4f}  BLEU {m['bleu']:.2f}  chrF {m['chrf']:.2f}  "
+        print(f"{label:17s} ROUGE-L {m['rougeL']:.4f}  BLEU {m['bleu']:.2f}  chrF {m['chrf']:.2f}  "
               f"loss {m['eval_loss']:.3f}  loops {100 * m['loop_share']:.1f}%  stopped {100 * m['stopped_share']:.1f}%")
     for label, row in report.get("phrasings", {}).items():
-        print(f"{label:9s} ROUGE-L seen phrasings {row['rougeL_seen']:.4f}, unseen {row['rougeL_unseen']:.4f} "
+        print(f"{label:17s} ROUGE-L seen phrasings {row['rougeL_seen']:.4f}, unseen {row['rougeL_unseen']:.4f} "
               f"(unseen/seen {row['unseen_over_seen']:.3f})")
     print(f"tc3-eval: wrote {args.out}/report.json, report.md, report.png")
     return 0

@@ -1,8 +1,9 @@
-"""tc3-export: merge a LoRA adapter into a 16-bit copy of its base model."""
+"""tc3-export: merge a LoRA adapter into a full-precision copy of its base model."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from tc3.config import ConfigError
@@ -13,16 +14,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("adapter_dir", help="a tc3-train output dir (adapter_config.json, adapter_model.safetensors)")
     p.add_argument("out_dir", help="where the merged model goes (must not exist)")
     p.add_argument("--base", help="16-bit base weights (default: the adapter's base; -bnb-4bit ids lose the suffix)")
-    p.add_argument("--dtype", choices=["bf16", "fp16"], default="bf16")
+    p.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+                   help="default: the precision the adapter was trained in")
+    p.add_argument("--device", default="auto", help="cpu, cuda ... (default: cuda when available)")
+    p.add_argument("--no-check", action="store_true",
+                   help="skip comparing the merged model with the adapter (export_check.json)")
     args = p.parse_args(argv)
     try:
-        from tc3.export import export_merged
+        from tc3.export import CHECK_FILE, export_merged
 
-        out = export_merged(args.adapter_dir, args.out_dir, base=args.base, dtype=args.dtype)
+        out = export_merged(args.adapter_dir, args.out_dir, base=args.base, dtype=args.dtype,
+                                   device=args.device, check=not args.no_check)
     except ConfigError as e:
         print(f"tc3-export: error: {e}", file=sys.stderr)
         return 2
     print(f"tc3-export: merged model in {out}")
+    if not args.no_check:
+        check = json.loads((out / CHECK_FILE).read_text())
+        print(f"tc3-export: {check['dtype']} merged model against the adapter on {len(check['titles'])} titles: "
+              f"{check['greedy_agree']} greedy answers agree, largest logit difference {check['max_logit_diff']:.4g} "
+              f"({out / CHECK_FILE})")
     return 0
 
 

@@ -29,11 +29,18 @@ def set_threads(args) -> None:
         torch.set_num_threads(args.threads)
 
 
-def add_generation_args(p: argparse.ArgumentParser, max_new_tokens: int = 256, seed: bool = True) -> None:
+def add_generation_args(p: argparse.ArgumentParser, max_new_tokens: int = 256, seed: bool = True,
+                        instruction: str | None = "en") -> None:
     g = p.add_argument_group("generation")
-    g.add_argument("--instruction", default="pt", help="'pt', 'en' or a literal instruction (default: pt)")
+    g.add_argument("--instruction", default=instruction,
+                   help="'en', 'pt' or a literal instruction (default: "
+                   + (f"{instruction})" if instruction else "the model is asked as it was trained)"))
     g.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
-    g.add_argument("--repetition-penalty", type=float, default=1.15)
+    g.add_argument("--repetition-penalty", type=float, default=1.15,
+                   help="over the generated tokens only (default: 1.15; 1 turns it off)")
+    g.add_argument("--penalize-prompt", action="store_true",
+                   help="the repetition penalty also counts the prompt's tokens (transformers' behaviour): the "
+                   "title's and the record's words are then pushed out of the answer")
     g.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
     g.add_argument("--temperature", type=float, default=0.7, help="with --sample")
     g.add_argument("--top-p", type=float, default=0.9, help="with --sample")
@@ -53,16 +60,18 @@ def settings_from(args):
         raise ValueError("--temperature must be positive")
     return GenerationSettings(max_new_tokens=args.max_new_tokens, repetition_penalty=args.repetition_penalty,
                               do_sample=args.sample, temperature=args.temperature, top_p=args.top_p,
-                              top_k=args.top_k, seed=args.seed, instruction=args.instruction)
+                              top_k=args.top_k, seed=getattr(args, "seed", None),
+                              penalize_prompt=args.penalize_prompt,
+                              **({"instruction": args.instruction} if args.instruction else {}))
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tc3-generate",
         description="Write a product description from its title. --title: one answer; --input: a JSONL of answers; "
-        "neither: an interactive loop (sair/exit/Ctrl-D to leave). A question around a title ('What is \"X\" "
+        "neither: an interactive loop (exit/sair/Ctrl-D to leave). A question around a title ('What is \"X\" "
         "about?', 'O que é \"X\"?') is reduced to the title unless --literal. --grounded --index DIR answers from "
-        "the product's own record in a tc3-index and cites its uid.",
+        "the product's own record in a tc3-index; JSONL rows then carry matched, source_uid and source_title.",
     )
     add_model_args(p)
     what = p.add_mutually_exclusive_group()
@@ -83,8 +92,8 @@ def parser() -> argparse.ArgumentParser:
 def add_grounding_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("grounded answers")
     g.add_argument("--grounded", action="store_true",
-                   help="look the product up in a tc3-index, answer from its record and cite its uid; say so "
-                   "instead of answering when no record matches well enough")
+                   help="look the product up in a tc3-index and answer from its record (shown beside the answer); "
+                   "say so instead of answering when no record matches well enough")
     g.add_argument("--index", help="with --grounded: the index dir, or the tc3-prep dir it was built in "
                    "(tc3-index PREP_DIR)")
 
@@ -102,16 +111,26 @@ def open_index(args):
     return ProductIndex.open(args.index)
 
 
-def interactive(loaded, settings, literal: bool = False, read=input, out=sys.stdout, index=None) -> None:
-    """The course's loop: ask for a title, stream the answer token by token, leave on sair/exit/quit/Ctrl-D."""
-    from tc3.generate import Stream, title_from_query
-    from tc3.grounding import stream_grounded
+# The interactive loop speaks the language of the instruction it asks with: English, or Portuguese with "pt".
+LOOP_TEXT = {
+    "en": {"intro": "Type a product title or a question about one ('exit' to leave).", "ask": "\nTitle: ",
+           "interrupted": " [interrupted]"},
+    "pt": {"intro": "Digite o título de um produto ('sair' para terminar).", "ask": "\nTítulo: ",
+           "interrupted": " [interrompido]"},
+}
 
-    out.write("Digite o título de um produto ('sair' para terminar).\n")
+
+def interactive(loaded, settings, literal: bool = False, read=input, out=sys.stdout, index=None) -> None:
+    """The course's loop: ask for a title, stream the answer token by token, leave on exit/quit/sair/Ctrl-D."""
+    from tc3.generate import Stream, read_as, title_from_query
+    from tc3.grounding import find, found_text, stream_found
+
+    text = LOOP_TEXT["pt" if settings.instruction == "pt" else "en"]
+    out.write(text["intro"] + "\n")
     out.flush()
     while True:
         try:
-            line = read("\nTítulo: ")
+            line = read(text["ask"])
         except (EOFError, KeyboardInterrupt):
             out.write("\n")
             break
@@ -120,21 +139,28 @@ def interactive(loaded, settings, literal: bool = False, read=input, out=sys.std
         title = title_from_query(line, literal=literal)
         if not title:
             continue
-        pieces = Stream(loaded, title, settings) if index is None else stream_grounded(loaded, index, line, settings,
-                                                                                        literal=literal)
+        if index is None:
+            note = read_as(line, title)
+            pieces = Stream(loaded, title, settings)
+        else:
+            found = find(index, line, literal)
+            note = found_text(found)
+            pieces = stream_found(loaded, found, settings)
+        if note:
+            out.write(note + "\n")
         try:
             for piece in pieces:
                 out.write(piece)
                 out.flush()
         except KeyboardInterrupt:
-            out.write(" [interrompido]")
+            out.write(text["interrupted"])
         out.write("\n")
         out.flush()
 
 
 def run(args) -> int:
-    from tc3.generate import generate_batch, load_model, quiet_libraries, read_titles, title_from_query
-    from tc3.grounding import answer_grounded
+    from tc3.generate import generate_batch, load_model, quiet_libraries, read_as, read_titles, title_from_query
+    from tc3.grounding import answer_found, answer_grounded, find, found_text
 
     quiet_libraries()
     set_threads(args)
@@ -145,16 +171,23 @@ def run(args) -> int:
     index = open_index(args)
     loaded = load_model(args.model, base=args.base, device=args.device, dtype=args.dtype)
 
-    def answer(titles: list[str], literal: bool):
+    def answer(titles: list[str]):
         if index is None:
             return generate_batch(loaded, titles, settings, args.batch_size)
-        return answer_grounded(loaded, index, titles, settings, args.batch_size, literal=literal)
+        return answer_grounded(loaded, index, titles, settings, args.batch_size, literal=True)
 
     if args.title is not None:
         title = title_from_query(args.title, literal=args.literal)
         if not title:
             raise ValueError("--title is empty")
-        print(answer([title if index is None else args.title], args.literal)[0].description)
+        if index is None:
+            note, generation = read_as(args.title, title), generate_batch(loaded, [title], settings)[0]
+        else:
+            found = find(index, args.title, args.literal)
+            note, generation = found_text(found), answer_found(loaded, [found], settings)[0]
+        if note:  # what was looked up and found, on stderr: stdout stays the answer alone
+            print(note, file=sys.stderr)
+        print(generation.description or generation.extra.get("message", ""))
         return 0
     if records is None:
         interactive(loaded, settings, literal=args.literal, index=index)
@@ -164,7 +197,7 @@ def run(args) -> int:
         done = 0
         for start in range(0, len(titles), args.batch_size):
             chunk = titles[start : start + args.batch_size]
-            for record, generation in zip(records[start:], answer(chunk, literal=True)):
+            for record, generation in zip(records[start:], answer(chunk)):
                 row = {"uid": record["uid"]} if "uid" in record else {}
                 row.update(generation.as_record())
                 out.write(json.dumps(row, ensure_ascii=False) + "\n")
