@@ -8,7 +8,7 @@
 #
 #   scripts/gpu_job.sh bench    # ~8-9 min: corpus + tc3-prep, bf16 rate, 8B-shaped model, the setups (QUEUE0/QUEUE1:
 #                               # one queue a GPU, run side by side), profile
-#   scripts/gpu_job.sh multigpu # ~6 min on 2 GPUs: 1 vs 2 GPUs, same global batch; a 2-GPU --resume
+#   scripts/gpu_job.sh multigpu # ~6 min on 2 GPUs: 1 vs 2 GPUs, same global batch; a 2-GPU --resume (logs: /tmp/mglogs)
 #   scripts/gpu_job.sh finish   # ~8 min: gpu tests; tc3-train + --resume, tc3-generate, 4-bit generation,
 #                               # tc3-export and plain-transformers generation from the merged model
 #   scripts/gpu_job.sh stage      # parks the carried GGUF pieces in /tmp (the GGUF is larger than one call carries)
@@ -128,41 +128,52 @@ bench)
   $PY benches/gpu/summarize.py "$OUT"
   ;;
 multigpu)  # the same QLoRA run on 1 and on 2 GPUs (same global batch, data, steps), then a 2-GPU run stopped
-           # after its first checkpoint and resumed; benches/gpu/multigpu_summary.py writes multigpu.json
+           # after its first checkpoint and resumed; benches/gpu/multigpu_summary.py writes multigpu.json.
+           # SIDE: a command run on GPU 1 while the 1-GPU run has GPU 0 (done before the 2-GPU runs start).
   corpus "${RECORDS:-200000}" &
   CORPUS=$!
   model || exit 1
   wait $CORPUS || { echo "corpus failed"; exit 1; }
   export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1  # NVLink multicast off
-  STEPS=${STEPS:-24}
-  RUNS_DIR=/tmp/runs-mg
-  rm -rf $RUNS_DIR
+  STEPS=${STEPS:-16}
+  RUNS_DIR=/tmp/runs-mg LOGS=/tmp/mglogs
+  rm -rf $RUNS_DIR $LOGS; mkdir -p $LOGS
   ARGS=(--config configs/llama3-8b-qlora.yaml model=$MODEL data=$DATA train_samples=8192 eval_samples=256
         max_steps=$STEPS logging_steps=4 eval_steps=$STEPS save_steps=$((STEPS / 2)) backend=unsloth)
+  BATCH=$($PY -c "from tc3.config import load_config; print(load_config('configs/llama3-8b-qlora.yaml').per_device_batch_size)")
   TORCHRUN=($PY -m torch.distributed.run --standalone --nproc_per_node 2 -m tc3.cli.train)
-  CMDS=$OUT/multigpu_commands.txt
+  CMDS=$LOGS/multigpu_commands.txt
   : >"$CMDS"
-  stamp "1 GPU, batch 64"
-  echo "CUDA_VISIBLE_DEVICES=0 tc3-train ${ARGS[*]} output_dir=RUN1 per_device_batch_size=64" >>"$CMDS"
-  CUDA_VISIBLE_DEVICES=0 $PY -m tc3.cli.train "${ARGS[@]}" output_dir=$RUNS_DIR/one per_device_batch_size=64 \
-    >"$OUT/log_1gpu.txt" 2>&1 || { tail -30 "$OUT/log_1gpu.txt"; exit 1; }
-  stamp "2 GPUs, 32 each"
-  echo "torchrun --standalone --nproc_per_node 2 -m tc3.cli.train ${ARGS[*]} output_dir=RUN2 per_device_batch_size=32" >>"$CMDS"
-  "${TORCHRUN[@]}" "${ARGS[@]}" output_dir=$RUNS_DIR/two per_device_batch_size=32 \
-    >"$OUT/log_2gpu.txt" 2>&1 || { tail -30 "$OUT/log_2gpu.txt"; exit 1; }
+  if [ -n "${SIDE:-}" ]; then
+    stamp "side job on GPU 1: $SIDE"
+    (CUDA_VISIBLE_DEVICES=1 MODEL=$MODEL DATA=$DATA timeout "${SIDE_TIMEOUT:-200}" bash -c "$SIDE" >"$OUT/side.txt" 2>&1
+     stamp "side job exit $?") &
+    SIDE_PID=$!
+  fi
+  stamp "1 GPU, batch $BATCH"
+  echo "CUDA_VISIBLE_DEVICES=0 tc3-train ${ARGS[*]} output_dir=RUN1" >>"$CMDS"
+  CUDA_VISIBLE_DEVICES=0 $PY -m tc3.cli.train "${ARGS[@]}" output_dir=$RUNS_DIR/one \
+    >$LOGS/1gpu.txt 2>&1 || { tail -30 $LOGS/1gpu.txt; exit 1; }
+  cp $RUNS_DIR/one/train_log.jsonl "$OUT/train_log_one.jsonl"
+  [ -n "${SIDE_PID:-}" ] && { stamp "waiting for the side job"; wait $SIDE_PID; }
+  stamp "2 GPUs, $((BATCH / 2)) each"
+  echo "torchrun --standalone --nproc_per_node 2 -m tc3.cli.train ${ARGS[*]} output_dir=RUN2 per_device_batch_size=$((BATCH / 2))" >>"$CMDS"
+  "${TORCHRUN[@]}" "${ARGS[@]}" output_dir=$RUNS_DIR/two per_device_batch_size=$((BATCH / 2)) \
+    >$LOGS/2gpu.txt 2>&1 || { tail -30 $LOGS/2gpu.txt; exit 1; }
+  cp $RUNS_DIR/two/train_log.jsonl "$OUT/train_log_two.jsonl"
   stamp "2 GPUs, stopped after the checkpoint at step $((STEPS / 2)), then --resume"
-  "${TORCHRUN[@]}" "${ARGS[@]}" output_dir=$RUNS_DIR/resumed per_device_batch_size=32 >"$OUT/log_2gpu_cut.txt" 2>&1 &
+  "${TORCHRUN[@]}" "${ARGS[@]}" output_dir=$RUNS_DIR/resumed per_device_batch_size=$((BATCH / 2)) >$LOGS/2gpu_cut.txt 2>&1 &
   CUT=$!
   until [ -f $RUNS_DIR/resumed/checkpoint-$((STEPS / 2))/tc3_checkpoint_complete ] || ! kill -0 $CUT 2>/dev/null; do
     sleep 1
   done
-  pkill -INT -f "output_dir=$RUNS_DIR/resumed"; sleep 15; pkill -KILL -f "output_dir=$RUNS_DIR/resumed"
+  pkill -INT -f "output_dir=$RUNS_DIR/resumed"; sleep 5; pkill -KILL -f "output_dir=$RUNS_DIR/resumed"
   wait $CUT; echo "interrupted run exit code $?"
   ls $RUNS_DIR/resumed
-  echo "torchrun ... output_dir=RUN3 per_device_batch_size=32 (stopped after checkpoint-$((STEPS / 2))), then the same with --resume" >>"$CMDS"
-  "${TORCHRUN[@]}" "${ARGS[@]}" output_dir=$RUNS_DIR/resumed per_device_batch_size=32 --resume \
-    >"$OUT/log_2gpu_resume.txt" 2>&1 || { tail -30 "$OUT/log_2gpu_resume.txt"; exit 1; }
-  for r in one two resumed; do cp $RUNS_DIR/$r/train_log.jsonl "$OUT/train_log_$r.jsonl"; done
+  echo "torchrun ... output_dir=RUN3 per_device_batch_size=$((BATCH / 2)) (stopped after checkpoint-$((STEPS / 2))), then the same with --resume" >>"$CMDS"
+  "${TORCHRUN[@]}" "${ARGS[@]}" output_dir=$RUNS_DIR/resumed per_device_batch_size=$((BATCH / 2)) --resume \
+    >$LOGS/2gpu_resume.txt 2>&1 || { tail -30 $LOGS/2gpu_resume.txt; exit 1; }
+  cp $RUNS_DIR/resumed/train_log.jsonl "$OUT/train_log_resumed.jsonl"
   $PY benches/gpu/multigpu_summary.py "$OUT" $RUNS_DIR/one $RUNS_DIR/two $RUNS_DIR/resumed "$CMDS"
   ;;
 finish)

@@ -16,6 +16,12 @@ import time
 from pathlib import Path
 
 
+def gpu_rate(out: Path, row: dict, default: float) -> float:
+    """The bf16 matmul rate of the GPU a row ran on (matmul_gpu<N>.json), else GPU 0's."""
+    path = out / f"matmul_gpu{row.get('gpu', '0')}.json"
+    return json.loads(path.read_text())["tflops"] * 1e12 if path.is_file() else default
+
+
 def choose(rows: list[dict], matmul: dict, out: Path) -> tuple[dict, dict]:
     """The default config: the fastest unsloth row with gradient checkpointing and a peak under 24 GB (reserved);
     the 80 GB+ config: the fastest row without checkpoint recompute under 75 GB. Targets of the attention issue."""
@@ -76,9 +82,9 @@ def main(out: str) -> int:
         mean = r["token_lengths"]["mean"]
         r["epoch_hours"] = round(epoch_examples * mean / r["tokens_per_s"] / 3600, 1)
         r["epoch_hours_1_39m"] = round(1.39e6 * mean / r["tokens_per_s"] / 3600, 1)
-        r["mfu"] = round(4 * params * r["tokens_per_s"] / rate, 4)
+        r["mfu"] = round(4 * params * r["tokens_per_s"] / gpu_rate(out, r, rate), 4)
         r["mfu_non_embedding_params"] = round(
-            4 * (params - model["embedding_params"]) * r["tokens_per_s"] / rate, 4
+            4 * (params - model["embedding_params"]) * r["tokens_per_s"] / gpu_rate(out, r, rate), 4
         )
     targets, summary = choose(ok, matmul, out)
     result = {

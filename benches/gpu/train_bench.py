@@ -276,7 +276,7 @@ def run_setup(args) -> int:
     trainer.add_callback(timer)
     result = {"setup": name, "label": args.label or name, "attention": run.attention, "backend": run.backend, "batch": config.per_device_batch_size,
               "accumulation": config.gradient_accumulation_steps, "max_length": run.config.max_length,
-              "gradient_checkpointing": config.gradient_checkpointing,
+              "gradient_checkpointing": config.gradient_checkpointing, "gpu": os.environ.get("CUDA_VISIBLE_DEVICES", "0"),
               "padding_free": bool(trainer.args.padding_free) or (run.backend == "unsloth" and config.padding_free),
               "train_samples": len(trainer.train_dataset), "overrides": SETUPS[name] + (
                   [f"per_device_batch_size={args.batch}"] if args.batch else []) + args.set,
