@@ -261,7 +261,8 @@ def prompt_ids(tokenizer, title: str, instruction: str, context: dict | None = N
 
 def end_token_ids(tokenizer) -> list[int]:
     """Every token that ends an answer: the tokenizer's EOS and the template's end-of-turn markers it has."""
-    vocab = tokenizer.get_vocab()
     ids = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
-    ids += [vocab[token] for token in END_OF_TURN_TOKENS if token in vocab]
+    # one lookup a token: get_vocab() copies the whole vocabulary, and this runs for every training example
+    found = (tokenizer.convert_tokens_to_ids(token) for token in END_OF_TURN_TOKENS)
+    ids += [i for i in found if i is not None and i != tokenizer.unk_token_id]
     return list(dict.fromkeys(ids))
