@@ -81,6 +81,15 @@ def timed(cmd: list[str]) -> dict:
             "rc": rc}
 
 
+def recorded(arg: str | Path) -> str:
+    """A path as the results record it: relative to the repository when inside it, else its name alone (no
+    absolute local path goes into a committed result)."""
+    path = Path(arg)
+    if not path.is_absolute():
+        return str(arg)
+    return str(path.relative_to(BENCHES.parent)) if path.is_relative_to(BENCHES.parent) else path.name
+
+
 def machine() -> dict:
     cpuinfo, meminfo = Path("/proc/cpuinfo").read_text().splitlines(), Path("/proc/meminfo").read_text().splitlines()
     cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "?")
@@ -262,14 +271,14 @@ def main(argv=None) -> int:
         r["mb_per_s"] = round(size / 1e6 / r["seconds"], 1)
         if (out / run_name).is_dir():
             r["rows"] = parquet_rows(out / run_name)
-        results[run_name] = r | {"cmd": cmd}
+        results[run_name] = r | {"cmd": [recorded(arg) for arg in cmd]}
         print(f"  {r['seconds']:.2f} s, {r['mb_per_s']:.1f} MB/s, peak RSS {r['peak_rss_mib']:.0f} MiB",
               file=sys.stderr)
 
     parity = parity_checks(results, out)
     report = {"name": name, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": machine(),
-              "input": {"path": str(plain or gz), "gz": str(gz) if gz else None, "bytes": size},
+              "command": " ".join([Path(sys.executable).name, *map(recorded, sys.argv)]), "machine": machine(),
+              "input": {"path": recorded(plain or gz), "gz": recorded(gz) if gz else None, "bytes": size},
               "runs": results, "ratios": ratios(results, gz_only=plain is None), "parity": parity}
     dest = args.out or BENCHES / "results" / f"prep-{name}.json"
     dest.parent.mkdir(parents=True, exist_ok=True)

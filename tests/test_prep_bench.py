@@ -96,3 +96,6 @@ def test_the_benchmark_exits_non_zero_when_a_run_fails_or_differs(
         assert f"benchmark FAILED: {failed}" in err
     else:
         assert report["parity"] == {"tc3-prep vs reference": []} and "FAILED" not in err
+    # a committed result names no absolute local path: the input and outputs here all lie outside the repository
+    assert str(tmp_path) not in json.dumps(report) and sys.executable not in json.dumps(report)
+    assert report["input"]["path"] == "trn.json" and report["runs"]["reference"]["cmd"][1] == "benches/reference_python.py"
