@@ -19,11 +19,13 @@ TEMPLATE_TOKENS = ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
 
 
 def realdata_records() -> list[dict]:
-    """The 500 real records `tc3-prep --example` reads (trn.json lines): dicts with uid, title, content."""
+    """The 500 real records `tc3-prep --example` reads, as trn.json lines give them: dicts with uid, title, content.
+    The uids are T000000000...: the tests' splits and samples (which hash the uid) were calibrated on those."""
     from tc3.cli.prep import EXAMPLE_INPUT
 
     with EXAMPLE_INPUT.open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8") as lines:
-        return [json.loads(line) for line in lines]
+        records = [json.loads(line) for line in lines]
+    return [{"uid": f"T{i:09d}", "title": r["title"], "content": r["content"]} for i, r in enumerate(records)]
 
 
 def write_prep_output(work_dir: Path, val_fraction: float = 0.1) -> Path:
