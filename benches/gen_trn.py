@@ -8,7 +8,7 @@ Reed footers, repeated blurbs, metadata-only contents, tags) are added at the ra
     python benches/gen_trn.py -o benches/data/trn.json                 # 2,248,619 lines, ~1.9 GB
     python benches/gen_trn.py --records 50000 -o small.json --gz       # also writes small.json.gz
     python benches/gen_trn.py --records 3000 --quirks 0.05 -o q.json   # + malformed/edge-case lines
-    python benches/gen_trn.py --build-corpus /work/shared/realdata/amazon_titles_head500.json
+    python benches/gen_trn.py --build-corpus       # remake seed_corpus.json.gz from the bundled real records
 
 Records are made in fixed blocks, each from its own seed (SeedSequence(seed, block)), so one seed always
 gives the same bytes.
@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 
 CORPUS = Path(__file__).resolve().parent / "seed_corpus.json.gz"
+# The 500 real records the corpus comes from (trn.json lines), as `tc3-prep --example` reads them.
+REAL_RECORDS = Path(__file__).resolve().parents[1] / "python" / "tc3" / "samples" / "amazon_titles_sample500.jsonl.gz"
 BLOCK = 1 << 16
 N_LABELS = 1_305_265
 
@@ -117,10 +119,12 @@ def fold_ascii(s: str) -> str:
     return unicodedata.normalize("NFKD", s).encode("ascii", "ignore").decode()
 
 
-def build_corpus(real_json: Path) -> None:
-    records = json.loads(real_json.read_text())
-    corpus = {"titles": [fold_ascii(r["instruction"]) for r in records],
-              "contents": [c for c in (fold_ascii(r["output"]) for r in records) if c]}
+def build_corpus(real: Path = REAL_RECORDS) -> None:
+    """Writes CORPUS from `real`, trn.json lines (gzipped or not) of real records."""
+    with gzip.open(real, "rt", encoding="utf-8") if real.suffix == ".gz" else real.open(encoding="utf-8") as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    corpus = {"titles": [fold_ascii(r["title"]) for r in records],
+              "contents": [c for c in (fold_ascii(r["content"]) for r in records) if c]}
     CORPUS.write_bytes(gzip.compress(json.dumps(corpus, indent=0).encode(), mtime=0))
     print(f"wrote {CORPUS} ({len(corpus['titles'])} titles, {len(corpus['contents'])} contents)")
 
@@ -299,7 +303,8 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=3407)
     ap.add_argument("--gz", action="store_true", help="also write OUTPUT.gz (an OUTPUT ending in .gz is gzip only)")
     ap.add_argument("--quirks", type=float, default=0.0, help="rate of inserted malformed/edge-case lines")
-    ap.add_argument("--build-corpus", type=Path, metavar="REAL_JSON", help="rebuild seed_corpus.json.gz and exit")
+    ap.add_argument("--build-corpus", type=Path, nargs="?", const=REAL_RECORDS, metavar="TRN_JSON",
+                    help="rebuild seed_corpus.json.gz from trn.json lines (default: the bundled real records) and exit")
     args = ap.parse_args(argv)
     if args.build_corpus:
         return build_corpus(args.build_corpus)

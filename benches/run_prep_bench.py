@@ -8,6 +8,9 @@ child's own (/usr/bin/time, else os.wait4). With a gzip input (or --gz, which ad
 `gzip -dc` (one stream: the floor for any single-stream reader) and tc3-prep on the .gz.
 MB/s are of the uncompressed input.
 Writes benches/results/prep-<name>.json and a .md table beside it.
+
+Exits 1 when a run fails or when tc3-prep's output (rows of each split, in order, and the counts of stats.json)
+differs from the reference's, or the .gz run's from the plain run's: CI relies on it.
 """
 from __future__ import annotations
 
@@ -23,12 +26,15 @@ import sys
 import tempfile
 import time
 import zlib
+from collections.abc import Iterator
+from itertools import zip_longest
 from pathlib import Path
 
 import gen_trn
 import pyarrow.parquet as pq
 
 BENCHES = Path(__file__).resolve().parent
+DATA = BENCHES / "data"  # generated inputs and the runs' outputs (ignored by git)
 GNU_TIME = Path("/usr/bin/time")
 
 
@@ -75,6 +81,15 @@ def timed(cmd: list[str]) -> dict:
             "rc": rc}
 
 
+def recorded(arg: str | Path) -> str:
+    """A path as the results record it: relative to the repository when inside it, else its name alone (no
+    absolute local path goes into a committed result)."""
+    path = Path(arg)
+    if not path.is_absolute():
+        return str(arg)
+    return str(path.relative_to(BENCHES.parent)) if path.is_relative_to(BENCHES.parent) else path.name
+
+
 def machine() -> dict:
     cpuinfo, meminfo = Path("/proc/cpuinfo").read_text().splitlines(), Path("/proc/meminfo").read_text().splitlines()
     cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "?")
@@ -104,6 +119,38 @@ def stats_diff(got: dict, want: dict) -> list[str]:
     return out
 
 
+def split_rows(out: Path, split: str) -> Iterator[tuple]:
+    """(uid, title, description) of one split in file order (reference: split.parquet; tc3-prep: data/split-*)."""
+    for f in sorted(out.rglob(f"{split}*.parquet")):
+        for batch in pq.ParquetFile(f).iter_batches(batch_size=1 << 16, columns=["uid", "title", "description"]):
+            yield from zip(*(batch.column(i).to_pylist() for i in range(3)))
+
+
+def rows_diff(got: Path, want: Path) -> list[str]:
+    """The first differing row of each split and the row counts, as 'split row i: got != want' lines."""
+    out = []
+    for split in ("train", "validation"):
+        n_got = n_want = 0
+        first = None
+        for i, (a, b) in enumerate(zip_longest(split_rows(got, split), split_rows(want, split))):
+            n_got, n_want = n_got + (a is not None), n_want + (b is not None)
+            if first is None and a != b:
+                first = f"{split} row {i}: {str(a)[:300]} != {str(b)[:300]}"
+        if n_got != n_want:
+            out.append(f"{split} rows: {n_got} != {n_want}")
+        if first:
+            out.append(first)
+    return out
+
+
+def output_diff(got: Path, want: Path, counts: bool = True) -> list[str]:
+    """How output dir `got` differs from `want`: rows, and (counts) stats.json's counts; [] when they agree."""
+    out = rows_diff(got, want)
+    if counts:
+        out += stats_diff(*(json.loads((d / "stats.json").read_text()) for d in (got, want)))
+    return out
+
+
 def resolve_inputs(args) -> tuple[Path | None, Path | None]:
     """(plain, gz) inputs; a missing generated one (--records, --gz) is made in benches/data/."""
     if args.input:
@@ -115,7 +162,7 @@ def resolve_inputs(args) -> tuple[Path | None, Path | None]:
     else:
         # Named by the generator's code and corpus too, so a changed generator never reuses a stale file.
         version = hashlib.sha1(Path(gen_trn.__file__).read_bytes() + gen_trn.CORPUS.read_bytes()).hexdigest()[:8]
-        plain = BENCHES / "data" / f"trn-n{args.records}-s{args.seed}-{version}.json"
+        plain = DATA / f"trn-n{args.records}-s{args.seed}-{version}.json"
     gz = plain.with_name(plain.name + ".gz") if args.gz else None
     if not plain.exists():
         print(f"generating {plain} ({args.records:,} records, seed {args.seed})", file=sys.stderr)
@@ -134,7 +181,7 @@ def planned_runs(args, plain: Path | None, gz: Path | None, out: Path) -> list[t
     main_input = plain or gz
     tc3 = shutil.which("tc3-prep")
     if not tc3 and not args.skip_tc3:
-        print("tc3-prep not found on PATH (pip install -e . / maturin develop): skipping its runs", file=sys.stderr)
+        sys.exit("tc3-prep not found on PATH (pip install . / maturin develop), or give --skip-tc3")
     runs = []
     if tc3 and not args.skip_tc3:
         runs.append(("tc3-prep", [tc3, str(main_input), "-o", str(out / "tc3-prep"), "--force", *args.tc3_arg]))
@@ -176,13 +223,25 @@ def markdown(report: dict) -> str:
              "| run | seconds | MB/s | peak RSS MiB | CPU seconds | rows train/validation | status |",
              "|---|---:|---:|---:|---:|---:|---|", *rows, ""]
     lines += [f"- {k}: **{v}x**" for k, v in report["ratios"].items()]
-    if report.get("parity") is not None:
-        lines.append("- tc3-prep vs reference stats: " + ("identical" if not report["parity"] else
-                                                          "DIFFER: " + "; ".join(report["parity"])))
+    for check, diff in report["parity"].items():
+        lines.append(f"- {check}: " + ("identical" if not diff else "DIFFER: " + "; ".join(diff)))
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> None:
+def parity_checks(results: dict, out: Path) -> dict[str, list[str]]:
+    """Each output comparison the runs allow, with its differences: tc3-prep against the reference (rows and
+    counts), tc3-prep on the .gz against tc3-prep (rows). A failed run is compared with nothing."""
+    ok = {name for name, r in results.items() if r["rc"] == 0}
+    checks = {}
+    if {"tc3-prep", "reference"} <= ok:
+        checks["tc3-prep vs reference"] = output_diff(out / "tc3-prep", out / "reference")
+    if {"tc3-prep-gz", "tc3-prep"} <= ok:
+        checks["tc3-prep-gz vs tc3-prep"] = output_diff(out / "tc3-prep-gz", out / "tc3-prep", counts=False)
+    return checks
+
+
+def main(argv=None) -> int:
+    """Runs the benchmark; 0 when every run succeeded and every output comparison agreed, 1 otherwise."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("input", nargs="?", type=Path, help="trn.json or .gz (default: generated, see --records)")
     ap.add_argument("--records", type=int, default=2_248_619)
@@ -203,8 +262,8 @@ def main(argv=None) -> None:
     size = warm_and_size(plain or gz)
     if plain and gz:
         warm_and_size(gz)
-    (BENCHES / "data").mkdir(exist_ok=True)
-    out = Path(tempfile.mkdtemp(prefix="bench-out-", dir=BENCHES / "data"))
+    DATA.mkdir(parents=True, exist_ok=True)
+    out = Path(tempfile.mkdtemp(prefix="bench-out-", dir=DATA))
     results = {}
     for run_name, cmd in planned_runs(args, plain, gz, out):
         print(f"{run_name}: {' '.join(cmd)}", file=sys.stderr)
@@ -212,32 +271,29 @@ def main(argv=None) -> None:
         r["mb_per_s"] = round(size / 1e6 / r["seconds"], 1)
         if (out / run_name).is_dir():
             r["rows"] = parquet_rows(out / run_name)
-        results[run_name] = r | {"cmd": cmd}
+        results[run_name] = r | {"cmd": [recorded(arg) for arg in cmd]}
         print(f"  {r['seconds']:.2f} s, {r['mb_per_s']:.1f} MB/s, peak RSS {r['peak_rss_mib']:.0f} MiB",
               file=sys.stderr)
 
-    parity = None
-    stats = {k: out / k / "stats.json" for k in ("tc3-prep", "reference")}
-    if all(p.exists() for p in stats.values()):
-        parity = stats_diff(*(json.loads(p.read_text()) for p in stats.values()))
-        rows = [results[k]["rows"] for k in stats]
-        parity += [f"parquet rows {k}: {rows[0][k]} != {rows[1][k]}" for k in rows[0] if rows[0][k] != rows[1][k]]
-        print("tc3-prep vs reference stats: " + ("identical" if not parity else "DIFFER\n  " + "\n  ".join(parity)),
-              file=sys.stderr)
+    parity = parity_checks(results, out)
     report = {"name": name, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": machine(),
-              "input": {"path": str(plain or gz), "gz": str(gz) if gz else None, "bytes": size},
+              "command": " ".join([Path(sys.executable).name, *map(recorded, sys.argv)]), "machine": machine(),
+              "input": {"path": recorded(plain or gz), "gz": recorded(gz) if gz else None, "bytes": size},
               "runs": results, "ratios": ratios(results, gz_only=plain is None), "parity": parity}
     dest = args.out or BENCHES / "results" / f"prep-{name}.json"
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(json.dumps(report, indent=2) + "\n")
     dest.with_suffix(".md").write_text(markdown(report))
     print(markdown(report))
-    if args.keep_outputs:
+    failed = [name for name, r in results.items() if r["rc"]] + [check for check, diff in parity.items() if diff]
+    if args.keep_outputs or failed:  # a failure's outputs are what its diagnosis needs
         print(f"outputs kept in {out}", file=sys.stderr)
     else:
         shutil.rmtree(out)
+    if failed:
+        print(f"benchmark FAILED: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build .bundle/tc3-gpu-site.tar.xz: the wheels the lent GPU machine lacks (../shared/GPU.md), unzipped into one
+# Build .bundle/tc3-gpu-site.tar.xz: the wheels the lent GPU machine lacks (it has no network), unzipped into one
 # folder `gpusite/` that goes on PYTHONPATH there, trimmed, packed with xz. Fails if the archive passes 60 MiB.
 #   scripts/build_gpu_bundle.sh            # about 1-3 minutes here (downloads ~250 MB of wheels once, into .whl/)
 # Versions: unsloth/unsloth_zoo, trl and datasets as pyproject.toml pins them ([gpu], [train]); bitsandbytes the
@@ -38,8 +38,8 @@ for pin in "${PINS[@]}"; do  # exactly the pinned files, even if .whl/ holds oth
   [ -n "$wheel" ] || { echo "build_gpu_bundle: no wheel for $pin in $WHL" >&2; exit 1; }
   python3 -m zipfile -e "$wheel" "$SITE"
 done
-# The two cuts of ../shared/GPU.md: unsloth's studio web app (82 MB) and every bitsandbytes library but CUDA 13's
-# and the CPU one (the device has CUDA 13: torch 2.11+cu130).
+# Two cuts keep the archive under the limit: unsloth's studio web app (82 MB) and every bitsandbytes library but
+# CUDA 13's and the CPU one (the device has CUDA 13: torch 2.11+cu130).
 rm -rf "$SITE/studio" "$SITE/unsloth/studio"
 find "$SITE/bitsandbytes" -name 'libbitsandbytes_*.so' ! -name 'libbitsandbytes_cuda130.so' \
   ! -name 'libbitsandbytes_cpu.so' -delete

@@ -4,7 +4,6 @@
 #   carry: [".bundle", "python/tc3/_rust_clean.abi3.so"]
 #   .bundle/tc3-gpu-site.tar.xz     scripts/build_gpu_bundle.sh
 #   .bundle/tokenizer/              python benches/gpu/make_tokenizer.py .bundle/tokenizer
-#   .bundle/amazon_titles_head500.json   the real records the gpu tests train on (conftest's TC3_REALDATA)
 #
 #   scripts/gpu_job.sh bench    # ~8-9 min: corpus + tc3-prep, bf16 rate, 8B-shaped model, the setups (QUEUE0/QUEUE1:
 #                               # one queue a GPU, run side by side), profile
@@ -182,7 +181,7 @@ finish)
   model || exit 1
   wait $CORPUS || { echo "corpus failed"; exit 1; }
   stamp "gpu tests (in the background)"
-  (TC3_REALDATA=$ROOT/.bundle/amazon_titles_head500.json $PY -m pytest tests -m gpu -q -p no:cacheprovider \
+  ($PY -m pytest tests -m gpu -q -p no:cacheprovider \
      >"$OUT/log_tests.txt" 2>&1; echo "pytest exit code $?" >>"$OUT/log_tests.txt") &
   TESTS=$!
   RUN=/tmp/runs/llama3-8b-resume

@@ -1,22 +1,17 @@
-"""Shared fixtures: the `tc3-prep` output of the real records (../shared/realdata) and a tiny random Llama with its own tokenizer.
+"""Shared fixtures: the `tc3-prep` output of the real records bundled with tc3 and a tiny random Llama with its own
+tokenizer. Only what the repository holds is read.
 
 `prep_dir` and `tiny_model_dir` are session-scoped and read-only for tests: copy before modifying.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
-import os
+import sys
 from pathlib import Path
 
 import pytest
-
-# ../shared/realdata beside the checkout; TC3_REALDATA points elsewhere (the device machine gets a carried copy).
-REALDATA = Path(
-    os.environ.get(
-        "TC3_REALDATA", Path(__file__).resolve().parents[2] / "shared" / "realdata" / "amazon_titles_head500.json"
-    )
-)
 
 # Llama-3 base names for its special tokens; like Llama-3 base, the tokenizer has them but no chat template.
 BOS, EOS, PAD = "<|begin_of_text|>", "<|end_of_text|>", "<|finetune_right_pad_id|>"
@@ -24,9 +19,13 @@ TEMPLATE_TOKENS = ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
 
 
 def realdata_records() -> list[dict]:
-    """The real records as trn.json lines would give them: uid, title, content."""
-    rows = json.loads(REALDATA.read_text())
-    return [{"uid": f"T{i:09d}", "title": r["instruction"], "content": r["output"]} for i, r in enumerate(rows)]
+    """The 500 real records `tc3-prep --example` reads, as trn.json lines give them: dicts with uid, title, content.
+    The uids are T000000000...: the tests' splits and samples (which hash the uid) were calibrated on those."""
+    from tc3.cli.prep import EXAMPLE_INPUT
+
+    with EXAMPLE_INPUT.open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8") as lines:
+        records = [json.loads(line) for line in lines]
+    return [{"uid": f"T{i:09d}", "title": r["title"], "content": r["content"]} for i, r in enumerate(records)]
 
 
 def write_prep_output(work_dir: Path, val_fraction: float = 0.1) -> Path:
@@ -46,6 +45,7 @@ def build_tiny_llama(out_dir: Path, vocab_size: int = 1000, seed: int = 0) -> Pa
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+    limit_torch_threads()  # the torch tests all start here: the rest of the session runs on one thread
     texts = [t for r in realdata_records() for t in (r["title"], r["content"])]
     specials = [BOS, EOS, PAD, *TEMPLATE_TOKENS]
     bpe = Tokenizer(models.BPE())
@@ -85,17 +85,23 @@ def build_tiny_llama(out_dir: Path, vocab_size: int = 1000, seed: int = 0) -> Pa
     return out_dir
 
 
-@pytest.fixture(scope="session", autouse=True)
-def one_torch_thread():
-    """Tiny models on a small shared box: one thread is several times faster than threads contending for cores."""
-    import torch
+def limit_torch_threads() -> None:
+    """Tiny models on a small shared box: one thread is several times faster than threads contending for cores.
+    Acts only once torch is imported and never imports it, so prep and Rust-side tests run without torch."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
 
-    torch.set_num_threads(1)
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Also for a test module that imports torch itself, before each of its tests."""
+    limit_torch_threads()
 
 
 @pytest.fixture(scope="session")
 def prep_dir(tmp_path_factory) -> Path:
-    """A `tc3-prep` output dir (train/validation Parquet + dataset card) of ../shared/realdata."""
+    """A `tc3-prep` output dir (train/validation Parquet + dataset card) of the bundled real records."""
     return write_prep_output(tmp_path_factory.mktemp("prep"))
 
 

@@ -37,6 +37,58 @@ def test_overrides_are_typed():
 
 
 @pytest.mark.parametrize(
+    "override, key, value",
+    [
+        # a str field takes the text exactly as typed: YAML would read a mapping, an int, a bool, a float, null
+        ("instruction=Write a product description: {title}", "instruction", "Write a product description: {title}"),
+        ("output_dir=2024_06_01", "output_dir", "2024_06_01"),
+        ("output_dir=runs/#1 [final]", "output_dir", "runs/#1 [final]"),
+        ("instruction=yes", "instruction", "yes"),
+        ("instruction=  Describe '{title}'.  ", "instruction", "  Describe '{title}'.  "),
+        ("model=1e3", "model", "1e3"),
+        ("data=null", "data", "null"),
+        ("output_dir=0x10", "output_dir", "0x10"),
+        ("instruction=a=b", "instruction", "a=b"),
+        # the other types by theirs
+        ("seed=100_000", "seed", 100_000),
+        ("learning_rate=5e-3", "learning_rate", 5e-3),
+        ("epochs=2", "epochs", 2.0),
+        ("padding_free=off", "padding_free", False),
+        ("load_in_4bit=True", "load_in_4bit", True),
+        ("max_length=NULL", "max_length", None),
+        ("max_length=512", "max_length", 512),
+        ("lora_target_modules=[q_proj, 'v_proj']", "lora_target_modules", ["q_proj", "v_proj"]),
+        ("lora_target_modules= q_proj , k_proj", "lora_target_modules", ["q_proj", "k_proj"]),
+    ],
+)
+def test_an_override_is_read_by_the_type_of_its_field(override, key, value):
+    got = getattr(load_config(CONFIGS / "tiny-cpu.yaml", [override]), key)
+    assert got == value and type(got) is type(value)
+
+
+def test_a_config_file_reads_values_by_field_type_too(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        "output_dir: 2024_06_01\ninstruction: 'Write a product description: {title}'\nmodel: 1e3\n"
+        "max_steps:\nlearning_rate: 5e-3\nload_in_4bit: no\nlora_target_modules:\n  - q_proj\n  - v_proj\n"
+    )
+    c = load_config(config)
+    assert (c.output_dir, c.instruction, c.model) == ("2024_06_01", "Write a product description: {title}", "1e3")
+    assert c.max_steps is None and c.learning_rate == 5e-3 and c.load_in_4bit is False
+    assert c.lora_target_modules == ["q_proj", "v_proj"]
+
+
+def test_a_saved_config_loads_back_the_same(tmp_path):
+    """tc3-train saves the resolved config (tc3_config.yaml); tc3-export and --resume read it back."""
+    config = load_config(
+        CONFIGS / "tiny-cpu.yaml",
+        ["output_dir=2024_06_01", "instruction=Write: {title}", "model=true", "data=~", "max_steps=null"],
+    )
+    config.save(tmp_path / "saved.yaml")
+    assert load_config(tmp_path / "saved.yaml") == config
+
+
+@pytest.mark.parametrize(
     "override, message",
     [
         ("lora_rank=8", "unknown key(s) lora_rank in the command line; valid keys: model, data"),
@@ -47,11 +99,43 @@ def test_overrides_are_typed():
         ("backend=jax", "backend must be one of auto, unsloth, hf"),
         ("warmup_ratio=1.5", "warmup_ratio and lora_dropout must be in [0, 1)"),
         ("lora_r", "override 'lora_r' is not key=value"),
+        ("lora_r=", "lora_r must be int, got ''"),
+        ("seed=1.5", "seed must be int, got '1.5'"),
+        ("max_steps=ten", "max_steps must be int or null, got 'ten'"),
+        ("learning_rate=fast", "learning_rate must be float, got 'fast'"),
+        ("learning_rate=nan", "learning_rate must be float, got 'nan'"),
+        ("epochs=inf", "epochs must be float, got 'inf'"),
+        ("load_in_4bit=1", "load_in_4bit must be bool (true or false), got '1'"),
+        ("padding_free=", "padding_free must be bool (true or false), got ''"),
+        ("lora_target_modules=[q_proj, [v_proj]]", "lora_target_modules must be a list of names (a,b,c), got a list"),
+        ("lora_target_modules=[q_proj", "lora_target_modules must be a list of names (a,b,c), got '[q_proj'"),
+        ("lora_target_modules=,", "lora_target_modules must name at least one module"),
+        ("model=", "model must not be empty"),
+        ("output_dir=  ", "output_dir must not be empty"),
     ],
 )
 def test_bad_overrides_say_what_is_wrong(override, message):
     with pytest.raises(ConfigError) as error:
         load_config(CONFIGS / "tiny-cpu.yaml", [override])
+    assert message in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("model: null\n", "model cannot be null"),
+        ("output_dir:\n", "output_dir cannot be null"),
+        ("lora_r: [8]\n", "lora_r must be int, got a list"),
+        ("instruction: {pt: x}\n", "instruction must be str, got a mapping"),
+        ("seed: 1.5\n", "seed must be int, got '1.5'"),
+        ("- model\n", "must be a mapping of key: value"),
+    ],
+)
+def test_bad_values_in_a_file_say_what_is_wrong(tmp_path, text, message):
+    config = tmp_path / "bad.yaml"
+    config.write_text(text)
+    with pytest.raises(ConfigError) as error:
+        load_config(config)
     assert message in str(error.value)
 
 
@@ -68,10 +152,12 @@ def test_cli_errors_are_one_line_and_exit_2(tmp_path, capsys, prep_dir):
     cases = [
         ["--config", str(tmp_path / "missing.yaml")],
         ["--config", str(CONFIGS / "tiny-cpu.yaml"), "bogus=1"],
+        ["--config", str(CONFIGS / "tiny-cpu.yaml"), "lora_r=eight"],
         ["--config", str(CONFIGS / "tiny-cpu.yaml"), f"data={tmp_path / 'nowhere'}", "--dry-run"],
         ["--config", str(CONFIGS / "tiny-cpu.yaml"), f"data={prep_dir}", f"model={tmp_path / 'no-model'}", "--dry-run"],
     ]
-    expected = ["not found", "unknown key(s) bogus", "is not a tc3-prep output dir", "neither a local model dir"]
+    expected = ["not found", "unknown key(s) bogus", "lora_r must be int, got 'eight'", "is not a tc3-prep output dir",
+                "neither a local model dir"]
     for argv, fragment in zip(cases, expected):
         assert main(argv) == 2
         err = capsys.readouterr().err

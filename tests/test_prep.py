@@ -17,7 +17,6 @@ import pytest
 
 from tc3 import prep
 
-REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata" / "amazon_titles_head500.json"
 DESC = "A sturdy board book about a cat and her many kittens, for ages one to three."
 
 
@@ -151,12 +150,14 @@ def digest(out: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def realdata_jsonl(tmp_path_factory) -> Path:
     """The 500 real records as trn.json lines, repeated with new uids so dedup and shards have work."""
-    records = json.loads(REALDATA.read_text())
+    from conftest import realdata_records
+
+    records = realdata_records()
     path = tmp_path_factory.mktemp("real") / "trn.json"
     with path.open("w") as f:
         for copy in range(3):
             for i, r in enumerate(records):
-                f.write(json.dumps({"uid": f"{copy}-{i:07d}", "title": r["instruction"], "content": r["output"]}) + "\n")
+                f.write(json.dumps({"uid": f"{copy}-{i:07d}", "title": r["title"], "content": r["content"]}) + "\n")
     return path
 
 

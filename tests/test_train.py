@@ -83,7 +83,8 @@ def test_outputs_are_complete(trained):
     card = (out / "README.md").read_text()
     # a plain local base dir has no hub id: no base_model (the Hub would reject a path), the text names it
     assert card.startswith("---\nlibrary_name: peft") and "license: other" in card
-    assert f"for `{resolved.model}`" in card
+    assert f"for `{Path(resolved.model).name}` (a local model folder, not on the Hub)" in card
+    assert resolved.model not in card and resolved.data not in card  # no absolute local path in a published card
     assert '"eval_loss"' in card and "lora_r: 16" in card
 
 
@@ -272,47 +273,6 @@ def test_export_merges_into_a_plain_model(trained, tmp_path):
     logits = probe_logits(merged, tokenizer)
     assert torch.allclose(logits, trained_logits, atol=0.15, rtol=0.02)  # bf16 weights
     assert (logits[0, -1].argmax() == trained_logits[0, -1].argmax()).item()
-
-
-def test_push_dry_run_and_token_handling(trained, monkeypatch, capsys):
-    import huggingface_hub
-    from tc3.config import ConfigError
-    from tc3.hub import push
-
-    out = trained[0]
-    secret = "hf_this_must_never_be_printed"
-    monkeypatch.setenv("HF_TOKEN", secret)
-    files = [str(f) for f in push(out, "someone/tc3-tiny", dry_run=True)]
-    printed = capsys.readouterr().out
-    assert "adapter_model.safetensors" in files and "README.md" in files
-    assert not any(f.startswith(("checkpoint-", "train_log")) for f in files)
-    checkpoint_files = [str(f) for f in push(out / "checkpoint-32", "someone/tc3-tiny", dry_run=True)]
-    assert "adapter_model.safetensors" in checkpoint_files and "optimizer.pt" not in checkpoint_files
-    assert not any(f.startswith(("rng_state", "trainer_state", "scheduler")) for f in checkpoint_files)
-    assert "(private)" in printed and secret not in printed
-
-    calls = {}
-
-    class FakeApi:
-        def __init__(self, token):
-            calls["token"] = token
-
-        def create_repo(self, repo_id, **kwargs):
-            calls["create"] = (repo_id, kwargs)
-
-        def upload_folder(self, **kwargs):
-            calls["upload"] = kwargs
-
-    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
-    push(out, "someone/tc3-tiny")
-    assert calls["token"] == secret and calls["create"][1]["private"] is True
-    assert set(calls["upload"]["allow_patterns"]) == set(files)
-    assert secret not in capsys.readouterr().out
-
-    monkeypatch.delenv("HF_TOKEN")
-    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
-    with pytest.raises(ConfigError, match="no Hugging Face token"):
-        push(out, "someone/tc3-tiny")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="with CUDA a quantized model is simply loaded")

@@ -6,6 +6,7 @@ No heavy imports here: `tc3-train --help` and config errors must be instant.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -106,41 +107,75 @@ class TrainConfig:
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 _TYPES = typing.get_type_hints(TrainConfig)
+# How a value may be written: null for the fields that allow it, and YAML 1.1's words for a bool.
+NULL_WORDS = ("null", "none", "~")
+BOOL_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
+_YAML_NULL = "tag:yaml.org,2002:null"
 
 
-def _coerce(key: str, value):
-    """`value` as the type of field `key`, or ConfigError saying what was expected."""
+def _field_type(key: str) -> tuple[object, bool]:
+    """(the type of field `key` without None, whether it may be null)."""
     expected = _TYPES[key]
-    optional = isinstance(expected, types.UnionType) and type(None) in typing.get_args(expected)
-    base = next((t for t in typing.get_args(expected) if t is not type(None)), expected) if optional else expected
-    if value is None:
-        if optional:
-            return None
-        raise ConfigError(f"{key} cannot be null")
-    if base is bool:
-        if isinstance(value, bool):
-            return value
-    elif base is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif base is float:
-        if isinstance(value, str):  # PyYAML reads 5e-3 (no dot) as a string
+    if isinstance(expected, types.UnionType) and type(None) in typing.get_args(expected):
+        return next(t for t in typing.get_args(expected) if t is not type(None)), True
+    return expected, False
+
+
+def _type_error(key: str, got: str) -> ConfigError:
+    base, optional = _field_type(key)
+    name = {bool: "bool (true or false)", int: "int", float: "float", str: "str"}.get(base, "a list of names (a,b,c)")
+    return ConfigError(f"{key} must be {name}{' or null' if optional else ''}, got {got}")
+
+
+def parse_value(key: str, text: str):
+    """`text`, an override's value or a YAML scalar as written, read as the type of field `key`.
+
+    A str field takes the text exactly as it is (`2024_06_01`, `Describe: {title}`); bool: true/false, yes/no,
+    on/off; int and float as Python reads them (`100_000`, `5e-3`), finite; a list: names split at commas or a
+    YAML flow list `[a, b]`; `null`, `none` or `~` where the field may be null. Raises ConfigError naming the key
+    and the type expected.
+    """
+    base, optional = _field_type(key)
+    word = text.strip()
+    if optional and word.lower() in NULL_WORDS:
+        return None
+    if base is str:
+        return text
+    if base is bool and word.lower() in BOOL_WORDS:
+        return BOOL_WORDS[word.lower()]
+    if base in (int, float):
+        try:
+            number = base(word)
+        except ValueError:
+            number = None
+        if number is not None and math.isfinite(number):
+            return number
+    if typing.get_origin(base) is list:
+        if word.startswith("["):
             try:
-                value = float(value)
-            except ValueError:
-                pass
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif base is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-    elif typing.get_origin(base) is list:
-        if isinstance(value, str):  # key=a,b,c on the command line
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if isinstance(value, list) and all(isinstance(v, str) for v in value):
-            return value
-    type_name = getattr(base, "__name__", str(base)) + (" or null" if optional else "")
-    raise ConfigError(f"{key} must be {type_name}, got {value!r}")
+                return _node_value(key, yaml.compose(word, Loader=yaml.SafeLoader))
+            except yaml.YAMLError:
+                raise _type_error(key, repr(text)) from None
+        return [name.strip() for name in word.split(",") if name.strip()]
+    raise _type_error(key, repr(text))
+
+
+def _node_value(key: str, node: yaml.Node):
+    """A YAML file's value for field `key`, from its node: a scalar's text as written goes to `parse_value`, so a
+    file and the command line read values alike; a bare null (`null`, `~`, nothing) is None."""
+    if isinstance(node, yaml.ScalarNode):
+        if node.tag == _YAML_NULL and node.style is None:
+            if _field_type(key)[1]:
+                return None
+            raise ConfigError(f"{key} cannot be null")
+        return parse_value(key, node.value)
+    if (
+        isinstance(node, yaml.SequenceNode)
+        and typing.get_origin(_field_type(key)[0]) is list
+        and all(isinstance(item, yaml.ScalarNode) for item in node.value)
+    ):
+        return [item.value for item in node.value]
+    raise _type_error(key, "a list" if isinstance(node, yaml.SequenceNode) else "a mapping")
 
 
 def _check_keys(keys, where: str) -> None:
@@ -169,38 +204,45 @@ def _validate(config: TrainConfig) -> None:
         raise ConfigError(f"neftune_noise_alpha must be positive or null, got {config.neftune_noise_alpha}")
     if not config.lora_target_modules:
         raise ConfigError("lora_target_modules must name at least one module")
+    for key in (key for key, kind in _TYPES.items() if kind is str):  # a path, a hub id or a text: never blank
+        if not getattr(config, key).strip():
+            raise ConfigError(f"{key} must not be empty")
 
 
-def parse_override(item: str) -> tuple[str, object]:
-    """`key=value`, the value read as YAML (so 5e-3, true, null and [a, b] mean what they say)."""
-    key, sep, raw = item.partition("=")
+def split_override(item: str) -> tuple[str, str]:
+    """`key=value` as (key, value text); the text is everything after the first `=`, untouched."""
+    key, sep, text = item.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"override {item!r} is not key=value")
+    return key.strip(), text
+
+
+def _read_file(path: Path) -> dict:
+    """The typed values of a YAML config file, each read by its field's type (see `parse_value`)."""
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    return key.strip(), value
+        root = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if root is None:
+        return {}
+    if not isinstance(root, yaml.MappingNode) or not all(isinstance(k, yaml.ScalarNode) for k, _ in root.value):
+        raise ConfigError(f"{path} must be a mapping of key: value")
+    _check_keys([k.value for k, _ in root.value], str(path))
+    return {k.value: _node_value(k.value, v) for k, v in root.value}
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> TrainConfig:
-    """Defaults, then the YAML file, then the `key=value` overrides; every key and value checked."""
-    values: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} not found")
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{path} must be a mapping of key: value")
-        _check_keys(loaded or {}, str(path))
-        values.update(loaded or {})
-    pairs = [parse_override(item) for item in overrides]
+    """Defaults, then the YAML file, then the `key=value` overrides; every key and value checked.
+
+    Each value is read by the type of its field (`parse_value`): a str field takes the text exactly as typed.
+    Raises ConfigError (one line) on a missing file, bad YAML, an unknown key, a wrong type or a bad value.
+    """
+    values = _read_file(Path(path)) if path is not None else {}
+    pairs = [split_override(item) for item in overrides]
     _check_keys([key for key, _ in pairs], "the command line")
-    values.update(pairs)
-    config = TrainConfig(**{key: _coerce(key, value) for key, value in values.items()})
+    values.update((key, parse_value(key, text)) for key, text in pairs)
+    config = TrainConfig(**values)
     _validate(config)
     return config

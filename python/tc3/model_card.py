@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 from pathlib import Path
 
 import yaml
@@ -28,15 +30,34 @@ def base_model_license(model: str) -> str:
     return "other"
 
 
+def public_path(path: str) -> str:
+    """A path as a published card may show it: an absolute (or ~) path by its last part alone, which says what it
+    was without telling the world the layout of the machine; a relative path as it is."""
+    return Path(path).name if os.path.isabs(os.path.expanduser(path)) else path
+
+
+def public_model(model: str) -> str:
+    """How a card names a base model: its hub id (a hub-cache snapshot dir by the id it caches), else `public_path`."""
+    return hub_id(model) or public_path(model)
+
+
+def without_local_paths(value):
+    """`value` (JSON-like: dicts, lists, scalars) with every absolute path string replaced by `public_path`."""
+    if isinstance(value, dict):
+        return {k: without_local_paths(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_local_paths(v) for v in value]
+    return public_path(value) if isinstance(value, str) and value else value
+
+
 def data_summary(prep_dir: str) -> str:
-    """What the prep report says about the data, when it is there."""
+    """What the prep report says about the data, when it is there (its input paths as `public_path` shows them)."""
     stats = Path(prep_dir) / "stats.json"
+    what = f"A `tc3-prep` output dir (`{public_path(prep_dir)}`) of LF-Amazon-1.3M (AmazonTitles-1.3MM) `trn.json`"
     if not stats.is_file():
-        return f"A `tc3-prep` output dir (`{prep_dir}`) of LF-Amazon-1.3M (AmazonTitles-1.3MM) `trn.json`."
-    return (
-        f"A `tc3-prep` output dir (`{prep_dir}`) of LF-Amazon-1.3M (AmazonTitles-1.3MM) `trn.json`; its report:\n\n"
-        f"```json\n{stats.read_text(encoding='utf-8').strip()}\n```"
-    )
+        return what + "."
+    report = without_local_paths(json.loads(stats.read_text(encoding="utf-8")))
+    return f"{what}; its report:\n\n```json\n{json.dumps(report, indent=2)}\n```"
 
 
 def examples_section(config, metrics: dict) -> str:
@@ -61,7 +82,18 @@ def examples_section(config, metrics: dict) -> str:
 
 
 def write_model_card(out_dir: Path, config, metrics: dict, merged: bool = False) -> None:
+    """OUT_DIR/README.md for the Hub: front matter (base_model only as a hub id), what the model is, its prompt,
+    data, metrics, config and license. No absolute local path goes in (`public_path`)."""
     license_id = base_model_license(config.model)
+    base = f"`{public_model(config.model)}`"
+    if not hub_id(config.model):
+        base += " (a local model folder, not on the Hub)"
+    shown = dataclasses.replace(  # the config as the card shows it: no absolute local path
+        config,
+        model=public_model(config.model),
+        data=public_path(config.data),
+        output_dir=public_path(config.output_dir),
+    )
     front = {
         # the Hub accepts only a hub id here; a model from a plain local dir is named in the text alone
         **({"base_model": hub_id(config.model)} if hub_id(config.model) else {}),
@@ -77,7 +109,7 @@ def write_model_card(out_dir: Path, config, metrics: dict, merged: bool = False)
 ---
 # {Path(config.output_dir).name}
 
-{what} for `{config.model}` that writes a product's description from its title, trained with
+{what} for {base} that writes a product's description from its title, trained with
 `tc3-train` (TRL SFTTrainer, loss on the description only).
 
 ## Prompt
@@ -96,16 +128,16 @@ Train examples: {metrics.get("train_examples")}, eval examples: {metrics.get("ev
 
 ## Metrics
 ```json
-{json.dumps(metrics, indent=2)}
+{json.dumps(without_local_paths(metrics), indent=2)}
 ```
 
 ## Config
 ```yaml
-{config.to_yaml().strip()}
+{shown.to_yaml().strip()}
 ```
 
 ## License
-The weights derive from `{config.model}`: its license (`{license_id}`) and use policy apply.
+The weights derive from {base}: its license (`{license_id}`) and use policy apply.
 The training text is Amazon product metadata as redistributed by the Extreme Classification Repository.
 """
     (Path(out_dir) / "README.md").write_text(card, encoding="utf-8")

@@ -16,8 +16,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("path", help="a tc3-train output dir (adapter) or a tc3-export output dir (merged model)")
     p.add_argument("repo_id", help="owner/name of the model repo on the Hub")
-    p.add_argument("--public", action="store_true", help="create the repo public (default: private)")
-    p.add_argument("--dry-run", action="store_true", help="list what would be uploaded; upload nothing")
+    p.add_argument("--public", action="store_true",
+                   help="create the repo public, or upload into an existing public one (default: a new repo is "
+                   "private, an existing public one is refused)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list what would be uploaded and make every check the upload needs; upload nothing")
     args = p.parse_args(argv)
     try:
         from tc3.hub import push

@@ -15,7 +15,8 @@ def parser() -> argparse.ArgumentParser:
         epilog=f"config keys: {', '.join(FIELDS)}",
     )
     p.add_argument("--config", required=True, help="YAML config file (see configs/)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="override a config key (value read as YAML)")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="override a config key (read by its type; text as typed)")
     p.add_argument("--dry-run", action="store_true", help="print config, data sizes, lengths, 3 examples; exit")
     p.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint of output_dir")
     return p
