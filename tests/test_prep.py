@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from tc3 import prep
 from tc3._rust_clean import unescape_html
+from tc3.errors import UserError
 
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata" / "amazon_titles_head500.json"
 DESC = "A sturdy board book about a cat and her many kittens, for ages one to three."
@@ -259,7 +260,7 @@ def test_drop_pattern_and_bounds(tmp_path: Path) -> None:
 
 def test_max_errors(crafted: Path, tmp_path: Path) -> None:
     assert prep.run([crafted], tmp_path / "ok", max_errors=3)["dropped"]["malformed"] == 3
-    with pytest.raises(prep.InputError, match="more than 2 malformed"):
+    with pytest.raises(UserError, match="more than 2 malformed"):
         prep.run([crafted], tmp_path / "fail", max_errors=2)
     assert not (tmp_path / "fail").exists()
 
@@ -317,7 +318,7 @@ def test_clean_batch_matches_run(realdata_jsonl: Path, tmp_path: Path) -> None:
     assert counts["rows"] == counts["kept"] + sum(counts["dropped"].values())
     batch, batch_counts = prep.clean_batch(table.to_batches()[0])
     assert isinstance(batch, pa.RecordBatch) and batch_counts["kept"] == batch.num_rows
-    with pytest.raises(prep.UsageError, match="content"):
+    with pytest.raises(UserError, match="content"):
         prep.clean_batch(pa.table({"title": ["x"]}))
 
 

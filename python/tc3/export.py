@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tc3.config import ConfigError, load_config
 from tc3.models import check_model_ref, fit_embeddings, go_offline_if_possible, load_source, model_dir
+from tc3.outputs import check_dest, staged_dir
 
 QUANTIZED_SUFFIX = "-bnb-4bit"  # unsloth's pre-quantized repos; the 16-bit weights are the same id without it
 
@@ -29,12 +30,11 @@ def export_merged(adapter_dir: str | Path, out_dir: str | Path, base: str | None
     adapter_config = adapter_dir / "adapter_config.json"
     if not adapter_config.is_file():
         raise ConfigError(f"{adapter_dir} is not an adapter dir (no adapter_config.json)")
-    if out_dir.exists():
-        raise ConfigError(f"{out_dir} already exists")
+    check_dest(out_dir, "tc3-export")
     if dtype not in ("bf16", "fp16"):
         raise ConfigError(f"dtype must be bf16 or fp16, got {dtype!r}")
     base = base or sixteen_bit_base(json.loads(adapter_config.read_text())["base_model_name_or_path"])
-    check_model_ref(base)
+    check_model_ref(base, "base")
     go_offline_if_possible(base)
 
     import torch
@@ -52,15 +52,13 @@ def export_merged(adapter_dir: str | Path, out_dir: str | Path, base: str | None
     # plain transformers and vLLM then stop where the fine-tune ends its answer (the template's end of turn)
     merged.generation_config.eos_token_id = end_token_ids(tokenizer)
 
-    staging = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    merged.save_pretrained(str(staging), safe_serialization=True)
-    tokenizer.save_pretrained(str(staging))
-    saved_config = adapter_dir / "tc3_config.yaml"
-    metrics_file = adapter_dir / "metrics.json"
-    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-    if saved_config.is_file():
-        shutil.copy(saved_config, staging / saved_config.name)
-        write_model_card(staging, load_config(saved_config), {**metrics, "merged_into": base}, merged=True)
-    staging.rename(out_dir)  # whole or absent: a half-written merged model never sits at out_dir
+    with staged_dir(out_dir, "tc3-export") as staging:  # whole or absent: a half-written merge never sits at out_dir
+        merged.save_pretrained(str(staging), safe_serialization=True)
+        tokenizer.save_pretrained(str(staging))
+        saved_config = adapter_dir / "tc3_config.yaml"
+        metrics_file = adapter_dir / "metrics.json"
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+        if saved_config.is_file():
+            shutil.copy(saved_config, staging / saved_config.name)
+            write_model_card(staging, load_config(saved_config), {**metrics, "merged_into": base}, merged=True)
     return out_dir

@@ -18,7 +18,7 @@ unchanged; ``literal=True`` (``--literal`` on the command line) turns the extrac
 
 Model loading looks at a local path first and only then at the Hugging Face Hub, cache first, so it works offline
 for anything local or cached. Mistakes (a bad path, an adapter whose base cannot be found) raise
-:class:`ModelLoadError` with a one-line message.
+:class:`UserError` with a one-line message.
 """
 
 from __future__ import annotations
@@ -32,15 +32,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .errors import UserError
+from .models import check_model_ref
+from .outputs import split_lines
 from .prompts import end_token_ids, load_tokenizer, render_prompt, title_in_question
-
-
-class ModelLoadError(Exception):
-    """A model, adapter or base that cannot be found or loaded; the message is one line for the user."""
-
-
-class InputError(Exception):
-    """An input file that cannot be read as titles."""
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -104,40 +99,30 @@ def _strip_tail(text: str) -> str:
 # Loading
 
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "*.model", "*.txt", "*.tiktoken"]
 
 
 def _resolve(name: str, what: str) -> Path:
-    """A local directory for a path or a Hub id (cache first, then the network unless HF_HUB_OFFLINE is set)."""
+    """A local directory for a path or a Hub id (cache first, then the network unless HF_HUB_OFFLINE is set);
+    tc3.models.check_model_ref has ruled out mistyped paths and unreachable hub ids within a second."""
+    check_model_ref(name, what)
     path = Path(name).expanduser()
     if path.exists():
-        if not path.is_dir():
-            raise ModelLoadError(f"{what} '{name}' is a file, not a model directory")
         if not ((path / "config.json").is_file() or (path / "adapter_config.json").is_file()):
-            raise ModelLoadError(f"{what} '{name}' has neither config.json nor adapter_config.json")
+            raise UserError(f"{what} '{name}' has neither config.json nor adapter_config.json")
         return path
-    # A path-like name, or org/name whose "org" is a local directory (runs/typo), is a missing path, not a Hub id.
-    looks_local = (name.startswith((".", "/", "~")) or name.count("/") > 1 or not _HUB_ID.match(name)
-                   or ("/" in name and Path(name.split("/", 1)[0]).is_dir()))
-    if looks_local:
-        raise ModelLoadError(f"{what} '{name}' does not exist")
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError:  # pragma: no cover - huggingface_hub comes with transformers
-        raise ModelLoadError(f"{what} '{name}' is not a local directory") from None
+    from huggingface_hub import snapshot_download
+
     try:
         return Path(snapshot_download(name, allow_patterns=_HUB_PATTERNS, local_files_only=True))
     except Exception:
         pass
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}:
-        raise ModelLoadError(f"{what} '{name}' is not a local directory nor in the Hub cache (HF_HUB_OFFLINE is set)")
+        raise UserError(f"{what} '{name}' is not a local directory nor in the Hub cache (HF_HUB_OFFLINE is set)")
     try:
         return Path(snapshot_download(name, allow_patterns=_HUB_PATTERNS))
     except Exception as err:
-        raise ModelLoadError(
-            f"{what} '{name}' is not a local directory and not on the Hub: {_first_line(err)}"
-        ) from None
+        raise UserError(f"{what} '{name}' is not a local directory and not on the Hub: {_first_line(err)}") from None
 
 
 def _first_line(err: BaseException) -> str:
@@ -170,6 +155,36 @@ class LoadedModel:
         gc.collect()
 
 
+def check_model(name: str, base: str | None = None) -> tuple[Path, str | None, Path, Path]:
+    """Finds a model's files without loading them (a command calls it before any long work): its folder, the base
+    of an adapter (None for a merged model), where its tokenizer and weights are. UserError when any is missing."""
+    path = _resolve(name, "model")
+    adapter_config = path / "adapter_config.json"
+    base_name = None
+    if adapter_config.is_file():
+        try:
+            config = json.loads(adapter_config.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise UserError(f"adapter config {adapter_config} is unreadable: {err}") from None
+        base_name = base or config.get("base_model_name_or_path")
+        if not base_name:
+            raise UserError(f"adapter '{name}' does not name its base model; pass --base DIR_OR_HUB_ID")
+        try:
+            base_path = _resolve(base_name, "adapter base model")
+        except UserError as err:
+            hint = "" if base else " (read from adapter_config.json; pass --base DIR_OR_HUB_ID to override)"
+            raise UserError(f"{err}{hint}") from None
+        if (base_path / "adapter_config.json").is_file() and not (base_path / "config.json").is_file():
+            raise UserError(f"adapter base model '{base_name}' is itself an adapter")
+        tokenizer_path = path if (path / "tokenizer_config.json").is_file() else base_path
+        weights_path = base_path
+    else:
+        if base:
+            raise UserError(f"--base was given but '{name}' is not an adapter (no adapter_config.json)")
+        tokenizer_path = weights_path = path
+    return path, base_name, tokenizer_path, weights_path
+
+
 def load_model(name: str, base: str | None = None, device: str | None = None, dtype: str | None = None,
                merge: bool = True) -> LoadedModel:
     """A merged model directory/Hub id, or a PEFT adapter over its base.
@@ -187,36 +202,13 @@ def load_model(name: str, base: str | None = None, device: str | None = None, dt
         dtype or ("bfloat16" if device.startswith("cuda") else "float32")
     )
     if torch_dtype is None:
-        raise ModelLoadError(f"unknown dtype '{dtype}' (float32, bfloat16, float16)")
-    path = _resolve(name, "model")
-    adapter_config = path / "adapter_config.json"
-    base_name = None
-    if adapter_config.is_file():
-        try:
-            config = json.loads(adapter_config.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as err:
-            raise ModelLoadError(f"adapter config {adapter_config} is unreadable: {err}") from None
-        base_name = base or config.get("base_model_name_or_path")
-        if not base_name:
-            raise ModelLoadError(f"adapter '{name}' does not name its base model; pass --base DIR_OR_HUB_ID")
-        try:
-            base_path = _resolve(base_name, "adapter base model")
-        except ModelLoadError as err:
-            hint = "" if base else " (read from adapter_config.json; pass --base DIR_OR_HUB_ID to override)"
-            raise ModelLoadError(f"{err}{hint}") from None
-        if (base_path / "adapter_config.json").is_file() and not (base_path / "config.json").is_file():
-            raise ModelLoadError(f"adapter base model '{base_name}' is itself an adapter")
-        tokenizer_path = path if (path / "tokenizer_config.json").is_file() else base_path
-        weights_path = base_path
-    else:
-        if base:
-            raise ModelLoadError(f"--base was given but '{name}' is not an adapter (no adapter_config.json)")
-        tokenizer_path = weights_path = path
+        raise UserError(f"unknown dtype '{dtype}' (float32, bfloat16, float16)")
+    path, base_name, tokenizer_path, weights_path = check_model(name, base)
     try:
         tokenizer = load_tokenizer(str(tokenizer_path))  # chat template ensured, as the trainer does
         model = AutoModelForCausalLM.from_pretrained(str(weights_path), dtype=torch_dtype)
     except (OSError, ValueError) as err:
-        raise ModelLoadError(f"cannot load '{weights_path}': {_first_line(err)}") from None
+        raise UserError(f"cannot load '{weights_path}': {_first_line(err)}") from None
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tokenizer))
     if base_name is not None:
@@ -225,7 +217,7 @@ def load_model(name: str, base: str | None = None, device: str | None = None, dt
         try:
             model = PeftModel.from_pretrained(model, str(path))
         except Exception as err:  # shape mismatches, missing weights
-            raise ModelLoadError(f"cannot apply adapter '{name}' to '{base_name}': {_first_line(err)}") from None
+            raise UserError(f"cannot apply adapter '{name}' to '{base_name}': {_first_line(err)}") from None
         if merge:
             model = model.merge_and_unload()
     prepare_tokenizer(tokenizer)
@@ -465,19 +457,41 @@ class Stream:
 # Inputs
 
 
-def read_titles(path: str | os.PathLike, split: str = "validation") -> list[dict]:
+class Titles(list):
+    """The records of `read_titles` (dicts with ``title`` and, where the input has them, ``uid``); `skipped` holds
+    the line numbers of JSONL rows whose title is empty, left out and reported rather than answered."""
+
+    skipped: list[int]
+
+    def __init__(self, records=(), skipped=()):
+        super().__init__(records)
+        self.skipped = list(skipped)
+
+
+def read_titles(path: str | os.PathLike, split: str = "validation") -> Titles:
     """Titles from a text file (one a line), a JSONL file (objects with ``title``), or a tc3-prep output directory
-    (``data/{split}-*.parquet``). Returns dicts with ``title`` and, where the input has them, ``uid``."""
+    (``data/{split}-*.parquet``). Only ``\n`` ends a line (tc3.outputs.split_lines). A JSONL row with an empty
+    title is skipped and its line number kept in ``skipped``. UserError for an input that cannot be read or
+    holds no title."""
     path = Path(path)
     if not path.exists():
-        raise InputError(f"input '{path}' does not exist")
+        raise UserError(f"input '{path}' does not exist")
     if path.is_dir():
-        return [{k: r[k] for k in ("uid", "title") if k in r} for r in read_prep_split(path, split)]
-    records = []
+        records = Titles({k: r[k] for k in ("uid", "title") if k in r} for r in read_prep_split(path, split))
+    else:
+        records = _read_title_file(path)
+    if not records:
+        why = " (every row's title is empty)" if records.skipped else ""
+        raise UserError(f"input '{path}' holds no title{why}")
+    return records
+
+
+def _read_title_file(path: Path) -> Titles:
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = split_lines(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as err:
-        raise InputError(f"cannot read '{path}': {err}") from None
+        raise UserError(f"cannot read '{path}': {err}") from None
+    records = Titles()
     first = next((line for line in lines if line.strip()), "")
     jsonl = path.suffix in {".jsonl", ".ndjson"} or first.lstrip().startswith("{")
     for number, line in enumerate(lines, 1):
@@ -487,9 +501,12 @@ def read_titles(path: str | os.PathLike, split: str = "validation") -> list[dict
             try:
                 obj = json.loads(line)
             except ValueError as err:
-                raise InputError(f"{path}:{number}: not JSON: {err}") from None
+                raise UserError(f"{path}:{number}: not JSON: {err}") from None
             if not isinstance(obj, dict) or not isinstance(obj.get("title"), str):
-                raise InputError(f"{path}:{number}: a JSON line needs a string 'title'")
+                raise UserError(f"{path}:{number}: a JSON line needs a string 'title'")
+            if not obj["title"].strip():
+                records.skipped.append(number)
+                continue
             records.append({k: obj[k] for k in ("uid", "title") if k in obj})
         else:
             records.append({"title": line.strip()})
@@ -503,14 +520,14 @@ def read_prep_split(directory: str | os.PathLike, split: str) -> list[dict]:
     directory = Path(directory)
     files = sorted((directory / "data").glob(f"{split}-*.parquet")) or sorted(directory.glob(f"{split}-*.parquet"))
     if not files:
-        raise InputError(f"'{directory}' has no {split} split (expected data/{split}-*.parquet from tc3-prep)")
+        raise UserError(f"'{directory}' has no {split} split (expected data/{split}-*.parquet from tc3-prep)")
     rows: list[dict] = []
     for file in files:
         try:
             table = pq.read_table(file)
         except Exception as err:
-            raise InputError(f"cannot read {file}: {err}") from None
+            raise UserError(f"cannot read {file}: {err}") from None
         if "title" not in table.column_names:
-            raise InputError(f"{file} has no 'title' column")
+            raise UserError(f"{file} has no 'title' column")
         rows.extend(table.to_pylist())
     return rows

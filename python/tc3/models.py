@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 from pathlib import Path
+from urllib.parse import urlparse
 
-from tc3.config import ConfigError
+from tc3.errors import UserError
 
 # Set before transformers / datasets / unsloth are imported: they read these at import time.
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
@@ -16,12 +19,46 @@ def is_local(model: str) -> bool:
     return Path(model).expanduser().is_dir()
 
 
-def check_model_ref(model: str) -> None:
-    """A path that does not exist is a user mistake; anything shaped `org/name` is taken as a hub id."""
-    if is_local(model):
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def check_model_ref(model: str, what: str = "model") -> None:
+    """Checked by every command before anything loads, answered within a second: raises UserError unless `model`
+    is a local folder, or a hub id (`name` or `owner/name`) that is in the Hub cache or can be fetched.
+
+    A path-like ref (starting with `.`, `/` or `~`, with more than one `/`, not shaped like a hub id, or whose
+    first part is a local folder, as in `runs/typo`) that does not exist is a mistyped path, never looked up on
+    the Hub; a hub id that is not cached fails at once when HF_HUB_OFFLINE is set or the Hub cannot be reached,
+    instead of retrying for a minute."""
+    path = Path(model).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise UserError(f"{what} '{model}' is a file, not a model folder")
         return
-    if model.startswith(("/", ".", "~")) or model.count("/") != 1:
-        raise ConfigError(f"model {model!r} is neither a local model dir nor a hub id (org/name)")
+    if (model.startswith((".", "/", "~")) or model.count("/") > 1 or not _HUB_ID.match(model)
+            or ("/" in model and Path(model.split("/", 1)[0]).expanduser().is_dir())):
+        raise UserError(f"{what} '{model}' does not exist")
+    if (hub_cache_dir() / f"models--{model.replace('/', '--')}" / "snapshots").is_dir():
+        return
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in _TRUE:
+        raise UserError(f"{what} '{model}' is not a local folder nor in the Hub cache (HF_HUB_OFFLINE is set)")
+    if not hub_reachable():
+        raise UserError(f"{what} '{model}' is not a local folder nor in the Hub cache, and the Hub cannot be reached")
+
+
+def hub_reachable(timeout: float = 1.0) -> bool:
+    """Whether a TCP connection to the Hub (HF_ENDPOINT) opens within `timeout` seconds; assumed when a proxy is
+    set, since the proxy is the way out then."""
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname, port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
 
 
 def hub_cache_dir() -> Path:

@@ -41,7 +41,7 @@ fn filters(
 #[pyfunction]
 #[pyo3(signature = (inputs, out_dir, *, val_fraction=0.01, seed=3407, limit=None, sample=None,
     min_title_chars=3, max_title_chars=400, min_desc_chars=40, max_desc_chars=5000, dedup="exact",
-    drop_patterns=vec![], rejects=None, max_errors=None, threads=None, force=false, card_notes=String::new(), progress=None))]
+    drop_patterns=vec![], rejects=None, max_errors=None, threads=None, card_notes=String::new(), progress=None))]
 #[allow(clippy::too_many_arguments)]
 fn run(
     py: Python<'_>,
@@ -60,7 +60,6 @@ fn run(
     rejects: Option<PathBuf>,
     max_errors: Option<u64>,
     threads: Option<usize>,
-    force: bool,
     card_notes: String,
     progress: Option<Py<PyAny>>,
 ) -> PyResult<String> {
@@ -78,7 +77,6 @@ fn run(
         rejects,
         max_errors,
         threads: threads.unwrap_or(defaults.threads),
-        force,
         card_notes,
     };
     let sources: Vec<Source> = inputs.iter().map(|s| Source::parse(s)).collect();
