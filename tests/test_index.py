@@ -12,6 +12,7 @@ import pytest
 from tc3 import index
 from tc3.cli import index as cli
 from tc3.errors import UserError
+from tc3.outputs import MARKER
 from tc3.index import ProductIndex, build_index, coverage, match_key, within_one_edit
 
 SYNTAX = ':()"\'+-^[]{}~*?\\/!'
@@ -154,7 +155,7 @@ def test_existing_index_is_kept_without_force(prep_copy):
     assert meta_file.read_text() == before
     build_index(prep_copy, force=True)
     assert json.loads(meta_file.read_text())["total"] == len(ProductIndex.open(prep_copy))
-    assert sorted(p.name for p in prep_copy.iterdir()) == ["README.md", "data", "index", "stats.json"]
+    assert sorted(p.name for p in prep_copy.iterdir()) == [MARKER, "README.md", "data", "index", "stats.json"]
 
 
 def test_interrupted_build_leaves_nothing(prep_copy):
@@ -163,7 +164,7 @@ def test_interrupted_build_leaves_nothing(prep_copy):
 
     with pytest.raises(KeyboardInterrupt):
         build_index(prep_copy, progress=interrupt)
-    assert sorted(p.name for p in prep_copy.iterdir()) == ["README.md", "data", "stats.json"]
+    assert sorted(p.name for p in prep_copy.iterdir()) == [MARKER, "README.md", "data", "stats.json"]
 
 
 def test_stale_index_is_detected(prep_copy):

@@ -265,15 +265,20 @@ def test_max_errors(crafted: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "fail").exists()
 
 
-def test_existing_output_needs_force(crafted: Path, tmp_path: Path) -> None:
+def test_existing_output_needs_force_and_a_users_folder_is_never_replaced(crafted: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "old.txt").write_text("old")
+    assert run_cli(str(crafted), "-o", str(out), "-q").returncode == 0
+    stats = (out / "stats.json").read_bytes()
     result = run_cli(str(crafted), "-o", str(out))
     assert result.returncode == 2 and b"--force" in result.stderr
-    assert (out / "old.txt").exists()
+    assert (out / "stats.json").read_bytes() == stats
     assert run_cli(str(crafted), "-o", str(out), "--force", "-q").returncode == 0
-    assert not (out / "old.txt").exists() and (out / "stats.json").exists()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "old.txt").write_text("old")
+    result = run_cli(str(crafted), "-o", str(mine), "--force")
+    assert result.returncode == 2 and b"not written by tc3" in result.stderr
+    assert (mine / "old.txt").read_text() == "old"
 
 
 @pytest.mark.parametrize(

@@ -27,7 +27,6 @@ def run(
     rejects: str | None = None,
     max_errors: int | None = None,
     threads: int | None = None,
-    force: bool = False,
     card_notes: str = "",
     progress: Callable[[int, int | None, int, int], object] | None = None,
 ) -> str: ...

@@ -67,6 +67,9 @@ pub fn is_validation(uid: Option<&str>, title: &str, seed: u64, fraction: f64) -
     (h as f64) / 18446744073709551616.0 < fraction
 }
 
+/// Cleans `inputs` into `out_dir`, which must be absent or empty (`prepare_out_dir`): the caller stages it and
+/// puts it in place, and removes it when this returns an error (it then holds a partial output without
+/// `stats.json`). Nothing outside `out_dir` and the rejects file is written, and nothing is deleted.
 pub fn run(
     inputs: &[Source],
     out_dir: &std::path::Path,
