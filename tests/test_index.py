@@ -12,8 +12,8 @@ import pytest
 from tc3 import index
 from tc3.cli import index as cli
 from tc3.errors import UserError
-from tc3.outputs import MARKER
 from tc3.index import ProductIndex, build_index, coverage, match_key, within_one_edit
+from tc3.outputs import MARKER
 
 SYNTAX = ':()"\'+-^[]{}~*?\\/!'
 

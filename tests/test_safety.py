@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from tc3.errors import UserError, command
-from tc3.outputs import MARKER, check_dest, split_lines, staged_dir
+from tc3.outputs import MARKER, split_lines, staged_dir
 
 SAMPLE = Path(__file__).resolve().parents[1] / "python" / "tc3" / "samples" / "amazon_titles_sample500.jsonl.gz"
 
@@ -143,9 +143,6 @@ def test_every_command_refuses_a_users_folder_or_file(precious, tmp_path, tiny_m
     assert mine.read_text() == "mine\n"
     with pytest.raises(UserError, match="not written by tc3"):
         check_output_dir(TrainConfig(output_dir=str(precious)), False)
-    for command_name in ("tc3-eval", "tc3-train"):
-        with pytest.raises(UserError, match=str(precious)):
-            check_dest(precious, command_name)
     assert (precious / "sub" / "thesis.tex").exists()
 
 
@@ -280,7 +277,8 @@ def test_generate_refuses_bad_input_before_loading_the_model(tmp_path):
 # Checks before long work
 
 
-def test_eval_checks_the_extra_and_both_models_before_generating(prep_out, tiny_model_dir, tmp_path, monkeypatch):
+def test_eval_checks_the_extra_models_and_out_dir_before_generating(prep_out, tiny_model_dir, tmp_path, precious,
+                                                                     monkeypatch):
     import importlib.util
 
     import tc3.evaluate
@@ -293,6 +291,9 @@ def test_eval_checks_the_extra_and_both_models_before_generating(prep_out, tiny_
     with pytest.raises(UserError, match="does not exist"):
         tc3.evaluate.run_eval(str(tmp_path / "runs" / "typo"), str(prep_out), tmp_path / "report",
                               baseline=str(tiny_model_dir), n=2)
+    with pytest.raises(UserError, match="not written by tc3"):
+        tc3.evaluate.run_eval(str(tiny_model_dir), str(prep_out), precious, n=2)
+    assert sorted(p.name for p in precious.iterdir()) == ["sub"]
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "rouge_score" else real(name, *a))
     with pytest.raises(UserError, match=r"pip install 'tc3\[eval\]'"):

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import socket
+import threading
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -48,17 +49,25 @@ def check_model_ref(model: str, what: str = "model") -> None:
 
 
 def hub_reachable(timeout: float = 1.0) -> bool:
-    """Whether a TCP connection to the Hub (HF_ENDPOINT) opens within `timeout` seconds; assumed when a proxy is
-    set, since the proxy is the way out then."""
+    """Whether a TCP connection to the Hub (HF_ENDPOINT) opens within `timeout` seconds, name lookup included (in a
+    thread, since a lookup cannot be given a timeout); assumed when a proxy is set, the proxy being the way out."""
     if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
         return True
     endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
     port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
-    try:
-        socket.create_connection((endpoint.hostname, port), timeout=timeout).close()
-    except OSError:
-        return False
-    return True
+    opened: list[bool] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection((endpoint.hostname, port), timeout=timeout).close()
+            opened.append(True)
+        except OSError:
+            pass
+
+    probe = threading.Thread(target=connect, daemon=True)
+    probe.start()
+    probe.join(timeout)
+    return bool(opened)
 
 
 def hub_cache_dir() -> Path:

@@ -23,8 +23,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="validation")
     p.add_argument("--n", type=int, default=500, help="titles to evaluate (seeded sample)")
     p.add_argument("--seed", type=int, default=3407, help="seed of the title sample (and of --sample)")
-    p.add_argument("--out", default="eval-report", help="directory for report.json, report.md, report.png and the cache "
-                   "of answers (tc3-eval's own: an existing folder that tc3-eval did not make is refused)")
+    p.add_argument("--out", default="eval-report",
+                   help="directory for report.json, report.md, report.png and the cache of answers (tc3-eval's own: "
+                   "an existing folder that tc3-eval did not make is refused)")
     p.add_argument("--questions", choices=["fixed", "seen", "unseen"], default="fixed",
                    help="how titles are asked: fixed = the --instruction before the title (default); seen = a "
                    "training question template per title; unseen = seen, plus a second pass with phrasings held "
