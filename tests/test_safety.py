@@ -345,3 +345,15 @@ def tiny(tiny_model_dir):
     from tc3.generate import load_model
 
     return load_model(str(tiny_model_dir), device="cpu")
+
+
+def test_generate_writes_into_a_new_folder_and_reports_skipped_rows(tiny_model_dir, tmp_path, capsys):
+    from tc3.cli.generate import main
+
+    titles = tmp_path / "titles.jsonl"
+    titles.write_text('{"title": "Red shoes\u2028size 9"}\n{"title": ""}\n{"title": "Blue hat"}\n', encoding="utf-8")
+    out = tmp_path / "new" / "folder" / "out.jsonl"
+    assert main(["--model", str(tiny_model_dir), "--input", str(titles), "-o", str(out), "--max-new-tokens", "3"]) == 0
+    assert [json.loads(line)["title"] for line in split_lines(out.read_text(encoding="utf-8"))] == \
+        ["Red shoes\u2028size 9", "Blue hat"]
+    assert "skipped 1 rows with an empty title (lines 2)" in capsys.readouterr().err
