@@ -357,3 +357,18 @@ def test_generate_writes_into_a_new_folder_and_reports_skipped_rows(tiny_model_d
     assert [json.loads(line)["title"] for line in split_lines(out.read_text(encoding="utf-8"))] == \
         ["Red shoes\u2028size 9", "Blue hat"]
     assert "skipped 1 rows with an empty title (lines 2)" in capsys.readouterr().err
+
+
+def test_a_missing_extra_is_one_line_naming_the_pip_command(monkeypatch, capsys):
+    import importlib.util
+
+    from tc3.cli import generate, index
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("peft", "tantivy") else real(name, *a))
+    assert generate.main(["--model", "m", "--title", "t"]) == 2
+    assert capsys.readouterr().err == ("tc3-generate: error: peft is not installed (the 'train' extra); "
+                                       "run: pip install 'tc3[train]'\n")
+    assert index.main(["prep"]) == 2
+    assert "pip install 'tc3[index]'" in capsys.readouterr().err

@@ -51,6 +51,9 @@ def command(prog: str, interrupted: str = "interrupted") -> Callable[[Callable[.
     return wrap
 
 
+MODEL_MODULES = ("torch", "transformers", "peft")  # what loading or training a model takes (the train extra)
+
+
 def need(extra: str, *modules: str) -> None:
     """Raise a UserError naming the pip command when a `module` of tc3's optional `extra` is missing: checked
     before long work, not when its result is due."""

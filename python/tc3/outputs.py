@@ -13,7 +13,9 @@ that wrote it and, for folders written in one go, every file it wrote); an outpu
 
 `staged_dir` builds a folder under a temporary name beside its place; when the block ends without an error the
 marker is written, the old output (if any) is renamed aside, the new one renamed in, and only then the old one
-removed. `staged_file` does the same for one file; `staged_open` writes a file inside a folder tc3 already owns.
+removed. `resumable_jsonl` writes one output file row by row, keeping the rows of an interrupted run; `claim_dir`
+marks a folder that grows in place (a training run, an eval report); `staged_open` writes a file inside a folder
+tc3 already owns.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ def write_marker(path: str | os.PathLike[str], command: str, folder: bool, files
     marker = {"command": command, "tc3": __version__}
     if files is not None:
         marker["files"] = sorted(files)
-    _write_atomic(marker_path(path, folder), json.dumps(marker, indent=1) + "\n")
+    write_staged(marker_path(path, folder), json.dumps(marker, indent=1) + "\n")
 
 
 def is_within(path: str | os.PathLike[str], folder: str | os.PathLike[str]) -> bool:
@@ -160,14 +162,10 @@ def staged_open(path: str | os.PathLike[str], binary: bool = False) -> Iterator[
         raise
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    with staged_open(path) as f:
-        f.write(text)
-
-
 def write_staged(path: str | os.PathLike[str], text: str) -> None:
     """`text` written to `path` (inside a folder tc3 owns) whole or not at all."""
-    _write_atomic(Path(path), text)
+    with staged_open(path) as f:
+        f.write(text)
 
 
 def claim_file(path: str | os.PathLike[str], command: str, force: bool | None = None) -> None:
@@ -187,15 +185,6 @@ def claim_dir(path: str | os.PathLike[str], command: str) -> Path:
     if read_marker(path) is None:
         write_marker(path, command, folder=True)
     return path
-
-
-@contextmanager
-def staged_file(path: str | os.PathLike[str], command: str, *, binary: bool = False,
-                force: bool | None = None) -> Iterator[IO]:
-    """A whole output file of `command`: checked and marked (claim_file), then written through staged_open."""
-    claim_file(path, command, force=force)
-    with staged_open(path, binary=binary) as f:
-        yield f
 
 
 def split_lines(text: str) -> list[str]:

@@ -13,7 +13,7 @@ from tc3.cli.generate import (
     set_threads,
     settings_from,
 )
-from tc3.errors import command
+from tc3.errors import MODEL_MODULES, command, need
 
 
 def parser() -> argparse.ArgumentParser:
@@ -34,6 +34,7 @@ def parser() -> argparse.ArgumentParser:
 @command("tc3-demo")
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    need("train", *MODEL_MODULES)
     settings = settings_from(args)
     from tc3.demo import build_app, check_can_serve, launch
     from tc3.generate import check_model, load_model, quiet_libraries

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from tc3.cli.generate import add_generation_args, set_threads, settings_from
-from tc3.errors import UserError, command
+from tc3.errors import MODEL_MODULES, UserError, command, need
 
 
 def parser() -> argparse.ArgumentParser:
@@ -40,6 +40,7 @@ def parser() -> argparse.ArgumentParser:
 @command("tc3-eval", interrupted="interrupted; the finished answers are kept: run the same command to go on")
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    need("train", *MODEL_MODULES)
     if args.n <= 0 or args.batch_size <= 0:
         raise UserError("--n and --batch-size must be positive")
     settings = settings_from(args)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tc3.errors import command
+from tc3.errors import MODEL_MODULES, command, need
 
 
 @command("tc3-export")
@@ -17,6 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--base", help="16-bit base weights (default: the adapter's base; -bnb-4bit ids lose the suffix)")
     p.add_argument("--dtype", choices=["bf16", "fp16"], default="bf16")
     args = p.parse_args(argv)
+    need("train", *MODEL_MODULES)
     from tc3.export import export_merged
 
     out = export_merged(args.adapter_dir, args.out_dir, base=args.base, dtype=args.dtype)

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from tc3.errors import UserError, command
+from tc3.errors import MODEL_MODULES, UserError, command, need
 from tc3.outputs import check_dest, fingerprint, resumable_jsonl
 
 EXIT_WORDS = {"sair", "exit", "quit"}
@@ -139,6 +139,7 @@ def run(args) -> int:
     from tc3.grounding import answer_grounded
 
     # Every mistake that can be seen before the model loads is reported before it loads.
+    need("train", *MODEL_MODULES)
     if args.batch_size <= 0:
         raise UserError("--batch-size must be positive")
     if args.output and args.input is None:

@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from tc3 import index
-from tc3.errors import UserError, command
+from tc3.errors import UserError, command, need
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 @command("tc3-index", interrupted="interrupted; no index written")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    need("index", "tantivy")
     if args.query is not None:
         return query(args)
     return build(args)

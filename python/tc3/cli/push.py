@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tc3.errors import command
+from tc3.errors import command, need
 
 
 @command("tc3-push")
@@ -20,6 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--public", action="store_true", help="create the repo public (default: private)")
     p.add_argument("--dry-run", action="store_true", help="list what would be uploaded; upload nothing")
     args = p.parse_args(argv)
+    need("train", "huggingface_hub")
     from tc3.hub import push
 
     push(args.path, args.repo_id, private=not args.public, dry_run=args.dry_run)

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from tc3.config import FIELDS, load_config
-from tc3.errors import command
+from tc3.errors import MODEL_MODULES, command, need
 
 
 def parser() -> argparse.ArgumentParser:
@@ -26,6 +26,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     config = load_config(args.config, args.overrides)
+    need("train", *MODEL_MODULES, "trl", "datasets")
     if args.dry_run:
         from tc3.train import dry_run
 
