@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from tc3.errors import UserError, command
-from tc3.outputs import MARKER, split_lines, staged_dir
+from tc3.outputs import MARKER, claim_dir, split_lines, staged_dir
 
 SAMPLE = Path(__file__).resolve().parents[1] / "python" / "tc3" / "samples" / "amazon_titles_sample500.jsonl.gz"
 
@@ -71,6 +71,10 @@ def test_prep_force_replaces_its_own_output_but_not_one_the_user_added_to(trn, t
     (out / "notes.txt").write_text("mine")
     one_line_error(prep(trn, out, "--force"), "tc3-prep", "notes.txt")
     assert (out / "notes.txt").read_text() == "mine"
+    (out / "notes.txt").unlink()
+    claim_dir(out / "run", "tc3-train")  # a training run kept in the prep dir is not the prep's to delete
+    one_line_error(prep(trn, out, "--force"), "tc3-prep", "run")
+    assert (out / "run").is_dir()
 
 
 def test_rejects_inside_the_replaced_output_is_refused_up_front(trn, tmp_path):
@@ -107,8 +111,8 @@ def test_index_never_touches_the_parquet_data_or_the_prep_dir(prep_out, precious
     assert (precious / "sub" / "thesis.tex").exists()
     assert cli("index", prep_out, "-q").returncode == 0
     assert cli("index", prep_out, "-q", "--force").returncode == 0  # its own index
-    # a tc3-prep --force over the dir keeps working: the index inside is tc3's own
     assert json.loads((prep_out / "index" / MARKER).read_text())["command"] == "tc3-index"
+    assert prep(prep_out.parent / "t.jsonl", prep_out, "--force").returncode == 0  # the index goes with its data
 
 
 def test_the_old_output_stays_until_the_new_one_is_complete(tmp_path):

@@ -7,7 +7,8 @@ that wrote it and, for folders written in one go, every file it wrote); an outpu
 
 * absent, or an empty folder: yes;
 * written by the same command (its marker) and, for a folder with a file list, holding nothing else but files of
-  that list and folders that carry their own marker: yes, with `--force` where the command has one;
+  that list and outputs rebuilt from it (DERIVED: a tc3-index in a prep dir): yes, with `--force` where the
+  command has one;
 * anything else (a user's folder or file, another command's output, a tc3 folder into which files were added):
   no, a `UserError` naming the path.
 
@@ -87,24 +88,35 @@ def check_dest(path: str | os.PathLike[str], command: str, *, folder: bool = Tru
     if force is False:
         raise UserError(f"{path} exists; replace it with --force")
     if folder and "files" in marker:
-        stranger = _foreign_file(path, set(marker["files"]))
+        stranger = _foreign_file(path, set(marker["files"]), DERIVED.get(command, frozenset()))
         if stranger is not None:
             raise UserError(f"{path} holds {stranger}, which {command} did not write; refusing to replace it")
 
 
-def _foreign_file(folder: Path, listed: set[str]) -> Path | None:
-    """The first path under `folder` that is neither the marker, a listed file, nor inside a marked subfolder."""
+# Outputs that live inside another command's output and are rebuilt from it: replaced along with it. Any other
+# output inside (a training run in a prep dir, say) keeps the outer one from being replaced.
+DERIVED = {"tc3-prep": frozenset({"tc3-index"})}
+
+
+def _foreign_file(folder: Path, listed: set[str], derived: frozenset[str]) -> Path | None:
+    """The first path under `folder` that is neither its marker, a listed file, nor a `derived` output folder."""
     for root, dirs, files in os.walk(folder):
         base = Path(root)
         for name in sorted(files):
             relative = (base / name).relative_to(folder).as_posix()
             if relative != MARKER and relative not in listed:
                 return base / name
+        kept = []
         for name in sorted(dirs):
             sub = base / name
             if sub.is_symlink():
                 return sub
-        dirs[:] = [d for d in sorted(dirs) if read_marker(base / d) is None]  # a marked subfolder is tc3's own
+            inner = read_marker(sub)
+            if inner is None:
+                kept.append(name)
+            elif inner["command"] not in derived:
+                return sub
+        dirs[:] = kept
     return None
 
 

@@ -172,7 +172,7 @@ def run(args) -> int:
         return 0
     if args.output:
         key = fingerprint(Path(args.input), args.split, args.model, _model_files(args.model), args.base,
-                          settings.as_dict(), args.batch_size, args.index)
+                          settings.as_dict(), args.batch_size, args.index, args.device, args.dtype)
         with resumable_jsonl(args.output, "tc3-generate", key) as (done, out):
             if done:
                 print(f"tc3-generate: {len(done)} answers kept from an interrupted run; going on", file=sys.stderr)
