@@ -204,7 +204,7 @@ def write_answers(records: list[dict], start: int, answer, batch_size: int, out)
         print(f"tc3-generate: {first + len(chunk)}/{len(titles)}", file=sys.stderr)
 
 
-@command("tc3-generate", interrupted="interrupted; the answers written to -o are kept: run the same command to go on")
+@command("tc3-generate", interrupted="interrupted; answers already in an -o file are kept: the same command goes on")
 def main(argv: list[str] | None = None) -> int:
     return run(parser().parse_args(argv))
 
