@@ -6,9 +6,8 @@ import pyarrow as pa
 
 __version__: str
 
-class PrepError(Exception): ...
-class UsageError(PrepError): ...
-class InputError(PrepError): ...
+class EngineError(Exception):
+    """args: (message, exit status): 2 for a bad option or output path, 1 for an unreadable input or I/O failure."""
 
 def run(
     inputs: list[str],

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from tc3 import _rust_clean
-from tc3.errors import INPUT, UserError
+from tc3.errors import UserError
 from tc3.outputs import check_dest, claim_file, is_within, staged_dir
 from tc3.prompts import questions_card_section
 
@@ -150,10 +150,9 @@ def engine_errors() -> Iterator[None]:
     cannot be read (or an I/O failure) exits 1."""
     try:
         yield
-    except _rust_clean.UsageError as e:
-        raise UserError(str(e)) from None
-    except _rust_clean.PrepError as e:
-        raise UserError(str(e), status=INPUT) from None
+    except _rust_clean.EngineError as e:
+        message, status = e.args
+        raise UserError(message, status=status) from None
     except OverflowError as e:  # a number past 2**64 cannot reach the engine
         raise UserError(f"a number is out of range: {e}") from None
 
