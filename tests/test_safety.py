@@ -376,3 +376,12 @@ def test_a_missing_extra_is_one_line_naming_the_pip_command(monkeypatch, capsys)
                                        "run: pip install 'tc3[train]'\n")
     assert index.main(["prep"]) == 2
     assert "pip install 'tc3[index]'" in capsys.readouterr().err
+
+
+def test_engine_errors_keep_their_exit_status_and_one_line(trn, tmp_path):
+    truncated = tmp_path / "cut.json.gz"
+    truncated.write_bytes(gzip.compress(trn.read_bytes())[:200])
+    result = prep(truncated, tmp_path / "out")
+    assert result.returncode == 1 and result.stderr.startswith("tc3-prep: error: ") and result.stderr.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.json.gz", "t.jsonl"]  # no staging left behind
+    one_line_error(prep(trn, tmp_path / "out", "--dedup", "near", "--threads", "0"), "tc3-prep", "--threads")
