@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -175,7 +176,7 @@ def test_the_cli_wrapper_prints_user_errors_in_one_line_and_keeps_tracebacks_of_
 
 
 @pytest.mark.parametrize("ref", ["runs/nope", "./nope", "/no/such/model", "~/no-such-model", "a/b/c"])
-def test_a_mistyped_model_path_fails_within_a_second_in_every_command(ref, tmp_path, trn, monkeypatch):
+def test_a_mistyped_model_path_fails_within_a_second(ref, tmp_path, monkeypatch):
     from tc3.models import check_model_ref
 
     (tmp_path / "runs").mkdir()
@@ -186,14 +187,14 @@ def test_a_mistyped_model_path_fails_within_a_second_in_every_command(ref, tmp_p
     assert time.perf_counter() - started < 1
 
 
-def test_train_export_generate_with_a_mistyped_model_are_one_line(tmp_path, monkeypatch):
+def test_train_export_generate_with_a_mistyped_model_are_one_line(tmp_path):
     (tmp_path / "runs").mkdir()
     adapter = tmp_path / "runs" / "adapter"
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "x/y"}))
     config = tmp_path / "c.yaml"
     config.write_text("backend: hf\n")
-    env = {**__import__("os").environ, "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     started = time.perf_counter()
     result = subprocess.run([sys.executable, "-m", "tc3.cli.export", "runs/adapter", "merged", "--base", "runs/nope"],
                             capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
