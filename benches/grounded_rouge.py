@@ -32,11 +32,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
 from tc3.evaluate import mean, rouge, unsupported_share  # noqa: E402
 from tc3.generate import Ask, GenerationSettings, generate_batch, load_model, quiet_libraries  # noqa: E402
 from tc3.grounding import answer_found  # noqa: E402
+from tc3.outputs import split_lines  # noqa: E402
 from tc3.prompts import render_context  # noqa: E402
 
 
 def read_items(path: Path, limit: int | None) -> list[dict]:
-    items = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    items = [json.loads(line) for line in split_lines(path.read_text(encoding="utf-8")) if line.strip()]
     return items[:limit] if limit else items
 
 

@@ -153,11 +153,11 @@ def test_cli_errors_are_one_line_and_exit_2(tmp_path, capsys, prep_dir):
         ["--config", str(tmp_path / "missing.yaml")],
         ["--config", str(CONFIGS / "tiny-cpu.yaml"), "bogus=1"],
         ["--config", str(CONFIGS / "tiny-cpu.yaml"), "lora_r=eight"],
-        ["--config", str(CONFIGS / "tiny-cpu.yaml"), f"data={tmp_path / 'nowhere'}", "--dry-run"],
+        ["--config", str(CONFIGS / "tiny-cpu.yaml"), f"data={tmp_path / 'nowhere'}", f"model={tmp_path}", "--dry-run"],
         ["--config", str(CONFIGS / "tiny-cpu.yaml"), f"data={prep_dir}", f"model={tmp_path / 'no-model'}", "--dry-run"],
     ]
     expected = ["not found", "unknown key(s) bogus", "lora_r must be int, got 'eight'", "is not a tc3-prep output dir",
-                "neither a local model dir"]
+                "no-model' does not exist"]
     for argv, fragment in zip(cases, expected):
         assert main(argv) == 2
         err = capsys.readouterr().err

@@ -124,8 +124,10 @@ def test_two_processes_retrace_one_process_with_the_same_global_batch(ddp_run, o
 def test_resume_refuses_another_number_of_processes(tmp_path, monkeypatch):
     """Batches and data order depend on the number of processes: a checkpoint of 2 resumes only with 2."""
     from tc3.config import ConfigError, TrainConfig
+    from tc3.outputs import claim_dir
     from tc3.train import COMPLETE_MARKER, check_output_dir
 
+    claim_dir(tmp_path, "tc3-train")  # a run dir is tc3-train's own
     checkpoint = tmp_path / "checkpoint-16"
     checkpoint.mkdir()
     (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": 16, "max_steps": 32}))

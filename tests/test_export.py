@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from tc3.generate import GenerationSettings, ModelLoadError, generate_batch, load_model
+from tc3.errors import UserError
+from tc3.generate import GenerationSettings, generate_batch, load_model
 
 TITLES = ["Mog's Kittens", "Sunflower", "The Hobbit, or There and Back Again", "X"]
 
@@ -62,7 +63,7 @@ def test_adapter_over_a_quantized_base_stays_unmerged(adapter, tiny_model_dir, t
     monkeypatch.setattr(models, "is_quantized", lambda model_or_dir: True)
     loaded = load_model(str(adapter), device="cpu")
     assert loaded.merged is False and type(loaded.model).__name__.startswith("PeftModel")
-    with pytest.raises(ModelLoadError, match="is quantized: merging"):
+    with pytest.raises(UserError, match="is quantized: merging"):
         load_model(str(adapter), device="cpu", merge=True)
 
 
@@ -111,7 +112,14 @@ def test_tc3_export_names_the_answer_end_everywhere_keeps_fp32_and_measures_depa
     assert main([str(adapter), str(tmp_path / "bf16"), "--device", "cpu", "--dtype", "bf16"]) == 0
     rounded = json.loads((tmp_path / "bf16" / "export_check.json").read_text())
     assert rounded["dtype"] == "bf16" and rounded["max_logit_diff"] > check["max_logit_diff"]
+
+    # an earlier tc3-export output is replaced whole; a folder the user put a file in is never written over
+    assert main([str(adapter), str(out), "--device", "cpu", "--dtype", "bf16"]) == 0
+    assert json.loads((out / "export_check.json").read_text())["dtype"] == "bf16"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bf16", "merged"]  # no staging or old copy left behind
+    (out / "notes.txt").write_text("mine")
     capsys.readouterr()
-    assert main([str(adapter), str(out), "--device", "cpu"]) == 2  # never over an existing dir
+    assert main([str(adapter), str(out), "--device", "cpu"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("tc3-export: error:") and "already exists" in err and err.count("\n") == 1
+    assert err.startswith("tc3-export: error:") and "notes.txt" in err and err.count("\n") == 1
+    assert (out / "notes.txt").read_text() == "mine"

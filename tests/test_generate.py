@@ -12,10 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
+from tc3.errors import UserError
 from tc3.generate import (
     GenerationSettings,
-    InputError,
-    ModelLoadError,
     PaddedRepetitionPenalty,
     Stream,
     generate_batch,
@@ -203,7 +202,7 @@ def test_clear_errors_for_bad_path_and_missing_adapter_base(tiny_model_dir, tmp_
     from tc3.cli.generate import main
     from transformers import AutoModelForCausalLM
 
-    with pytest.raises(ModelLoadError, match="does not exist"):
+    with pytest.raises(UserError, match="does not exist"):
         load_model(str(tmp_path / "nope"))
     assert main(["--model", str(tmp_path / "nope"), "--title", "X"]) == 2
     err = capsys.readouterr().err
@@ -220,7 +219,7 @@ def test_clear_errors_for_bad_path_and_missing_adapter_base(tiny_model_dir, tmp_
 
     config["base_model_name_or_path"] = str(tmp_path / "gone-base")
     (adapter / "adapter_config.json").write_text(json.dumps(config))
-    with pytest.raises(ModelLoadError, match="adapter base model .* does not exist .*--base"):
+    with pytest.raises(UserError, match="adapter base model .* does not exist .*--base"):
         load_model(str(adapter))
     capsys.readouterr()
     assert main(["--model", str(adapter), "--title", "X"]) == 2
@@ -228,7 +227,7 @@ def test_clear_errors_for_bad_path_and_missing_adapter_base(tiny_model_dir, tmp_
     assert err.startswith("tc3-generate: error: adapter base model") and "--base" in err and err.count("\n") == 1
     loaded = load_model(str(adapter), base=str(tiny_model_dir), device="cpu")  # --base overrides
     assert loaded.base == str(tiny_model_dir)
-    with pytest.raises(ModelLoadError, match="not an adapter"):
+    with pytest.raises(UserError, match="not an adapter"):
         load_model(str(tiny_model_dir), base=str(tiny_model_dir))
 
 
@@ -240,9 +239,9 @@ def test_read_titles_from_text_jsonl_and_prep_dir(tmp_path, prep_dir):
     assert read_titles(tmp_path / "t.jsonl") == [{"uid": "1", "title": "A"}, {"title": "B"}]
     rows = read_titles(prep_dir, split="validation")
     assert rows and set(rows[0]) == {"uid", "title"}
-    with pytest.raises(InputError, match="title"):
+    with pytest.raises(UserError, match="title"):
         read_titles(tmp_path / "bad.jsonl")
-    with pytest.raises(InputError, match="no test split"):
+    with pytest.raises(UserError, match="no test split"):
         read_titles(prep_dir, split="test")
 
 
@@ -265,8 +264,10 @@ def test_cli_input_file_writes_jsonl(tiny_model_dir, tiny, tmp_path, capsys):
     assert printed == generate_one(tiny, "Sunflower", GenerationSettings(max_new_tokens=6)).description
 
 
-def test_cli_output_appears_only_when_complete(tiny_model_dir, tmp_path, monkeypatch):
-    """A run that fails half-way leaves neither the output file nor its partial copy."""
+def test_cli_output_appears_only_when_complete_and_an_interrupted_run_goes_on(tiny_model_dir, tmp_path,
+                                                                                monkeypatch):
+    """A run stopped half-way leaves no output file but keeps its finished answers; the same command then goes on
+    from them and writes what an uninterrupted run writes."""
     import tc3.generate
     from tc3.cli.generate import main
 
@@ -278,12 +279,25 @@ def test_cli_output_appears_only_when_complete(tiny_model_dir, tmp_path, monkeyp
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(tc3.generate, "generate_batch", fails_on_the_second_batch)
     (tmp_path / "titles.txt").write_text("\n".join(TITLES[:3]) + "\n")
-    out = tmp_path / "out.jsonl"
-    assert main(["--model", str(tiny_model_dir), "--input", str(tmp_path / "titles.txt"), "-o", str(out),
-                 "--batch-size", "2", "--max-new-tokens", "4"]) == 130
-    assert len(calls) == 2 and sorted(p.name for p in tmp_path.iterdir()) == ["titles.txt"]
+    out, whole = tmp_path / "out.jsonl", tmp_path / "whole.jsonl"
+    args = ["--model", str(tiny_model_dir), "--input", str(tmp_path / "titles.txt"), "--batch-size", "2",
+            "--max-new-tokens", "4"]
+    assert main([*args, "-o", str(whole)]) == 0
+    monkeypatch.setattr(tc3.generate, "generate_batch", fails_on_the_second_batch)
+    assert main([*args, "-o", str(out)]) == 130
+    assert len(calls) == 2 and not out.exists()
+    partial = [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+    assert len(partial) == 1 and len(partial[0].read_text().splitlines()) == 2
+    calls.clear()
+    assert main([*args, "-o", str(out)]) == 0
+    assert len(calls) == 1  # only the last title was generated again
+    assert not partial[0].exists()
+
+    def texts(path):
+        return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in path.read_text().splitlines()]
+
+    assert texts(out) == texts(whole)
 
 
 def test_interactive_loop_leaves_on_sair(tiny):

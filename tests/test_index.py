@@ -11,7 +11,9 @@ import pytest
 
 from tc3 import index
 from tc3.cli import index as cli
-from tc3.index import ProductIndex, ProductIndexError, build_index, coverage, match_key, within_one_edit
+from tc3.errors import UserError
+from tc3.index import ProductIndex, build_index, coverage, match_key, within_one_edit
+from tc3.outputs import MARKER
 
 SYNTAX = ':()"\'+-^[]{}~*?\\/!'
 
@@ -148,12 +150,12 @@ def test_existing_index_is_kept_without_force(prep_copy):
     build_index(prep_copy)
     meta_file = prep_copy / "index" / index.META_NAME
     before = meta_file.read_text()
-    with pytest.raises(ProductIndexError, match="exists"):
+    with pytest.raises(UserError, match="exists"):
         build_index(prep_copy)
     assert meta_file.read_text() == before
     build_index(prep_copy, force=True)
     assert json.loads(meta_file.read_text())["total"] == len(ProductIndex.open(prep_copy))
-    assert sorted(p.name for p in prep_copy.iterdir()) == ["README.md", "data", "index", "stats.json"]
+    assert sorted(p.name for p in prep_copy.iterdir()) == [MARKER, "README.md", "data", "index", "stats.json"]
 
 
 def test_interrupted_build_leaves_nothing(prep_copy):
@@ -162,7 +164,7 @@ def test_interrupted_build_leaves_nothing(prep_copy):
 
     with pytest.raises(KeyboardInterrupt):
         build_index(prep_copy, progress=interrupt)
-    assert sorted(p.name for p in prep_copy.iterdir()) == ["README.md", "data", "stats.json"]
+    assert sorted(p.name for p in prep_copy.iterdir()) == [MARKER, "README.md", "data", "stats.json"]
 
 
 def test_stale_index_is_detected(prep_copy):
@@ -172,7 +174,7 @@ def test_stale_index_is_detected(prep_copy):
     table = pq.read_table(val)
     pq.write_table(table.slice(0, table.num_rows - 1), val)
     for path in (prep_copy, prep_copy / "index"):
-        with pytest.raises(ProductIndexError, match="stale"):
+        with pytest.raises(UserError, match="stale"):
             ProductIndex.open(path)
 
 
@@ -180,18 +182,18 @@ def test_index_of_another_format_is_refused(prep_copy):
     build_index(prep_copy)
     meta_file = prep_copy / "index" / index.META_NAME
     meta_file.write_text(json.dumps(dict(json.loads(meta_file.read_text()), format=index.FORMAT - 1)))
-    with pytest.raises(ProductIndexError, match="another version of tc3-index; rebuild it with --force"):
+    with pytest.raises(UserError, match="another version of tc3-index; rebuild it with --force"):
         ProductIndex.open(prep_copy)
 
 
 def test_user_mistakes_raise_one_line_errors(prep_dir, prep_copy, tmp_path):
-    with pytest.raises(ProductIndexError, match="not a tc3-prep output dir"):
+    with pytest.raises(UserError, match="not a tc3-prep output dir"):
         build_index(tmp_path)
-    with pytest.raises(ProductIndexError, match="no index"):
+    with pytest.raises(UserError, match="no index"):
         ProductIndex.open(prep_copy)
-    with pytest.raises(ProductIndexError, match="holds the prep dir"):
+    with pytest.raises(UserError, match="holds the prep dir"):
         build_index(prep_copy, prep_copy, force=True)
-    with pytest.raises(ProductIndexError, match="threads"):
+    with pytest.raises(UserError, match="threads"):
         build_index(prep_dir, tmp_path / "ix", threads=0)
 
 

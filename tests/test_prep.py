@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tc3 import prep
+from tc3.errors import UserError
 
 DESC = "A sturdy board book about a cat and her many kittens, for ages one to three."
 
@@ -256,20 +257,25 @@ def test_drop_pattern_and_bounds(tmp_path: Path) -> None:
 
 def test_max_errors(crafted: Path, tmp_path: Path) -> None:
     assert prep.run([crafted], tmp_path / "ok", max_errors=3)["dropped"]["malformed"] == 3
-    with pytest.raises(prep.InputError, match="more than 2 malformed"):
+    with pytest.raises(UserError, match="more than 2 malformed"):
         prep.run([crafted], tmp_path / "fail", max_errors=2)
     assert not (tmp_path / "fail").exists()
 
 
-def test_existing_output_needs_force(crafted: Path, tmp_path: Path) -> None:
+def test_existing_output_needs_force_and_a_users_folder_is_never_replaced(crafted: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "old.txt").write_text("old")
+    assert run_cli(str(crafted), "-o", str(out), "-q").returncode == 0
+    stats = (out / "stats.json").read_bytes()
     result = run_cli(str(crafted), "-o", str(out))
     assert result.returncode == 2 and b"--force" in result.stderr
-    assert (out / "old.txt").exists()
+    assert (out / "stats.json").read_bytes() == stats
     assert run_cli(str(crafted), "-o", str(out), "--force", "-q").returncode == 0
-    assert not (out / "old.txt").exists() and (out / "stats.json").exists()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "old.txt").write_text("old")
+    result = run_cli(str(crafted), "-o", str(mine), "--force")
+    assert result.returncode == 2 and b"not written by tc3" in result.stderr
+    assert (mine / "old.txt").read_text() == "old"
 
 
 @pytest.mark.parametrize(
@@ -314,7 +320,7 @@ def test_clean_batch_matches_run(realdata_jsonl: Path, tmp_path: Path) -> None:
     assert counts["rows"] == counts["kept"] + sum(counts["dropped"].values())
     batch, batch_counts = prep.clean_batch(table.to_batches()[0])
     assert isinstance(batch, pa.RecordBatch) and batch_counts["kept"] == batch.num_rows
-    with pytest.raises(prep.UsageError, match="content"):
+    with pytest.raises(UserError, match="content"):
         prep.clean_batch(pa.table({"title": ["x"]}))
 
 

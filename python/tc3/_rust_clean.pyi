@@ -9,9 +9,8 @@ CLEANING_RULES: list[str]  # the names of stats.json `cleaned`, in the order the
 HTML_TAG_NAMES: list[str]  # the element names whose tags rule html_tags removes
 HTML_TAG_PATTERN: str  # that rule's regex (Python `re` reads it the same)
 
-class PrepError(Exception): ...
-class UsageError(PrepError): ...
-class InputError(PrepError): ...
+class EngineError(Exception):
+    """args: (message, exit status): 2 for a bad option or output path, 1 for an unreadable input or I/O failure."""
 
 def run(
     inputs: list[str],
@@ -30,7 +29,6 @@ def run(
     rejects: str | None = None,
     max_errors: int | None = None,
     threads: int | None = None,
-    force: bool = False,
     card_notes: str = "",
     progress: Callable[[int, int | None, int, int], object] | None = None,
 ) -> str: ...

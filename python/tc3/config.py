@@ -14,6 +14,9 @@ from pathlib import Path
 
 import yaml
 
+# A mistake in the config or the command line is a user error like any other: one line, no traceback.
+from tc3.errors import UserError as ConfigError
+
 LLAMA_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 # Keys whose value must be one of a fixed set.
@@ -33,10 +36,6 @@ POSITIVE = (
     "per_device_batch_size", "gradient_accumulation_steps", "lora_r", "lora_alpha",
     "logging_steps", "eval_steps", "save_steps", "save_total_limit",
 )  # fmt: skip
-
-
-class ConfigError(ValueError):
-    """A user mistake in the config or the command line: reported as one line, never a traceback."""
 
 
 @dataclass

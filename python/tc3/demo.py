@@ -10,7 +10,9 @@ imported, and on the Blocks). The event is exposed as API ``/generate`` so it ca
 from __future__ import annotations
 
 import os
+import socket
 
+from .errors import UserError, need
 from .generate import GenerationSettings, LoadedModel, Stream, read_as, title_from_query
 from .grounding import find, found_text, stream_found
 
@@ -79,6 +81,18 @@ def build_app(loaded: LoadedModel, baseline: LoadedModel | None = None, settings
         title.submit(fn, inputs=title, outputs=outputs, api_name=False)
     app.queue(default_concurrency_limit=1)
     return app
+
+
+def check_can_serve(port: int) -> None:
+    """Checked before any model loads: gradio is installed and `port` on 127.0.0.1 is free (UserError if not)."""
+    need("demo", "gradio")
+    if not 0 < port < 65536:
+        raise UserError(f"--port must be between 1 and 65535, not {port}")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((HOST, port))
+        except OSError as err:
+            raise UserError(f"port {port} on {HOST} is not free ({err.strerror}); choose another with --port") from None
 
 
 def launch(app, port: int | None = None, block: bool = True):

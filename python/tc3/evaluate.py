@@ -33,7 +33,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .staging import staged_open, write_staged
+from .errors import UserError, need
+from .outputs import append_rows, claim_dir, fingerprint, staged_open, write_staged
 
 _WORD = re.compile(r"\w+(?:'\w+)?|[^\w\s]", re.UNICODE)
 
@@ -250,18 +251,37 @@ def asks_for(records: list[dict], phrasing: str, seed: int) -> list:
     return [Ask(r["title"], question=choose_question(r.get("uid") or r["title"], seed, templates)) for r in records]
 
 
+def generate_kept(loaded, asks: list, settings, batch_size: int = 8, progress=None, keep: Path | None = None) -> list:
+    """generate_batch, batch by batch, each finished batch appended to the JSONL file `keep` (when given) and the
+    answers already there reused: an interrupted eval goes on where it stopped."""
+    from .generate import Generation, generate_batch
+
+    if keep is None:
+        return generate_batch(loaded, asks, settings, batch_size=batch_size, progress=progress)
+    fields = ("title", "description", "tokens", "seconds", "stopped")
+    with append_rows(keep) as (rows, out):
+        generations = [Generation(**{k: row[k] for k in fields}) for row in rows]
+        for start in range(len(generations), len(asks), batch_size):
+            for generation in generate_batch(loaded, asks[start : start + batch_size], settings, batch_size):
+                generations.append(generation)
+                out.write(json.dumps(generation.as_record(), ensure_ascii=False) + "\n")
+            out.flush()
+            if progress is not None:
+                progress(len(generations), len(asks))
+    return generations
+
+
 def evaluate_model(loaded, records: list[dict], settings, batch_size: int = 8, progress=None,
-                   questions: str = "fixed", seed: int = 3407) -> dict:
+                   questions: str = "fixed", seed: int = 3407, keep: Path | None = None) -> dict:
     """Generations and metrics of one loaded model on the records (title, description).
 
     ``questions="unseen"`` scores the seen phrasings in full and adds ROUGE and the other text metrics of a second
-    pass with held-out phrasings, under ``"unseen"``.
+    pass with held-out phrasings, under ``"unseen"``. ``keep``: a JSONL file that keeps finished answers of an
+    interrupted run (generate_kept; the unseen pass uses ``keep`` with ``.unseen`` before its suffix).
     """
-    from .generate import generate_batch
-
     asks = asks_for(records, "fixed" if questions == "fixed" else "seen", seed)
     references = [r["description"] for r in records]
-    generations = generate_batch(loaded, asks, settings, batch_size=batch_size, progress=progress)
+    generations = generate_kept(loaded, asks, settings, batch_size, progress, keep)
     predictions = [g.description for g in generations]
     metrics = text_metrics(predictions, references)
     metrics["mean_tokens"] = mean([g.tokens for g in generations])
@@ -282,7 +302,8 @@ def evaluate_model(loaded, records: list[dict], settings, batch_size: int = 8, p
     result = {"metrics": metrics, "generations": records_out}
     if questions == "unseen":
         unseen_asks = asks_for(records, "unseen", seed)
-        unseen = generate_batch(loaded, unseen_asks, settings, batch_size=batch_size, progress=progress)
+        unseen = generate_kept(loaded, unseen_asks, settings, batch_size, progress,
+                               keep and keep.with_suffix(".unseen" + keep.suffix))
         result["unseen"] = {
             "metrics": text_metrics([g.description for g in unseen], references),
             "generations": _records(unseen_asks, unseen),
@@ -584,22 +605,32 @@ def run_eval(model: str, data: str, out_dir: str | Path, baseline: str | None = 
     :func:`trained_instruction`), the baseline with ``baseline_instruction`` (default "en", the references'
     language) and, when the two differ, once more with the model's instruction (``baseline_as_model``), so both
     askings stand side by side. ``settings.instruction`` is not used: each run sets its own.
+
+    `out_dir` is tc3-eval's own folder (tc3.outputs.claim_dir): its cache/ keeps each model's results, and the
+    answers of an interrupted run, for a rerun with the same arguments. UserError for every mistake, found before
+    any model loads.
     """
     import dataclasses
 
-    from .generate import GenerationSettings, InputError, load_model, read_prep_split
-    from .models import default_device
+    from .generate import GenerationSettings, load_model, read_prep_split
+    from .models import check_model, default_device
 
     settings = settings or GenerationSettings()
     if questions not in QUESTION_MODES:
-        raise ValueError(f"questions must be one of {', '.join(QUESTION_MODES)}, not {questions!r}")
+        raise UserError(f"questions must be one of {', '.join(QUESTION_MODES)}, not {questions!r}")
+    # Every check that can fail is made before the first answer is generated.
+    need("eval", "rouge_score", "sacrebleu", "matplotlib")
     split_records = read_prep_split(data, split)
     records = sample_records(split_records, n, seed)
     if not records:
-        raise InputError(f"the {split} split of '{data}' has no record with both a title and a description")
+        raise UserError(f"the {split} split of '{data}' has no record with both a title and a description")
     if n > len(records):
         log(f"--n {n} is more than the {split} split holds: {len(records)} records with a title and a description "
             f"are scored")
+    check_model(model, base=base)
+    if baseline is not None:
+        check_model(baseline)
+    out_dir = claim_dir(out_dir, "tc3-eval")
     model_instruction = model_instruction or trained_instruction(model)
     askings = {"model": model_instruction}
     if baseline is not None:
@@ -611,7 +642,8 @@ def run_eval(model: str, data: str, out_dir: str | Path, baseline: str | None = 
                   askings=askings)
     device = default_device(device)
     results: dict[str, dict] = {}
-    cache_dir = Path(out_dir) / "cache"
+    cache_dir = out_dir / "cache"
+    cache_dir.mkdir(exist_ok=True)
     for label in LABELS:
         if label not in askings:
             continue
@@ -625,15 +657,20 @@ def run_eval(model: str, data: str, out_dir: str | Path, baseline: str | None = 
         else:
             log(f"[{label}] loading {name}")
             loaded = load_model(name, base=its_base, device=device)
+            keep = cache_dir / f"{key}.partial.jsonl"
+            if keep.is_file():
+                log(f"[{label}] going on from the answers kept in {keep}")
             log(f"[{label}] generating for {len(records)} titles, asked with {askings[label]!r}")
             result = evaluate_model(loaded, records, asked, batch_size=batch_size, questions=questions, seed=seed,
-                                    progress=lambda done, total, label=label: log(f"[{label}] {done}/{total}"))
+                                    progress=lambda done, total, label=label: log(f"[{label}] {done}/{total}"),
+                                    keep=keep)
             loaded.close()
-            cache_dir.mkdir(parents=True, exist_ok=True)
             write_staged(cached, json.dumps(_finite(result), ensure_ascii=False))
+            for kept in (keep, keep.with_suffix(".unseen.jsonl")):
+                kept.unlink(missing_ok=True)
         result["name"] = name
         results[label] = result
-    return write_report(Path(out_dir), run, settings, records, results)
+    return write_report(out_dir, run, settings, records, results)
 
 
 CACHE_VERSION = 3  # bump when generation or scoring changes: 3 = penalty on generated tokens, Unicode ROUGE, CIs
@@ -643,11 +680,7 @@ def _cache_key(name: str, base: str | None, records: list[dict], settings, batch
                questions: str = "fixed", device: str = "cpu") -> str:
     """Results are reused only for the same weights (the model's files or Hub revision, and an adapter's base's),
     device, titles, references and settings: a retrained model or another base misses the cache."""
-    import hashlib
+    from .models import fingerprint as model_fingerprint
 
-    from .models import fingerprint
-
-    blob = json.dumps([CACHE_VERSION, fingerprint(name, base), device,
-                       [(r["title"], r["description"]) for r in records], settings.as_dict(), batch_size, questions],
-                      sort_keys=True)
-    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+    return fingerprint(CACHE_VERSION, model_fingerprint(name, base), device,
+                       [(r["title"], r["description"]) for r in records], settings.as_dict(), batch_size, questions)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from tc3.config import ConfigError, load_config
 from tc3.models import check_model_ref, go_offline_if_possible, model_dir
+from tc3.outputs import check_dest, staged_dir
 
 QUANTIZED_SUFFIX = "-bnb-4bit"  # unsloth's pre-quantized repos; the 16-bit weights are the same id without it
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
@@ -114,52 +115,45 @@ def export_merged(adapter_dir: str | Path, out_dir: str | Path, base: str | None
                   device: str | None = None, check: bool = True) -> Path:
     """Write base + adapter, merged, in ``dtype`` (auto, fp32, bf16, fp16) to ``out_dir``, with tokenizer, config,
     model card and (``check``) ``export_check.json``, the :func:`departure` of the merged model from the adapter.
-    Returns ``out_dir``. Raises ConfigError for a user mistake."""
-    from tc3.models import ModelLoadError, load_model
+    Returns ``out_dir``. Raises UserError for a user mistake."""
+    from tc3.models import load_model
 
     adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
     adapter_config = adapter_dir / "adapter_config.json"
     if not adapter_config.is_file():
         raise ConfigError(f"{adapter_dir} is not an adapter dir (no adapter_config.json)")
-    if out_dir.exists():
-        raise ConfigError(f"{out_dir} already exists")
+    check_dest(out_dir, "tc3-export")
     if dtype != "auto" and dtype not in DTYPES:
         raise ConfigError(f"dtype must be auto, {', '.join(DTYPES)}, got {dtype!r}")
     trained_base = json.loads(adapter_config.read_text())["base_model_name_or_path"]
     base = base or sixteen_bit_base(trained_base)
-    check_model_ref(base)
+    check_model_ref(base, "base")
     go_offline_if_possible(base)
     dtype = trained_dtype(adapter_dir, base) if dtype == "auto" else dtype
 
     from tc3.model_card import write_model_card
     from tc3.prompts import load_tokenizer
 
-    try:
-        merged = load_model(str(adapter_dir), base=base, device=device, dtype=DTYPES[dtype], merge=True)
-        result = None
-        if check:  # the adapter as it was trained and evaluated: over its own base, unmerged where that is 4-bit
-            adapter = load_model(str(adapter_dir), device=merged.device, dtype=DTYPES[trained_dtype(adapter_dir, base)],
-                                 merge=False)
-            result = {"dtype": dtype, "base": base, "adapter_base": trained_base,
-                      **departure(adapter, merged)}
-            adapter.close()
-    except ModelLoadError as err:
-        raise ConfigError(str(err)) from None
+    merged = load_model(str(adapter_dir), base=base, device=device, dtype=DTYPES[dtype], merge=True)
+    result = None
+    if check:  # the adapter as it was trained and evaluated: over its own base, unmerged where that is 4-bit
+        adapter = load_model(str(adapter_dir), device=merged.device, dtype=DTYPES[trained_dtype(adapter_dir, base)],
+                             merge=False)
+        result = {"dtype": dtype, "base": base, "adapter_base": trained_base, **departure(adapter, merged)}
+        adapter.close()
     # the tokenizer as the trainer saved it (load_model readies its copy for batched generation: left padding)
     tokenizer = load_tokenizer(str(adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else base))
     name_end_token(merged.model, tokenizer)
 
-    staging = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    merged.model.save_pretrained(str(staging), safe_serialization=True)
-    tokenizer.save_pretrained(str(staging))
-    if result is not None:
-        (staging / CHECK_FILE).write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
-    saved_config = adapter_dir / "tc3_config.yaml"
-    metrics_file = adapter_dir / "metrics.json"
-    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-    if saved_config.is_file():
-        shutil.copy(saved_config, staging / saved_config.name)
-        write_model_card(staging, load_config(saved_config), {**metrics, "merged_into": base}, merged=True)
-    staging.rename(out_dir)  # whole or absent: a half-written merged model never sits at out_dir
+    with staged_dir(out_dir, "tc3-export") as staging:  # whole or absent: a half-written merge never sits at out_dir
+        merged.model.save_pretrained(str(staging), safe_serialization=True)
+        tokenizer.save_pretrained(str(staging))
+        if result is not None:
+            (staging / CHECK_FILE).write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+        saved_config = adapter_dir / "tc3_config.yaml"
+        metrics_file = adapter_dir / "metrics.json"
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+        if saved_config.is_file():
+            shutil.copy(saved_config, staging / saved_config.name)
+            write_model_card(staging, load_config(saved_config), {**metrics, "merged_into": base}, merged=True)
     return out_dir

@@ -17,8 +17,8 @@ references' language; "pt" and any literal instruction stay available). Plain ti
 unchanged; ``literal=True`` (``--literal`` on the command line) turns the extraction off.
 
 Model loading (:func:`tc3.models.load_model`, the one path of every command) looks at a local path first and only
-then at the Hugging Face Hub, cache first, so it works offline for anything local or cached. Mistakes (a bad path, an adapter whose base cannot be found) raise
-:class:`ModelLoadError` with a one-line message.
+then at the Hugging Face Hub, cache first, so it works offline for anything local or cached. Mistakes (a bad path,
+an adapter whose base cannot be found) raise :class:`tc3.errors.UserError` with a one-line message.
 """
 
 from __future__ import annotations
@@ -32,12 +32,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .models import LoadedModel, ModelLoadError, load_model, prepare_tokenizer  # noqa: F401 (the CLIs' imports)
+from .errors import UserError
+from .models import LoadedModel, load_model, prepare_tokenizer  # noqa: F401 (the CLIs' imports)
+from .outputs import split_lines
 from .prompts import end_token_ids, render_prompt, title_in_question
-
-
-class InputError(Exception):
-    """An input file that cannot be read as titles."""
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -329,19 +327,41 @@ class Stream:
 # Inputs
 
 
-def read_titles(path: str | os.PathLike, split: str = "validation") -> list[dict]:
+class Titles(list):
+    """The records of `read_titles` (dicts with ``title`` and, where the input has them, ``uid``); `skipped` holds
+    the line numbers of JSONL rows whose title is empty, left out and reported rather than answered."""
+
+    skipped: list[int]
+
+    def __init__(self, records=(), skipped=()):
+        super().__init__(records)
+        self.skipped = list(skipped)
+
+
+def read_titles(path: str | os.PathLike, split: str = "validation") -> Titles:
     """Titles from a text file (one a line), a JSONL file (objects with ``title``), or a tc3-prep output directory
-    (``data/{split}-*.parquet``). Returns dicts with ``title`` and, where the input has them, ``uid``."""
+    (``data/{split}-*.parquet``). Only ``\n`` ends a line (tc3.outputs.split_lines). A JSONL row with an empty
+    title is skipped and its line number kept in ``skipped``. UserError for an input that cannot be read or
+    holds no title."""
     path = Path(path)
     if not path.exists():
-        raise InputError(f"input '{path}' does not exist")
+        raise UserError(f"input '{path}' does not exist")
     if path.is_dir():
-        return [{k: r[k] for k in ("uid", "title") if k in r} for r in read_prep_split(path, split)]
-    records = []
+        records = Titles({k: r[k] for k in ("uid", "title") if k in r} for r in read_prep_split(path, split))
+    else:
+        records = _read_title_file(path)
+    if not records:
+        why = " (every row's title is empty)" if records.skipped else ""
+        raise UserError(f"input '{path}' holds no title{why}")
+    return records
+
+
+def _read_title_file(path: Path) -> Titles:
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = split_lines(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as err:
-        raise InputError(f"cannot read '{path}': {err}") from None
+        raise UserError(f"cannot read '{path}': {err}") from None
+    records = Titles()
     first = next((line for line in lines if line.strip()), "")
     jsonl = path.suffix in {".jsonl", ".ndjson"} or first.lstrip().startswith("{")
     for number, line in enumerate(lines, 1):
@@ -351,9 +371,12 @@ def read_titles(path: str | os.PathLike, split: str = "validation") -> list[dict
             try:
                 obj = json.loads(line)
             except ValueError as err:
-                raise InputError(f"{path}:{number}: not JSON: {err}") from None
+                raise UserError(f"{path}:{number}: not JSON: {err}") from None
             if not isinstance(obj, dict) or not isinstance(obj.get("title"), str):
-                raise InputError(f"{path}:{number}: a JSON line needs a string 'title'")
+                raise UserError(f"{path}:{number}: a JSON line needs a string 'title'")
+            if not obj["title"].strip():
+                records.skipped.append(number)
+                continue
             records.append({k: obj[k] for k in ("uid", "title") if k in obj})
         else:
             records.append({"title": line.strip()})
@@ -367,14 +390,14 @@ def read_prep_split(directory: str | os.PathLike, split: str) -> list[dict]:
     directory = Path(directory)
     files = sorted((directory / "data").glob(f"{split}-*.parquet")) or sorted(directory.glob(f"{split}-*.parquet"))
     if not files:
-        raise InputError(f"'{directory}' has no {split} split (expected data/{split}-*.parquet from tc3-prep)")
+        raise UserError(f"'{directory}' has no {split} split (expected data/{split}-*.parquet from tc3-prep)")
     rows: list[dict] = []
     for file in files:
         try:
             table = pq.read_table(file)
         except Exception as err:
-            raise InputError(f"cannot read {file}: {err}") from None
+            raise UserError(f"cannot read {file}: {err}") from None
         if "title" not in table.column_names:
-            raise InputError(f"{file} has no 'title' column")
+            raise UserError(f"{file} has no 'title' column")
         rows.extend(table.to_pylist())
     return rows

@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from difflib import SequenceMatcher
@@ -19,8 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tc3.errors import UserError
+from tc3.outputs import check_dest, staged_dir
+
 __all__ = [
-    "build_index", "ProductIndex", "Hit", "ProductIndexError", "coverage", "match_key", "content_words",
+    "build_index", "ProductIndex", "Hit", "coverage", "match_key", "content_words",
     "MATCH_THRESHOLD", "META_NAME", "SPLITS",
 ]
 
@@ -55,10 +56,6 @@ BATCH_ROWS = 8192
 WORD = re.compile(r"[^\W_]+")  # runs of letters and digits, like tantivy's SimpleTokenizer
 
 ProgressCallback = Callable[[int, int], None]
-
-
-class ProductIndexError(Exception):
-    """A mistake the user can fix: not a prep dir, no index, an index in the way, a stale index, bad options."""
 
 
 @dataclass(frozen=True)
@@ -166,7 +163,7 @@ def _prep_files(prep_dir: Path) -> dict[str, list[Path]]:
     data = prep_dir / "data"
     files = {split: sorted(data.glob(f"{split}-*.parquet")) for split in SPLITS}
     if not any(files.values()):
-        raise ProductIndexError(f"{prep_dir} is not a tc3-prep output dir (no data/train-*.parquet)")
+        raise UserError(f"{prep_dir} is not a tc3-prep output dir (no data/train-*.parquet)")
     return files
 
 
@@ -206,57 +203,57 @@ def build_index(
     returns the index's meta (also written to OUT/tc3-index.json).
 
     The index is built beside `out_dir` under a temporary name and renamed into place at the end, so an
-    interrupted build never leaves something that looks like an index. `progress(done, total)` is called
-    every few thousand records.
+    interrupted build never leaves something that looks like an index; an existing `out_dir` is replaced only
+    with `force` and only when tc3-index built it (tc3.outputs), so `-o PREP/data` never touches the data.
+    `progress(done, total)` is called every few thousand records. Mistakes raise UserError.
     """
     import pyarrow.parquet as pq
     import tantivy
 
     prep = Path(prep_dir)
     if not prep.is_dir():
-        raise ProductIndexError(f"{prep} is not a directory")
+        raise UserError(f"{prep} is not a directory")
     files = _prep_files(prep)
     out = Path(out_dir) if out_dir is not None else prep / "index"
     if threads is not None and threads < 1:
-        raise ProductIndexError(f"--threads must be at least 1, not {threads}")
+        raise UserError(f"--threads must be at least 1, not {threads}")
     if out.resolve() == prep.resolve() or out.resolve() in prep.resolve().parents:
-        raise ProductIndexError(f"{out} holds the prep dir; give the index a place of its own")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
-        raise ProductIndexError(f"{out} exists; replace it with --force")
+        raise UserError(f"{out} holds the prep dir; give the index a place of its own")
+    check_dest(out, "tc3-index", force=force)
     threads = threads or min(os.cpu_count() or 1, 8)
     total = sum(pq.ParquetFile(f).metadata.num_rows for split in SPLITS for f in files[split])
 
     started = time.perf_counter()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
-    mask = os.umask(0)
-    os.umask(mask)
-    tmp.chmod(0o777 & ~mask)  # mkdtemp makes it private; the index should read like any other output dir
-    index = writer = None
-    try:
-        index = tantivy.Index(_schema(), path=str(tmp), reuse=False)
-        # 128 MB of indexing heap per thread: few segments to merge, yet memory stays well under 1 GB.
-        writer = index.writer(heap_size=128_000_000 * threads, num_threads=threads)
-        records, done = {}, 0
-        for split in SPLITS:
-            records[split] = 0
-            for f in files[split]:
-                for batch in pq.ParquetFile(f).iter_batches(BATCH_ROWS, columns=["uid", "title", "description"]):
-                    uids, titles, descriptions = (c.to_pylist() for c in batch.columns)
-                    for row, (uid, title, description) in enumerate(zip(uids, titles, descriptions), done):
-                        doc = tantivy.Document()
-                        doc.add_text("uid", uid or "")
-                        doc.add_text("title", title)
-                        doc.add_bytes("description", description.encode())
-                        doc.add_text("split", split)
-                        doc.add_unsigned("row", row)
-                        writer.add_document(doc)
-                    records[split] += batch.num_rows
-                    done += batch.num_rows
-                    if progress:
-                        progress(done, total)
-        writer.commit()
-        writer.wait_merging_threads()
+    with staged_dir(out, "tc3-index", force=force) as tmp:
+        index = writer = None
+        try:
+            index = tantivy.Index(_schema(), path=str(tmp), reuse=False)
+            # 128 MB of indexing heap per thread: few segments to merge, yet memory stays well under 1 GB.
+            writer = index.writer(heap_size=128_000_000 * threads, num_threads=threads)
+            records, done = {}, 0
+            for split in SPLITS:
+                records[split] = 0
+                for f in files[split]:
+                    for batch in pq.ParquetFile(f).iter_batches(BATCH_ROWS, columns=["uid", "title", "description"]):
+                        uids, titles, descriptions = (c.to_pylist() for c in batch.columns)
+                        for row, (uid, title, description) in enumerate(zip(uids, titles, descriptions), done):
+                            doc = tantivy.Document()
+                            doc.add_text("uid", uid or "")
+                            doc.add_text("title", title)
+                            doc.add_bytes("description", description.encode())
+                            doc.add_text("split", split)
+                            doc.add_unsigned("row", row)
+                            writer.add_document(doc)
+                        records[split] += batch.num_rows
+                        done += batch.num_rows
+                        if progress:
+                            progress(done, total)
+            writer.commit()
+            writer.wait_merging_threads()
+        except BaseException:
+            # Dropping the writer joins its indexing threads; until then they go on writing segment files into tmp.
+            writer = index = None
+            raise
         meta = {
             "format": FORMAT,
             "records": records,
@@ -268,24 +265,7 @@ def build_index(
             "bytes": _dir_bytes(tmp),
         }
         (tmp / META_NAME).write_text(json.dumps(meta, indent=2) + "\n")
-        _move_into_place(tmp, out)
-    except BaseException:
-        # Dropping the writer joins its indexing threads; until then they go on writing segment files into tmp.
-        writer = index = None
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return meta
-
-
-def _move_into_place(tmp: Path, out: Path) -> None:
-    """Renames `tmp` to `out`; an existing `out` is renamed aside first and removed only once `tmp` is in."""
-    old = None
-    if out.exists() or out.is_symlink():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        out.rename(old)
-    tmp.rename(out)
-    if old is not None:
-        shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
 
 
 class ProductIndex:
@@ -309,31 +289,31 @@ class ProductIndex:
 
         path = Path(path)
         if not path.is_dir():
-            raise ProductIndexError(f"{path} is not a directory")
+            raise UserError(f"{path} is not a directory")
         if (path / META_NAME).is_file():
             index_dir = path
             prep = path.parent if (path.parent / "data").is_dir() else None
         elif (path / "data").is_dir():
             index_dir, prep = path / "index", path
             if not (index_dir / META_NAME).is_file():
-                raise ProductIndexError(f"{path} has no index; build it with: tc3-index {path}")
+                raise UserError(f"{path} has no index; build it with: tc3-index {path}")
         else:
-            raise ProductIndexError(f"{path} is neither a tc3-index dir nor a tc3-prep dir with index/ inside")
+            raise UserError(f"{path} is neither a tc3-index dir nor a tc3-prep dir with index/ inside")
         try:
             meta = json.loads((index_dir / META_NAME).read_text())
         except (OSError, ValueError) as e:
-            raise ProductIndexError(f"{index_dir / META_NAME} cannot be read: {e}") from None
+            raise UserError(f"{index_dir / META_NAME} cannot be read: {e}") from None
         if meta.get("format") != FORMAT:
-            raise ProductIndexError(f"{index_dir} was built by another version of tc3-index; rebuild it with --force")
+            raise UserError(f"{index_dir} was built by another version of tc3-index; rebuild it with --force")
         if prep is not None and meta["sources"] != _sources(prep, _prep_files(prep)):
-            raise ProductIndexError(
+            raise UserError(
                 f"{index_dir} is stale: {prep}/data has changed since it was built; "
                 f"rebuild it with: tc3-index {prep} --force"
             )
         try:
             index = tantivy.Index.open(str(index_dir))
         except (OSError, ValueError) as e:
-            raise ProductIndexError(f"{index_dir} cannot be opened as a tantivy index: {e}") from None
+            raise UserError(f"{index_dir} cannot be opened as a tantivy index: {e}") from None
         return cls(index, index_dir, meta)
 
     def __len__(self) -> int:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
-from tc3.config import ConfigError
+from tc3.errors import UserError
 
 # Set before transformers / datasets / unsloth are imported: they read these at import time.
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
@@ -18,12 +21,54 @@ def is_local(model: str) -> bool:
     return Path(model).expanduser().is_dir()
 
 
-def check_model_ref(model: str) -> None:
-    """A path that does not exist is a user mistake; anything shaped `org/name` is taken as a hub id."""
-    if is_local(model):
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def check_model_ref(model: str, what: str = "model") -> None:
+    """Checked by every command before anything loads, answered within a second: raises UserError unless `model`
+    is a local folder, or a hub id (`name` or `owner/name`) that is in the Hub cache or can be fetched.
+
+    A path-like ref (starting with `.`, `/` or `~`, with more than one `/`, not shaped like a hub id, or whose
+    first part is a local folder, as in `runs/typo`) that does not exist is a mistyped path, never looked up on
+    the Hub; a hub id that is not cached fails at once when HF_HUB_OFFLINE is set or the Hub cannot be reached,
+    instead of retrying for a minute."""
+    path = Path(model).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise UserError(f"{what} '{model}' is a file, not a model folder")
         return
-    if model.startswith(("/", ".", "~")) or model.count("/") != 1:
-        raise ConfigError(f"model {model!r} is neither a local model dir nor a hub id (org/name)")
+    if (model.startswith((".", "/", "~")) or model.count("/") > 1 or not _HUB_ID.match(model)
+            or ("/" in model and Path(model.split("/", 1)[0]).expanduser().is_dir())):
+        raise UserError(f"{what} '{model}' does not exist")
+    if _snapshots(model).is_dir():
+        return
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in _TRUE:
+        raise UserError(f"{what} '{model}' is not a local folder nor in the Hub cache (HF_HUB_OFFLINE is set)")
+    if not hub_reachable():
+        raise UserError(f"{what} '{model}' is not a local folder nor in the Hub cache, and the Hub cannot be reached")
+
+
+def hub_reachable(timeout: float = 1.0) -> bool:
+    """Whether a TCP connection to the Hub (HF_ENDPOINT) opens within `timeout` seconds, name lookup included (in a
+    thread, since a lookup cannot be given a timeout); assumed when a proxy is set, the proxy being the way out."""
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    opened: list[bool] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection((endpoint.hostname, port), timeout=timeout).close()
+            opened.append(True)
+        except OSError:
+            pass
+
+    probe = threading.Thread(target=connect, daemon=True)
+    probe.start()
+    probe.join(timeout)
+    return bool(opened)
 
 
 def hub_cache_dir() -> Path:
@@ -33,10 +78,15 @@ def hub_cache_dir() -> Path:
     return Path(hf_home) / "hub"
 
 
+def _snapshots(model: str) -> Path:
+    """Where the Hub cache keeps the snapshots of a hub id."""
+    return hub_cache_dir() / f"models--{model.replace('/', '--')}" / "snapshots"
+
+
 def cached_snapshot(model: str) -> Path | None:
     """The cached snapshot dir of a hub id, if it was downloaded before (looked up without importing the hub client,
     whose offline switch is frozen at import)."""
-    snapshots = hub_cache_dir() / f"models--{model.replace('/', '--')}" / "snapshots"
+    snapshots = _snapshots(model)
     found = sorted(snapshots.glob("*/config.json"), key=lambda p: p.stat().st_mtime) if snapshots.is_dir() else []
     return found[-1].parent if found else None
 
@@ -77,45 +127,31 @@ def fit_embeddings(model, tokenizer) -> None:
         model.resize_token_embeddings(len(tokenizer))
 
 
-class ModelLoadError(Exception):
-    """A model, adapter or base that cannot be found or loaded; the message is one line for the user."""
-
-
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "*.model", "*.txt", "*.tiktoken"]
 DTYPES = ("float32", "bfloat16", "float16")
 
 
 def resolve(name: str, what: str = "model") -> Path:
-    """A local directory for a path or a Hub id (cache first, then the network unless HF_HUB_OFFLINE is set)."""
+    """A local directory for a path or a Hub id (cache first, then the network unless HF_HUB_OFFLINE is set);
+    check_model_ref has ruled out mistyped paths and unreachable hub ids within a second. Raises UserError."""
+    check_model_ref(name, what)
     path = Path(name).expanduser()
     if path.exists():
-        if not path.is_dir():
-            raise ModelLoadError(f"{what} '{name}' is a file, not a model directory")
         if not ((path / "config.json").is_file() or (path / "adapter_config.json").is_file()):
-            raise ModelLoadError(f"{what} '{name}' has neither config.json nor adapter_config.json")
+            raise UserError(f"{what} '{name}' has neither config.json nor adapter_config.json")
         return path
-    # A path-like name, or org/name whose "org" is a local directory (runs/typo), is a missing path, not a Hub id.
-    looks_local = (name.startswith((".", "/", "~")) or name.count("/") > 1 or not _HUB_ID.match(name)
-                   or ("/" in name and Path(name.split("/", 1)[0]).is_dir()))
-    if looks_local:
-        raise ModelLoadError(f"{what} '{name}' does not exist")
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError:  # pragma: no cover - huggingface_hub comes with transformers
-        raise ModelLoadError(f"{what} '{name}' is not a local directory") from None
+    from huggingface_hub import snapshot_download
+
     try:
         return Path(snapshot_download(name, allow_patterns=_HUB_PATTERNS, local_files_only=True))
     except Exception:
         pass
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}:
-        raise ModelLoadError(f"{what} '{name}' is not a local directory nor in the Hub cache (HF_HUB_OFFLINE is set)")
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in _TRUE:
+        raise UserError(f"{what} '{name}' is not a local directory nor in the Hub cache (HF_HUB_OFFLINE is set)")
     try:
         return Path(snapshot_download(name, allow_patterns=_HUB_PATTERNS))
     except Exception as err:
-        raise ModelLoadError(
-            f"{what} '{name}' is not a local directory and not on the Hub: {first_line(err)}"
-        ) from None
+        raise UserError(f"{what} '{name}' is not a local directory and not on the Hub: {first_line(err)}") from None
 
 
 def first_line(err: BaseException) -> str:
@@ -140,10 +176,10 @@ def adapter_base(path: Path, base: str | None = None) -> str | None:
     try:
         config = json.loads(adapter_config.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
-        raise ModelLoadError(f"adapter config {adapter_config} is unreadable: {err}") from None
+        raise UserError(f"adapter config {adapter_config} is unreadable: {err}") from None
     found = base or config.get("base_model_name_or_path")
     if not found:
-        raise ModelLoadError(f"adapter '{path}' does not name its base model; pass --base DIR_OR_HUB_ID")
+        raise UserError(f"adapter '{path}' does not name its base model; pass --base DIR_OR_HUB_ID")
     return found
 
 
@@ -176,6 +212,26 @@ def fingerprint(name: str, base: str | None = None) -> dict:
     return found
 
 
+def check_model(name: str, base: str | None = None) -> tuple[Path, str | None, Path, Path]:
+    """Finds a model's files without loading them (a command calls it before any long work): its folder, the base
+    of an adapter (None for a merged model), where its tokenizer and weights are. UserError when any is missing."""
+    path = resolve(name, "model")
+    base_name = adapter_base(path, base)
+    if base_name is None:
+        if base:
+            raise UserError(f"--base was given but '{name}' is not an adapter (no adapter_config.json)")
+        return path, None, path, path
+    try:
+        base_path = resolve(base_name, "adapter base model")
+    except UserError as err:
+        hint = "" if base else " (read from adapter_config.json; pass --base DIR_OR_HUB_ID to override)"
+        raise UserError(f"{err}{hint}") from None
+    if (base_path / "adapter_config.json").is_file() and not (base_path / "config.json").is_file():
+        raise UserError(f"adapter base model '{base_name}' is itself an adapter")
+    tokenizer_path = path if (path / "tokenizer_config.json").is_file() else base_path
+    return path, base_name, tokenizer_path, base_path
+
+
 @dataclass
 class LoadedModel:
     model: object
@@ -203,7 +259,7 @@ def load_model(name: str, base: str | None = None, device: str | None = None, dt
     it trained with, template and added tokens included), otherwise from the base. ``dtype``: float32, bfloat16 or
     float16 (default bf16 on CUDA, fp32 on CPU). ``merge=None`` merges the adapter into a full-precision base and
     keeps it unmerged over a quantized one: merging into 4-bit weights re-rounds them and changes the answers;
-    ``merge=True`` on a quantized base is refused. Raises ModelLoadError with a one-line message.
+    ``merge=True`` on a quantized base is refused. Raises UserError with a one-line message.
     """
     import torch
     from transformers import AutoModelForCausalLM
@@ -213,33 +269,18 @@ def load_model(name: str, base: str | None = None, device: str | None = None, dt
     device = default_device(device)
     dtype = dtype or ("bfloat16" if device.startswith("cuda") else "float32")
     if dtype not in DTYPES:
-        raise ModelLoadError(f"unknown dtype '{dtype}' ({', '.join(DTYPES)})")
-    path = resolve(name, "model")
-    base_name = adapter_base(path, base)
-    if base_name is not None:
-        try:
-            base_path = resolve(base_name, "adapter base model")
-        except ModelLoadError as err:
-            hint = "" if base else " (read from adapter_config.json; pass --base DIR_OR_HUB_ID to override)"
-            raise ModelLoadError(f"{err}{hint}") from None
-        if (base_path / "adapter_config.json").is_file() and not (base_path / "config.json").is_file():
-            raise ModelLoadError(f"adapter base model '{base_name}' is itself an adapter")
-        tokenizer_path = path if (path / "tokenizer_config.json").is_file() else base_path
-        weights_path = base_path
-    else:
-        if base:
-            raise ModelLoadError(f"--base was given but '{name}' is not an adapter (no adapter_config.json)")
-        tokenizer_path = weights_path = path
+        raise UserError(f"unknown dtype '{dtype}' ({', '.join(DTYPES)})")
+    path, base_name, tokenizer_path, weights_path = check_model(name, base)
     quantized = is_quantized(weights_path)
     if merge and quantized:
-        raise ModelLoadError(f"'{base_name}' is quantized: merging an adapter into it would change its answers")
+        raise UserError(f"'{base_name}' is quantized: merging an adapter into it would change its answers")
     try:
         tokenizer = load_tokenizer(str(tokenizer_path))  # chat template ensured, as the trainer does
         # A quantized base is placed by its quantizer; a full-precision one is moved below.
         placement = {"device_map": device} if quantized else {}
         model = AutoModelForCausalLM.from_pretrained(str(weights_path), dtype=getattr(torch, dtype), **placement)
     except (OSError, ValueError, ImportError) as err:
-        raise ModelLoadError(f"cannot load '{weights_path}': {first_line(err)}") from None
+        raise UserError(f"cannot load '{weights_path}': {first_line(err)}") from None
     fit_embeddings(model, tokenizer)
     merged = False
     if base_name is not None:
@@ -248,7 +289,7 @@ def load_model(name: str, base: str | None = None, device: str | None = None, dt
         try:
             model = PeftModel.from_pretrained(model, str(path))
         except Exception as err:  # shape mismatches, missing weights
-            raise ModelLoadError(f"cannot apply adapter '{name}' to '{base_name}': {first_line(err)}") from None
+            raise UserError(f"cannot apply adapter '{name}' to '{base_name}': {first_line(err)}") from None
         if merge is not False and not quantized:
             model, merged = model.merge_and_unload(), True
     prepare_tokenizer(tokenizer)

@@ -7,17 +7,19 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from tc3 import _rust_clean
-from tc3._rust_clean import InputError, PrepError, UsageError
+from tc3.errors import UserError
+from tc3.outputs import check_dest, claim_file, is_within, staged_dir
 from tc3.prompts import questions_card_section
 
 if TYPE_CHECKING:  # pyarrow (and numpy with it) loads only when a batch is cleaned, not for tc3-prep
     import pyarrow as pa
 
-__all__ = ["run", "clean_batch", "PrepError", "UsageError", "InputError", "DROP_REASONS", "CLEANING_RULES"]
+__all__ = ["run", "clean_batch", "DROP_REASONS", "CLEANING_RULES"]
 
 DROP_REASONS = (
     "malformed", "empty_title", "empty_description", "same_as_title",
@@ -57,8 +59,10 @@ def run(
 ) -> dict[str, Any]:
     """Cleans `inputs` (trn.json lines, plain or gzip, "-" for stdin) into `out_dir`; returns stats.json's dict.
 
-    `out_dir` is built beside itself under a temporary name and renamed into place at the end.
-    `progress(bytes_read, bytes_total, records, kept)` is called a few times a second.
+    `out_dir` is built beside itself under a temporary name and renamed into place at the end (tc3.outputs):
+    an existing `out_dir` is replaced only with `force` and only when tc3-prep wrote it, and so is the `rejects`
+    file; `rejects` may not lie inside `out_dir`. `progress(bytes_read, bytes_total, records, kept)` is called a
+    few times a second. Mistakes and unreadable inputs raise UserError (status 2 and 1).
     """
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
@@ -71,11 +75,17 @@ def run(
         least = 1 if name == "threads" else 0
         if value is not None and value < least:
             flag = "--" + name.replace("_", "-")
-            raise UsageError(f"{flag} must be {'at least 1' if least else 'zero or more'}, not {value}")
-    try:
+            raise UserError(f"{flag} must be {'at least 1' if least else 'zero or more'}, not {value}")
+    check_dest(out_dir, "tc3-prep", force=force)
+    if rejects is not None:
+        if is_within(rejects, out_dir):
+            raise UserError(f"--rejects {os.fspath(rejects)} is inside the output dir {os.fspath(out_dir)}, which "
+                            "tc3-prep replaces whole; write it elsewhere")
+        claim_file(rejects, "tc3-prep", force=force)
+    with staged_dir(out_dir, "tc3-prep", force=force) as staged, engine_errors():
         stats = _rust_clean.run(
             [os.fspath(i) for i in inputs],
-            os.fspath(out_dir),
+            os.fspath(staged),
             val_fraction=val_fraction,
             seed=seed,
             limit=limit,
@@ -89,12 +99,9 @@ def run(
             rejects=None if rejects is None else os.fspath(rejects),
             max_errors=max_errors,
             threads=threads,
-            force=force,
             card_notes=DATASET_CARD_PROMPTS,
             progress=progress,
         )
-    except OverflowError as e:  # a number past 2**64 cannot reach the engine
-        raise UsageError(f"a number is out of range: {e}") from None
     return json.loads(stats)
 
 
@@ -120,16 +127,31 @@ def clean_batch(
         min_desc_chars=min_desc_chars, max_desc_chars=max_desc_chars, drop_patterns=list(drop_patterns),
     )
     if isinstance(table, pa.RecordBatch):
-        batch, counts = _rust_clean.clean_batch(table, **options)
+        with engine_errors():
+            batch, counts = _rust_clean.clean_batch(table, **options)
         return batch, json.loads(counts)
     if not isinstance(table, pa.Table):
         raise TypeError(f"clean_batch takes a pyarrow Table or RecordBatch, not {type(table).__name__}")
     batches, totals = [], None
     for piece in table.to_batches() or [pa.RecordBatch.from_pylist([], schema=table.schema)]:
-        batch, counts = _rust_clean.clean_batch(piece, **options)
+        with engine_errors():
+            batch, counts = _rust_clean.clean_batch(piece, **options)
         batches.append(batch)
         totals = _add_counts(totals, json.loads(counts))
     return pa.Table.from_batches(batches), totals
+
+
+@contextmanager
+def engine_errors() -> Iterator[None]:
+    """The engine's errors as UserError, in this one place: a bad option or output path exits 2, an input that
+    cannot be read (or an I/O failure) exits 1."""
+    try:
+        yield
+    except _rust_clean.EngineError as e:
+        message, status = e.args
+        raise UserError(message, status=status) from None
+    except OverflowError as e:  # a number past 2**64 cannot reach the engine
+        raise UserError(f"a number is out of range: {e}") from None
 
 
 def _add_counts(total: dict | None, counts: dict) -> dict:

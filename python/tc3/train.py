@@ -19,6 +19,7 @@ from pathlib import Path
 
 from tc3.config import ConfigError, TrainConfig
 from tc3.models import check_model_ref, fit_embeddings, go_offline_if_possible, load_source, model_dir
+from tc3.outputs import check_dest, claim_dir
 from tc3.template_tokens import expose_head_bias, trainable_token_indices
 
 CONFIG_NAME = "tc3_config.yaml"
@@ -439,6 +440,7 @@ def make_callbacks(log_path: Path, tokens: TokenCounter):
 def check_output_dir(config: TrainConfig, resume: bool) -> Path | None:
     """The checkpoint to resume from (None for a fresh run); refuses to mix a new run into an old output dir."""
     output_dir = Path(config.output_dir)
+    check_dest(output_dir, "tc3-train")  # a folder of the user's, or of another command, is never trained into
     saved = output_dir / CONFIG_NAME
     if not resume:
         if (output_dir / "adapter_model.safetensors").exists() or any(output_dir.glob("checkpoint-*")):
@@ -630,7 +632,7 @@ def build_run(config: TrainConfig, resume: bool = False, callbacks=()) -> Run:
 
     output_dir = Path(config.output_dir)
     if state.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
+        claim_dir(output_dir, "tc3-train")
         resolved.save(output_dir / CONFIG_NAME)
     args = SFTConfig(
         output_dir=str(output_dir),

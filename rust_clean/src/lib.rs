@@ -87,7 +87,6 @@ pub struct Options {
     pub rejects: Option<PathBuf>,
     pub max_errors: Option<u64>,
     pub threads: usize,
-    pub force: bool,
     /// Markdown appended to the dataset card (the Python layer puts the training prompts there).
     pub card_notes: String,
 }
@@ -104,7 +103,6 @@ impl Default for Options {
             rejects: None,
             max_errors: None,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            force: false,
             card_notes: String::new(),
         }
     }

@@ -1,4 +1,4 @@
-//! Parquet shards of a split, encoded off the ordering thread, and the output directory's atomic swap.
+//! Parquet shards of a split, encoded off the ordering thread, and the rejects file written under a temporary name.
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -195,58 +195,17 @@ impl Finished {
     }
 }
 
-/// A directory built beside its destination and renamed into place, or removed if never committed.
-pub struct StagedDir {
-    pub tmp: PathBuf,
-    dest: PathBuf,
-    committed: bool,
-}
-
-impl StagedDir {
-    /// Refuses a destination that is a file, or a non-empty directory without `force`.
-    pub fn create(dest: &Path, force: bool) -> Result<Self, PrepError> {
-        if dest.is_file() {
-            return Err(PrepError::Usage(format!("output {} is a file, not a directory", dest.display())));
-        }
-        if !force && dest.is_dir() && fs::read_dir(dest).map(|mut d| d.next().is_some()).unwrap_or(false) {
-            return Err(PrepError::Usage(format!(
-                "output directory {} exists and is not empty (use --force to replace it)",
-                dest.display()
-            )));
-        }
-        let name = dest.file_name().ok_or_else(|| PrepError::Usage(format!("bad output path {}", dest.display())))?;
-        let parent = match dest.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        fs::create_dir_all(&parent).map_err(|e| PrepError::Io(format!("creating {}: {e}", parent.display())))?;
-        let tmp = parent.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
-        if tmp.exists() {
-            fs::remove_dir_all(&tmp).map_err(|e| PrepError::Io(format!("removing stale {}: {e}", tmp.display())))?;
-        }
-        fs::create_dir_all(tmp.join("data")).map_err(|e| PrepError::Io(format!("creating {}: {e}", tmp.display())))?;
-        Ok(StagedDir { tmp, dest: dest.to_path_buf(), committed: false })
+/// Readies `dir` for a run's output: created if absent (with `data/` inside), refused if it is a file or a
+/// non-empty directory. The engine never deletes anything the caller did not ask it to write: staging the
+/// directory and replacing an older output is the caller's (tc3's Python layer, `tc3.outputs`).
+pub fn prepare_out_dir(dir: &Path) -> Result<(), PrepError> {
+    if dir.is_file() {
+        return Err(PrepError::Usage(format!("output {} is a file, not a directory", dir.display())));
     }
-
-    /// Replaces the destination with the staged directory.
-    pub fn commit(mut self) -> Result<(), PrepError> {
-        if self.dest.exists() {
-            fs::remove_dir_all(&self.dest)
-                .map_err(|e| PrepError::Io(format!("replacing {}: {e}", self.dest.display())))?;
-        }
-        fs::rename(&self.tmp, &self.dest)
-            .map_err(|e| PrepError::Io(format!("moving output into {}: {e}", self.dest.display())))?;
-        self.committed = true;
-        Ok(())
+    if dir.is_dir() && fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(false) {
+        return Err(PrepError::Usage(format!("output directory {} exists and is not empty", dir.display())));
     }
-}
-
-impl Drop for StagedDir {
-    fn drop(&mut self) {
-        if !self.committed {
-            let _ = fs::remove_dir_all(&self.tmp);
-        }
-    }
+    fs::create_dir_all(dir.join("data")).map_err(|e| PrepError::Io(format!("creating {}: {e}", dir.display())))
 }
 
 /// A file written under a temporary name and renamed into place, or removed if never committed.
@@ -275,5 +234,24 @@ impl Drop for StagedFile {
         if !self.committed {
             let _ = fs::remove_file(&self.tmp);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_output_dir_that_is_not_empty_is_refused_and_left_alone() {
+        let dir = std::env::temp_dir().join(format!("tc3-output-test-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("sub")).unwrap();
+        fs::write(dir.join("sub").join("thesis.tex"), "years of work").unwrap();
+        assert!(matches!(prepare_out_dir(&dir), Err(PrepError::Usage(_))));
+        assert_eq!(fs::read_to_string(dir.join("sub").join("thesis.tex")).unwrap(), "years of work");
+        let fresh = dir.join("fresh");
+        prepare_out_dir(&fresh).unwrap();
+        assert!(fresh.join("data").is_dir());
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

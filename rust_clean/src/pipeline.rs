@@ -16,7 +16,7 @@ use serde_json::json;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use crate::dedup::{exact_key, Deduper, MinHasher, Signature, Verdict};
-use crate::output::{Encoders, SplitWriter, StagedDir, StagedFile};
+use crate::output::{prepare_out_dir, Encoders, SplitWriter, StagedFile};
 use crate::record::{process_line, Cleaned, MalformedKind, Original, Outcome, Reason};
 use crate::stats::{write_dataset_card, Stats};
 use crate::text::Changes;
@@ -67,6 +67,9 @@ pub fn is_validation(uid: Option<&str>, title: &str, seed: u64, fraction: f64) -
     (h as f64) / 18446744073709551616.0 < fraction
 }
 
+/// Cleans `inputs` into `out_dir`, which must be absent or empty (`prepare_out_dir`): the caller stages it and
+/// puts it in place, and removes it when this returns an error (it then holds a partial output without
+/// `stats.json`). Nothing outside `out_dir` and the rejects file is written, and nothing is deleted.
 pub fn run(
     inputs: &[Source],
     out_dir: &std::path::Path,
@@ -78,7 +81,7 @@ pub fn run(
     for source in inputs {
         source.check()?;
     }
-    let staged = StagedDir::create(out_dir, opts.force)?;
+    prepare_out_dir(out_dir)?;
     let rejects = match &opts.rejects {
         Some(path) => {
             let file = StagedFile::new(path);
@@ -115,8 +118,8 @@ pub fn run(
         deduper: Deduper::new(opts.dedup != Dedup::None, opts.dedup == Dedup::Near),
         sample: BinaryHeap::new(),
         encoders: Encoders::new((threads / 2).max(1)),
-        train: SplitWriter::new("train", &staged.tmp.join("data")),
-        validation: SplitWriter::new("validation", &staged.tmp.join("data")),
+        train: SplitWriter::new("train", &out_dir.join("data")),
+        validation: SplitWriter::new("validation", &out_dir.join("data")),
         rejects,
         inputs,
         sample_hasher_seed: opts.seed ^ 0x7361_6d70_6c65,
@@ -133,7 +136,7 @@ pub fn run(
     }
     outcome?;
     reader_result?;
-    order.finish(staged, started)
+    order.finish(out_dir, started)
 }
 
 /// The state of the ordering thread.
@@ -294,7 +297,7 @@ impl Sequencer<'_> {
             .map_err(|e| PrepError::Io(format!("writing rejects {}: {e}", staged.tmp.display())))
     }
 
-    fn finish(mut self, staged: StagedDir, started: Instant) -> Result<Stats, PrepError> {
+    fn finish(mut self, out_dir: &std::path::Path, started: Instant) -> Result<Stats, PrepError> {
         let mut sampled = std::mem::take(&mut self.sample).into_vec();
         sampled.sort_by_key(|s| s.record_no);
         if self.opts.sample.is_some() {
@@ -316,9 +319,8 @@ impl Sequencer<'_> {
             file.commit()?;
         }
         self.stats.seconds = started.elapsed().as_secs_f64();
-        write_dataset_card(&staged.tmp, &self.stats, &self.opts.card_notes)?;
-        self.stats.write_json(&staged.tmp.join("stats.json"))?;
-        staged.commit()?;
+        write_dataset_card(out_dir, &self.stats, &self.opts.card_notes)?;
+        self.stats.write_json(&out_dir.join("stats.json"))?;
         Ok(self.stats)
     }
 }

@@ -13,15 +13,23 @@ use pyo3::prelude::*;
 
 use crate::{batch, compile_patterns, pipeline, text, unescape, Dedup, Filters, Options, PrepError as CoreError, Source};
 
-create_exception!(_rust_clean, PrepError, PyException, "tc3-prep could not run as asked.");
-create_exception!(_rust_clean, UsageError, PrepError, "A bad option or output path.");
-create_exception!(_rust_clean, InputError, PrepError, "An input that cannot be read (missing, truncated, corrupt, too many malformed lines).");
+create_exception!(
+    _rust_clean,
+    EngineError,
+    PyException,
+    "The engine could not run as asked; args are (message, exit status): 2 for a bad option or output path, 1 for \
+     an input that cannot be read (missing, truncated, corrupt, too many malformed lines) or an I/O failure. \
+     tc3.prep maps it to tc3.errors.UserError."
+);
+
+/// Exit status of a usage mistake and of an input or I/O fault (tc3.errors.USAGE, tc3.errors.INPUT).
+const USAGE: u8 = 2;
+const INPUT: u8 = 1;
 
 fn to_py(e: CoreError) -> PyErr {
     match e {
-        CoreError::Usage(m) => UsageError::new_err(m),
-        CoreError::Input(m) => InputError::new_err(m),
-        CoreError::Io(m) => PrepError::new_err(m),
+        CoreError::Usage(m) => EngineError::new_err((m, USAGE)),
+        CoreError::Input(m) | CoreError::Io(m) => EngineError::new_err((m, INPUT)),
         CoreError::Interrupted => pyo3::exceptions::PyKeyboardInterrupt::new_err("interrupted"),
     }
 }
@@ -41,7 +49,7 @@ fn filters(
 #[pyfunction]
 #[pyo3(signature = (inputs, out_dir, *, val_fraction=0.01, seed=3407, limit=None, sample=None,
     min_title_chars=3, max_title_chars=400, min_desc_chars=40, max_desc_chars=5000, dedup="exact",
-    drop_patterns=vec![], rejects=None, max_errors=None, threads=None, force=false, card_notes=String::new(), progress=None))]
+    drop_patterns=vec![], rejects=None, max_errors=None, threads=None, card_notes=String::new(), progress=None))]
 #[allow(clippy::too_many_arguments)]
 fn run(
     py: Python<'_>,
@@ -60,12 +68,11 @@ fn run(
     rejects: Option<PathBuf>,
     max_errors: Option<u64>,
     threads: Option<usize>,
-    force: bool,
     card_notes: String,
     progress: Option<Py<PyAny>>,
 ) -> PyResult<String> {
     if inputs.is_empty() {
-        return Err(UsageError::new_err("no input given"));
+        return Err(EngineError::new_err(("no input given", USAGE)));
     }
     let defaults = Options::default();
     let opts = Options {
@@ -78,7 +85,6 @@ fn run(
         rejects,
         max_errors,
         threads: threads.unwrap_or(defaults.threads),
-        force,
         card_notes,
     };
     let sources: Vec<Source> = inputs.iter().map(|s| Source::parse(s)).collect();
@@ -128,9 +134,7 @@ fn _rust_clean(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(run, m)?)?;
     m.add_function(wrap_pyfunction!(clean_batch, m)?)?;
     m.add_function(wrap_pyfunction!(unescape_html, m)?)?;
-    m.add("PrepError", m.py().get_type::<PrepError>())?;
-    m.add("UsageError", m.py().get_type::<UsageError>())?;
-    m.add("InputError", m.py().get_type::<InputError>())?;
+    m.add("EngineError", m.py().get_type::<EngineError>())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("CLEANING_RULES", text::RULES.to_vec())?;
     m.add("HTML_TAG_NAMES", text::HTML_TAG_NAMES.to_vec())?;

@@ -13,6 +13,7 @@ from tc3.cli.generate import (
     set_threads,
     settings_from,
 )
+from tc3.errors import MODEL_MODULES, command, need
 
 
 def parser() -> argparse.ArgumentParser:
@@ -30,28 +31,29 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+@command("tc3-demo")
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from tc3.generate import InputError, ModelLoadError
-    from tc3.index import ProductIndexError
+    need("train", *MODEL_MODULES)
+    settings = settings_from(args)
+    from tc3.demo import build_app, check_can_serve, launch
+    from tc3.generate import load_model, quiet_libraries
+    from tc3.models import check_model
 
+    check_can_serve(args.port)
+    check_model(args.model, base=args.base)
+    if args.baseline:
+        check_model(args.baseline)
+    quiet_libraries()
+    set_threads(args)
+    index = open_index(args)
+    loaded = load_model(args.model, base=args.base, device=args.device, dtype=args.dtype)
+    baseline = load_model(args.baseline, device=args.device, dtype=args.dtype) if args.baseline else None
+    app = build_app(loaded, baseline, settings, literal=args.literal, index=index)
     try:
-        settings = settings_from(args)
-        from tc3.demo import build_app, launch
-        from tc3.generate import load_model, quiet_libraries
-
-        quiet_libraries()
-        set_threads(args)
-        index = open_index(args)
-        loaded = load_model(args.model, base=args.base, device=args.device, dtype=args.dtype)
-        baseline = load_model(args.baseline, device=args.device, dtype=args.dtype) if args.baseline else None
-        app = build_app(loaded, baseline, settings, literal=args.literal, index=index)
         launch(app, port=args.port, block=True)
-    except (ModelLoadError, InputError, ProductIndexError, ValueError, OSError) as err:
-        print(f"tc3-demo: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 0
+    except KeyboardInterrupt:  # Ctrl-C is how a server is stopped
+        pass
     return 0
 
 

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from tc3.cli.generate import add_generation_args, set_threads, settings_from
+from tc3.errors import MODEL_MODULES, UserError, command, need
 
 
 def parser() -> argparse.ArgumentParser:
@@ -22,7 +23,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="validation")
     p.add_argument("--n", type=int, default=500, help="titles to evaluate (seeded sample)")
     p.add_argument("--seed", type=int, default=3407, help="seed of the title sample (and of --sample)")
-    p.add_argument("--out", default="eval-report", help="directory for report.json, report.md, report.png")
+    p.add_argument("--out", default="eval-report",
+                   help="directory for report.json, report.md, report.png and the cache of answers (tc3-eval's own: "
+                   "an existing folder that tc3-eval did not make is refused)")
     p.add_argument("--questions", choices=["fixed", "seen", "unseen"], default="fixed",
                    help="how titles are asked: fixed = one instruction (default; see --instruction); seen = a "
                    "training question template per title; unseen = seen, plus a second pass with phrasings held "
@@ -38,31 +41,23 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+@command("tc3-eval", interrupted="interrupted; the finished answers are kept: run the same command to go on")
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from tc3.generate import InputError, ModelLoadError
+    need("train", *MODEL_MODULES)
+    if args.n <= 0 or args.batch_size <= 0:
+        raise UserError("--n and --batch-size must be positive")
+    settings = settings_from(args)
+    from tc3.evaluate import run_eval
+    from tc3.generate import quiet_libraries
 
-    try:
-        if args.n <= 0 or args.batch_size <= 0:
-            raise ValueError("--n and --batch-size must be positive")
-        settings = settings_from(args)
-        from tc3.evaluate import run_eval
-        from tc3.generate import quiet_libraries
-
-        quiet_libraries()
-        set_threads(args)
-
-        report = run_eval(args.model, args.data, args.out, baseline=args.baseline, base=args.base, split=args.split,
-                          n=args.n, seed=args.seed, settings=settings, batch_size=args.batch_size,
-                          device=args.device, questions=args.questions, model_instruction=args.instruction,
-                          baseline_instruction=args.baseline_instruction,
-                          log=lambda msg: print(f"tc3-eval: {msg}", file=sys.stderr))
-    except (ModelLoadError, InputError, ValueError, OSError) as err:
-        print(f"tc3-eval: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("tc3-eval: interrupted", file=sys.stderr)
-        return 130
+    quiet_libraries()
+    set_threads(args)
+    report = run_eval(args.model, args.data, args.out, baseline=args.baseline, base=args.base, split=args.split,
+                      n=args.n, seed=args.seed, settings=settings, batch_size=args.batch_size, device=args.device,
+                      questions=args.questions, model_instruction=args.instruction,
+                      baseline_instruction=args.baseline_instruction,
+                      log=lambda msg: print(f"tc3-eval: {msg}", file=sys.stderr))
     for label, model in report["models"].items():
         m = model["metrics"]
         print(f"{label:17s} ROUGE-L {m['rougeL']:.4f}  BLEU {m['bleu']:.2f}  chrF {m['chrf']:.2f}  "

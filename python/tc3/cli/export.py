@@ -6,13 +6,15 @@ import argparse
 import json
 import sys
 
-from tc3.config import ConfigError
+from tc3.errors import MODEL_MODULES, command, need
 
 
+@command("tc3-export")
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="tc3-export", description=__doc__.split(": ", 1)[1])
     p.add_argument("adapter_dir", help="a tc3-train output dir (adapter_config.json, adapter_model.safetensors)")
-    p.add_argument("out_dir", help="where the merged model goes (must not exist)")
+    p.add_argument("out_dir", help="where the merged model goes (absent, empty, or an earlier "
+                   "tc3-export output, which is replaced)")
     p.add_argument("--base", help="16-bit base weights (default: the adapter's base; -bnb-4bit ids lose the suffix)")
     p.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
                    help="default: the precision the adapter was trained in")
@@ -20,14 +22,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-check", action="store_true",
                    help="skip comparing the merged model with the adapter (export_check.json)")
     args = p.parse_args(argv)
-    try:
-        from tc3.export import CHECK_FILE, export_merged
+    need("train", *MODEL_MODULES)
+    from tc3.export import CHECK_FILE, export_merged
 
-        out = export_merged(args.adapter_dir, args.out_dir, base=args.base, dtype=args.dtype,
-                                   device=args.device, check=not args.no_check)
-    except ConfigError as e:
-        print(f"tc3-export: error: {e}", file=sys.stderr)
-        return 2
+    out = export_merged(args.adapter_dir, args.out_dir, base=args.base, dtype=args.dtype, device=args.device,
+                        check=not args.no_check)
     print(f"tc3-export: merged model in {out}")
     if not args.no_check:
         check = json.loads((out / CHECK_FILE).read_text())

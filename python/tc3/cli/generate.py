@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from contextlib import nullcontext
+from pathlib import Path
 
-from tc3.staging import staged_open
+from tc3.errors import MODEL_MODULES, UserError, command, need
+from tc3.outputs import check_dest, fingerprint, resumable_jsonl
 
 EXIT_WORDS = {"sair", "exit", "quit"}
 
@@ -23,7 +24,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 def set_threads(args) -> None:
     if getattr(args, "threads", None):
         if args.threads <= 0:
-            raise ValueError("--threads must be positive")
+            raise UserError("--threads must be positive")
         import torch
 
         torch.set_num_threads(args.threads)
@@ -53,11 +54,11 @@ def settings_from(args):
     from tc3.generate import GenerationSettings
 
     if args.max_new_tokens <= 0:
-        raise ValueError("--max-new-tokens must be positive")
+        raise UserError("--max-new-tokens must be positive")
     if args.repetition_penalty <= 0:
-        raise ValueError("--repetition-penalty must be positive")
+        raise UserError("--repetition-penalty must be positive")
     if args.sample and args.temperature <= 0:
-        raise ValueError("--temperature must be positive")
+        raise UserError("--temperature must be positive")
     return GenerationSettings(max_new_tokens=args.max_new_tokens, repetition_penalty=args.repetition_penalty,
                               do_sample=args.sample, temperature=args.temperature, top_p=args.top_p,
                               top_k=args.top_k, seed=getattr(args, "seed", None),
@@ -79,7 +80,8 @@ def parser() -> argparse.ArgumentParser:
     what.add_argument("--input", help="text file (a title a line), JSONL with 'title', or a tc3-prep output dir")
     p.add_argument("--split", default="validation", help="split of a tc3-prep dir given to --input")
     p.add_argument("--output", "-o", help="JSONL file for --input (default: stdout); it appears only once every "
-                   "answer is in it (written as .NAME.PID.partial until then)")
+                   "answer is in it (written as .NAME.KEY.partial until then; an interrupted run keeps that file "
+                   "and the same command continues from it); replaces only a file tc3-generate wrote")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--literal", action="store_true",
                    help="--title and the interactive loop: use the text as the title even if it is a question "
@@ -102,10 +104,10 @@ def open_index(args):
     """The ProductIndex --grounded asks for, or None; opened before the model so that a bad path fails at once."""
     if not args.grounded:
         if args.index:
-            raise ValueError("--index is used only with --grounded")
+            raise UserError("--index is used only with --grounded")
         return None
     if not args.index:
-        raise ValueError("--grounded needs --index (a tc3-index dir, or the tc3-prep dir it was built in)")
+        raise UserError("--grounded needs --index (a tc3-index dir, or the tc3-prep dir it was built in)")
     from tc3.index import ProductIndex
 
     return ProductIndex.open(args.index)
@@ -161,14 +163,27 @@ def interactive(loaded, settings, literal: bool = False, read=input, out=sys.std
 def run(args) -> int:
     from tc3.generate import generate_batch, load_model, quiet_libraries, read_as, read_titles, title_from_query
     from tc3.grounding import answer_found, answer_grounded, find, found_text
+    from tc3.models import check_model, fingerprint as model_fingerprint
 
+    # Every mistake that can be seen before the model loads is reported before it loads.
+    need("train", *MODEL_MODULES)
+    if args.batch_size <= 0:
+        raise UserError("--batch-size must be positive")
+    if args.output and args.input is None:
+        raise UserError("--output is for --input (the answer to --title, and the interactive loop, are printed)")
+    settings = settings_from(args)
+    title = None
+    if args.title is not None:
+        title = title_from_query(args.title, literal=args.literal)
+        if not title:
+            raise UserError("--title is empty")
+    records = read_titles(args.input, split=args.split) if args.input else None
+    if args.output:
+        check_dest(args.output, "tc3-generate", folder=False)
+    index = open_index(args)
+    check_model(args.model, base=args.base)
     quiet_libraries()
     set_threads(args)
-    if args.batch_size <= 0:
-        raise ValueError("--batch-size must be positive")
-    settings = settings_from(args)
-    records = read_titles(args.input, split=args.split) if args.input else None
-    index = open_index(args)
     loaded = load_model(args.model, base=args.base, device=args.device, dtype=args.dtype)
 
     def answer(titles: list[str]):
@@ -176,10 +191,7 @@ def run(args) -> int:
             return generate_batch(loaded, titles, settings, args.batch_size)
         return answer_grounded(loaded, index, titles, settings, args.batch_size, literal=True)
 
-    if args.title is not None:
-        title = title_from_query(args.title, literal=args.literal)
-        if not title:
-            raise ValueError("--title is empty")
+    if title is not None:
         if index is None:
             note, generation = read_as(args.title, title), generate_batch(loaded, [title], settings)[0]
         else:
@@ -192,34 +204,38 @@ def run(args) -> int:
     if records is None:
         interactive(loaded, settings, literal=args.literal, index=index)
         return 0
-    titles = [r["title"] for r in records]  # files hold titles: taken literally
-    with staged_open(args.output) if args.output else nullcontext(sys.stdout) as out:
-        done = 0
-        for start in range(0, len(titles), args.batch_size):
-            chunk = titles[start : start + args.batch_size]
-            for record, generation in zip(records[start:], answer(chunk)):
-                row = {"uid": record["uid"]} if "uid" in record else {}
-                row.update(generation.as_record())
-                out.write(json.dumps(row, ensure_ascii=False) + "\n")
-            out.flush()
-            done += len(chunk)
-            print(f"tc3-generate: {done}/{len(titles)}", file=sys.stderr)
+    if args.output:
+        key = fingerprint(Path(args.input), args.split, model_fingerprint(args.model, args.base), settings.as_dict(),
+                          args.batch_size, args.index, args.device, args.dtype)
+        with resumable_jsonl(args.output, "tc3-generate", key) as (done, out):
+            if done:
+                print(f"tc3-generate: {len(done)} answers kept from an interrupted run; going on", file=sys.stderr)
+            write_answers(records, len(done), answer, args.batch_size, out)
+    else:
+        write_answers(records, 0, answer, args.batch_size, sys.stdout)
+    if records.skipped:
+        lines = ", ".join(map(str, records.skipped[:10])) + (" ..." if len(records.skipped) > 10 else "")
+        print(f"tc3-generate: skipped {len(records.skipped)} rows with an empty title (lines {lines})", file=sys.stderr)
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    from tc3.generate import InputError, ModelLoadError
-    from tc3.index import ProductIndexError
+def write_answers(records: list[dict], start: int, answer, batch_size: int, out) -> None:
+    """One JSON line an answer to `out`, batch by batch from record `start`, flushed after each batch; `answer`
+    takes the titles of a batch (files hold titles: taken literally)."""
+    titles = [r["title"] for r in records]
+    for first in range(start, len(titles), batch_size):
+        chunk = titles[first : first + batch_size]
+        for record, generation in zip(records[first:], answer(chunk)):
+            row = {"uid": record["uid"]} if "uid" in record else {}
+            row.update(generation.as_record())
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+        out.flush()
+        print(f"tc3-generate: {first + len(chunk)}/{len(titles)}", file=sys.stderr)
 
-    try:
-        return run(args)
-    except (ModelLoadError, InputError, ProductIndexError, ValueError, OSError) as err:
-        print(f"tc3-generate: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("tc3-generate: interrupted", file=sys.stderr)
-        return 130
+
+@command("tc3-generate", interrupted="interrupted; answers already in an -o file are kept: the same command goes on")
+def main(argv: list[str] | None = None) -> int:
+    return run(parser().parse_args(argv))
 
 
 if __name__ == "__main__":

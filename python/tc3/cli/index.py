@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from tc3 import index
+from tc3.errors import UserError, command, need
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("prep_dir", type=Path, metavar="PREP_DIR", help="a tc3-prep output dir")
     p.add_argument("-o", "--out", type=Path, metavar="OUT",
                    help="where the index is (built or queried) (default: PREP_DIR/index)")
-    p.add_argument("--force", action="store_true", help="replace an existing index")
+    p.add_argument("--force", action="store_true", help="replace an index an earlier tc3-index built there")
     p.add_argument("--threads", type=int, metavar="N", help="indexing threads (default: all cores, at most 8)")
     p.add_argument("--query", metavar="TEXT", help="search the index for a title or part of one; build nothing")
     p.add_argument("-k", type=int, default=5, metavar="K", help="hits shown with --query (default 5)")
@@ -34,18 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@command("tc3-index", interrupted="interrupted; no index written")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        if args.query is not None:
-            return query(args)
-        return build(args)
-    except index.ProductIndexError as e:
-        return fail(str(e), 2)
-    except OSError as e:
-        return fail(str(e), 1)
-    except KeyboardInterrupt:
-        return fail("interrupted; no index written", 130)
+    need("index", "tantivy")
+    if args.query is not None:
+        return query(args)
+    return build(args)
 
 
 def build(args: argparse.Namespace) -> int:
@@ -79,7 +75,7 @@ def build(args: argparse.Namespace) -> int:
 
 def query(args: argparse.Namespace) -> int:
     if args.k < 1:
-        return fail(f"-k must be at least 1, not {args.k}", 2)
+        raise UserError(f"-k must be at least 1, not {args.k}")
     ix = index.ProductIndex.open(args.out or args.prep_dir)
     hits = ix.search(args.query, k=args.k)
     table = Table(title=f"{args.query!r} in {ix.path} ({len(ix):,} records)")
@@ -96,12 +92,6 @@ def query(args: argparse.Namespace) -> int:
     else:
         console.print(f"lookup: {best.uid} ({best.title})")
     return 0
-
-
-def fail(message: str, status: int) -> int:
-    """One plain line on stderr (no wrapping, so it greps), and the exit status."""
-    print(f"tc3-index: error: {message}", file=sys.stderr)
-    return status
 
 
 if __name__ == "__main__":

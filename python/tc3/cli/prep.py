@@ -13,6 +13,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from rich.table import Table
 
 from tc3 import prep
+from tc3.errors import UserError, command
 
 EXAMPLE_INPUT = files("tc3") / "samples" / "amazon_titles_sample500.jsonl.gz"
 
@@ -44,17 +45,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rejects", type=Path, metavar="FILE", help="write dropped records with their reason as JSON lines")
     p.add_argument("--max-errors", type=int, metavar="N", help="fail when more than N lines are malformed (default: never)")
     p.add_argument("--threads", type=int, metavar="N", help="worker threads (default: all cores)")
-    p.add_argument("--force", action="store_true", help="replace OUT_DIR if it exists and is not empty")
+    p.add_argument("--force", action="store_true",
+                   help="replace OUT_DIR (and the --rejects file) when an earlier tc3-prep wrote them; anything "
+                   "else is never replaced")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
     return p
 
 
+@command("tc3-prep", interrupted="interrupted; no output written")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     err = Console(stderr=True)
     inputs = list(args.inputs) + ([str(EXAMPLE_INPUT)] if args.example else [])
     if not inputs:
-        return fail("give at least one INPUT (or --example)", 2)
+        raise UserError("give at least one INPUT (or --example)")
     bar = Progress(
         TextColumn("[bold]tc3-prep"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
         TextColumn("{task.fields[records]:,} records, {task.fields[kept]:,} kept"), TimeRemainingColumn(),
@@ -66,30 +70,17 @@ def main(argv: list[str] | None = None) -> int:
         bar.update(task, completed=bytes_read, total=bytes_total, records=records, kept=kept)
 
     started = time.perf_counter()
-    try:
-        with bar:
-            stats = prep.run(
-                inputs, args.out, val_fraction=args.val_fraction, seed=args.seed, limit=args.limit,
-                sample=args.sample, min_title_chars=args.min_title_chars, max_title_chars=args.max_title_chars,
-                min_desc_chars=args.min_desc_chars, max_desc_chars=args.max_desc_chars, dedup=args.dedup,
-                drop_patterns=args.drop_pattern, rejects=args.rejects, max_errors=args.max_errors,
-                threads=args.threads, force=args.force, progress=progress,
-            )
-    except prep.UsageError as e:
-        return fail(str(e), 2)
-    except prep.PrepError as e:
-        return fail(str(e), 1)
-    except KeyboardInterrupt:
-        return fail("interrupted; no output written", 130)
+    with bar:
+        stats = prep.run(
+            inputs, args.out, val_fraction=args.val_fraction, seed=args.seed, limit=args.limit,
+            sample=args.sample, min_title_chars=args.min_title_chars, max_title_chars=args.max_title_chars,
+            min_desc_chars=args.min_desc_chars, max_desc_chars=args.max_desc_chars, dedup=args.dedup,
+            drop_patterns=args.drop_pattern, rejects=args.rejects, max_errors=args.max_errors,
+            threads=args.threads, force=args.force, progress=progress,
+        )
     if not args.quiet:
         Console().print(summary(stats, args.out, time.perf_counter() - started))
     return 0
-
-
-def fail(message: str, status: int) -> int:
-    """One plain line on stderr (no wrapping, so it greps), and the exit status."""
-    print(f"tc3-prep: error: {message}", file=sys.stderr)
-    return status
 
 
 def summary(stats: dict, out: Path, seconds: float) -> Table:

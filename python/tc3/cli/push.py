@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tc3.config import ConfigError
+from tc3.errors import command, need
 
 
+@command("tc3-push")
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="tc3-push",
@@ -22,13 +23,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dry-run", action="store_true",
                    help="list what would be uploaded and make every check the upload needs; upload nothing")
     args = p.parse_args(argv)
-    try:
-        from tc3.hub import push
+    need("train", "huggingface_hub")
+    from tc3.hub import push
 
-        push(args.path, args.repo_id, private=not args.public, dry_run=args.dry_run)
-    except ConfigError as e:
-        print(f"tc3-push: error: {e}", file=sys.stderr)
-        return 2
+    push(args.path, args.repo_id, private=not args.public, dry_run=args.dry_run)
     return 0
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tc3.config import FIELDS, ConfigError, load_config
+from tc3.config import FIELDS, load_config
+from tc3.errors import MODEL_MODULES, command, need
 
 
 def parser() -> argparse.ArgumentParser:
@@ -22,21 +23,19 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+@command("tc3-train", interrupted="interrupted; complete checkpoints are kept: continue with --resume")
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    try:
-        config = load_config(args.config, args.overrides)
-        if args.dry_run:
-            from tc3.train import dry_run
+    config = load_config(args.config, args.overrides)
+    need("train", *MODEL_MODULES, "trl", "datasets")
+    if args.dry_run:
+        from tc3.train import dry_run
 
-            dry_run(config)
-            return 0
-        from tc3.train import train
+        dry_run(config)
+        return 0
+    from tc3.train import train
 
-        metrics = train(config, resume=args.resume)
-    except ConfigError as e:
-        print(f"tc3-train: error: {e}", file=sys.stderr)
-        return 2
+    metrics = train(config, resume=args.resume)
     from tc3.train import say
 
     say(  # once, from the main process, when launched as several
