@@ -71,7 +71,7 @@ class TrainConfig:
     # Optimisation
     epochs: float = 1.0
     max_steps: int | None = None  # when set, overrides epochs
-    per_device_batch_size: int = 64  # chosen by tokens per optimizer step: see configs/llama3-8b-qlora.yaml
+    per_device_batch_size: int = 128  # chosen by tokens per optimizer step: see configs/llama3-8b-qlora.yaml
     gradient_accumulation_steps: int = 1
     learning_rate: float = 2e-4
     lr_scheduler: str = "linear"

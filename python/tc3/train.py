@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
-import inspect
 import json
 import os
 import shutil
@@ -222,15 +221,9 @@ def load_unsloth(config: TrainConfig, max_length: int, precision: str, offline: 
     )
     ensure_chat_template(tokenizer)
     token_rows = fit_template_rows(model, tokenizer)
-    extra = {}
-    if token_rows:
-        # unsloth releases that name PEFT's trainable_token_indices pass it on; older ones train whole embeddings
-        takes_indices = "trainable_token_indices" in inspect.signature(FastLanguageModel.get_peft_model).parameters
-        extra = (
-            {"trainable_token_indices": trainable_token_indices(model, token_rows)}
-            if takes_indices
-            else {"modules_to_save": list(trainable_token_indices(model, token_rows))}
-        )
+    # unsloth hands keyword arguments it does not name on to PEFT's LoraConfig (FastLanguageModel.get_peft_model's
+    # own signature is *args, **kwargs): only these rows train, never whole 128k-row embedding matrices
+    extra = {"trainable_token_indices": trainable_token_indices(model, token_rows)} if token_rows else {}
     model = FastLanguageModel.get_peft_model(
         model,
         r=config.lora_r,
