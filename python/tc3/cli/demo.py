@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tc3.cli.args import make_parser
 from tc3.cli.generate import (
     add_generation_args,
     add_grounding_args,
@@ -17,7 +18,7 @@ from tc3.errors import MODEL_MODULES, command, need
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = make_parser(
         prog="tc3-demo",
         description="Serve a small Gradio app on 127.0.0.1 (no share link, analytics off). --grounded --index DIR "
         "answers from the product's record in a tc3-index, shown beside the answer.",

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tc3.cli.args import make_parser
 from tc3.cli.generate import add_generation_args, set_threads, settings_from
 from tc3.errors import MODEL_MODULES, UserError, command, need
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = make_parser(
         prog="tc3-eval",
         description="Generate for n held-out titles with the model (and a baseline, under the same settings) and "
         "score against the real descriptions: ROUGE-1/2/L, BLEU, chrF, loss/perplexity on the references, length, "

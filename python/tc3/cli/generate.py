@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from tc3.cli.args import make_parser
 from tc3.errors import MODEL_MODULES, UserError, command, need
 from tc3.outputs import check_dest, fingerprint, resumable_jsonl
 
@@ -67,7 +68,7 @@ def settings_from(args):
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = make_parser(
         prog="tc3-generate",
         description="Write a product description from its title. --title: one answer; --input: a JSONL of answers; "
         "neither: an interactive loop (exit/sair/Ctrl-D to leave). A question around a title ('What is \"X\" "

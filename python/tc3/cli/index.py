@@ -11,12 +11,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from tc3.cli.args import make_parser
 from tc3 import index
 from tc3.errors import UserError, command, need
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def parser() -> argparse.ArgumentParser:
+    p = make_parser(
         prog="tc3-index",
         description="Index every record of a tc3-prep dir (train and validation) with tantivy: BM25 over the "
         "titles, each record fetchable by uid; saved in PREP_DIR/index (or -o). With --query, search that index "
@@ -37,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 @command("tc3-index", interrupted="interrupted; no index written")
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parser().parse_args(argv)
     need("index", "tantivy")
     if args.query is not None:
         return query(args)
