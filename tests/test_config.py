@@ -6,7 +6,7 @@ import pytest
 from tc3.cli.train import main
 from tc3.config import FIELDS, ConfigError, TrainConfig, load_config
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "python" / "tc3" / "configs"
 PYTHON_DIR = Path(__file__).resolve().parents[1] / "python"
 
 
