@@ -79,7 +79,8 @@ def query(args: argparse.Namespace) -> int:
         raise UserError(f"-k must be at least 1, not {args.k}")
     ix = index.ProductIndex.open(args.out or args.prep_dir)
     hits = ix.search(args.query, k=args.k)
-    table = Table(title=f"{args.query!r} in {ix.path} ({len(ix):,} records)")
+    table = Table(title=f"{args.query!r} in {ix.path} ({len(ix):,} records)",
+                  caption="coverage: share of the query's content words (stopwords left out) found in the title")
     for name, justify in (("uid", "left"), ("score", "right"), ("coverage", "right"), ("title", "left")):
         table.add_column(name, justify=justify)
     for h in hits:
@@ -87,11 +88,12 @@ def query(args: argparse.Namespace) -> int:
     console = Console()
     console.print(table)
     best = ix.lookup(args.query)
-    if best is None:
-        console.print(f"lookup: no product matches (the best covers less than {index.MATCH_THRESHOLD:.0%} "
-                      "of the query's words)")
-    else:
+    if best is not None:
         console.print(f"lookup: {best.uid} ({best.title})")
+    else:  # the coverage of the table's first row: one definition, `index.coverage`
+        covered = f"{hits[0].coverage:.0%}" if hits else "0%"
+        console.print(f"lookup: no product matches: the best hit covers {covered} of the query's content words "
+                      f"(stopwords do not count), less than {index.MATCH_THRESHOLD:.0%}")
     return 0
 
 
