@@ -123,6 +123,16 @@ LOOP_TEXT = {
 }
 
 
+def line_editing() -> None:
+    """Line editing and history for the loop's `input()` on a terminal (arrows move, Up recalls an earlier title):
+    importing the standard library's readline is what turns them on. Where it is missing (Windows), input stays
+    plain."""
+    try:
+        import readline  # noqa: F401
+    except ImportError:
+        pass
+
+
 def interactive(loaded, settings, literal: bool = False, read=input, out=sys.stdout, index=None) -> None:
     """The course's loop: ask for a title, stream the answer token by token, leave on exit/quit/sair/Ctrl-D."""
     from tc3.generate import Stream, read_as, title_from_query
@@ -203,6 +213,7 @@ def run(args) -> int:
         print(generation.description or generation.extra.get("message", ""))
         return 0
     if records is None:
+        line_editing()
         interactive(loaded, settings, literal=args.literal, index=index)
         return 0
     if args.output:
