@@ -8,6 +8,7 @@ import sys
 from tc3.cli.args import make_parser
 from tc3.cli.generate import add_generation_args, set_threads, settings_from
 from tc3.errors import MODEL_MODULES, UserError, command, need
+from tc3.progress import Ticker
 
 
 def parser() -> argparse.ArgumentParser:
@@ -54,11 +55,13 @@ def main(argv: list[str] | None = None) -> int:
 
     quiet_libraries()
     set_threads(args)
-    report = run_eval(args.model, args.data, args.out, baseline=args.baseline, base=args.base, split=args.split,
-                      n=args.n, seed=args.seed, settings=settings, batch_size=args.batch_size, device=args.device,
-                      questions=args.questions, model_instruction=args.instruction,
-                      baseline_instruction=args.baseline_instruction,
-                      log=lambda msg: print(f"tc3-eval: {msg}", file=sys.stderr))
+    with Ticker("tc3-eval", "titles") as ticker:
+        report = run_eval(args.model, args.data, args.out, baseline=args.baseline, base=args.base, split=args.split,
+                          n=args.n, seed=args.seed, settings=settings, batch_size=args.batch_size,
+                          device=args.device, questions=args.questions, model_instruction=args.instruction,
+                          baseline_instruction=args.baseline_instruction,
+                          log=lambda msg: print(f"tc3-eval: {msg}", file=sys.stderr),
+                          progress=lambda label, done, total: ticker.update(done, total, label))
     for label, model in report["models"].items():
         m = model["metrics"]
         print(f"{label:17s} ROUGE-L {m['rougeL']:.4f}  BLEU {m['bleu']:.2f}  chrF {m['chrf']:.2f}  "

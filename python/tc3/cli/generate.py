@@ -10,8 +10,10 @@ from pathlib import Path
 from tc3.cli.args import make_parser
 from tc3.errors import MODEL_MODULES, UserError, command, need
 from tc3.outputs import check_dest, fingerprint, resumable_jsonl
+from tc3.progress import Ticker
 
 EXIT_WORDS = {"sair", "exit", "quit"}
+TICKER = ("tc3-generate", "titles")  # a bar on a terminal, a line a batch in a log
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -219,21 +221,22 @@ def run(args) -> int:
     if args.output:
         key = fingerprint(Path(args.input), args.split, model_fingerprint(args.model, args.base), settings.as_dict(),
                           args.batch_size, args.index, args.device, args.dtype)
-        with resumable_jsonl(args.output, "tc3-generate", key) as (done, out):
+        with resumable_jsonl(args.output, "tc3-generate", key) as (done, out), Ticker(*TICKER) as ticker:
             if done:
                 print(f"tc3-generate: {len(done)} answers kept from an interrupted run; going on", file=sys.stderr)
-            write_answers(records, len(done), answer, args.batch_size, out)
+            write_answers(records, len(done), answer, args.batch_size, out, ticker.update)
     else:
-        write_answers(records, 0, answer, args.batch_size, sys.stdout)
+        with Ticker(*TICKER) as ticker:
+            write_answers(records, 0, answer, args.batch_size, sys.stdout, ticker.update)
     if records.skipped:
         lines = ", ".join(map(str, records.skipped[:10])) + (" ..." if len(records.skipped) > 10 else "")
         print(f"tc3-generate: skipped {len(records.skipped)} rows with an empty title (lines {lines})", file=sys.stderr)
     return 0
 
 
-def write_answers(records: list[dict], start: int, answer, batch_size: int, out) -> None:
+def write_answers(records: list[dict], start: int, answer, batch_size: int, out, progress) -> None:
     """One JSON line an answer to `out`, batch by batch from record `start`, flushed after each batch; `answer`
-    takes the titles of a batch (files hold titles: taken literally)."""
+    takes the titles of a batch (files hold titles: taken literally); `progress(done, total)` after each batch."""
     titles = [r["title"] for r in records]
     for first in range(start, len(titles), batch_size):
         chunk = titles[first : first + batch_size]
@@ -242,7 +245,7 @@ def write_answers(records: list[dict], start: int, answer, batch_size: int, out)
             row.update(generation.as_record())
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
         out.flush()
-        print(f"tc3-generate: {first + len(chunk)}/{len(titles)}", file=sys.stderr)
+        progress(first + len(chunk), len(titles))
 
 
 @command("tc3-generate", interrupted="interrupted; answers already in an -o file are kept: the same command goes on")

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from tc3.cli.args import make_parser
 from tc3 import index
 from tc3.errors import UserError, command, need
+from tc3.progress import Ticker
 
 
 def parser() -> argparse.ArgumentParser:
@@ -46,20 +45,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build(args: argparse.Namespace) -> int:
-    err = Console(stderr=True)
-    bar = Progress(
-        TextColumn("[bold]tc3-index"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]:,.0f} records/s"), TimeRemainingColumn(),
-        console=err, disable=args.quiet or not err.is_terminal, transient=True,
-    )
-    task = bar.add_task("index", total=None, rate=0.0)
-    started = time.perf_counter()
-
-    def progress(done: int, total: int) -> None:
-        bar.update(task, completed=done, total=total, rate=done / max(time.perf_counter() - started, 1e-9))
-
-    with bar:
-        meta = index.build_index(args.prep_dir, args.out, force=args.force, threads=args.threads, progress=progress)
+    with Ticker("tc3-index", "records", lines=False, quiet=args.quiet) as ticker:
+        meta = index.build_index(args.prep_dir, args.out, force=args.force, threads=args.threads,
+                                 progress=ticker.update)
     if not args.quiet:
         out = args.out or args.prep_dir / "index"
         table = Table(title=f"tc3-index -> {out}", show_header=False)
