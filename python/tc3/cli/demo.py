@@ -28,7 +28,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", help="also show this model's answer (e.g. the untouched base) side by side")
     p.add_argument("--host", default=HOST,
                    help="address to serve on; 0.0.0.0 makes the page reachable from other machines (no login)")
-    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--port", type=int, default=7860, help="port to serve on")
     p.add_argument("--literal", action="store_true", help="use the text as the title even if it is a question")
     add_grounding_args(p)
     add_generation_args(p)

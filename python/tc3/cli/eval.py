@@ -22,7 +22,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--base", help="base of an adapter --model (default: from its adapter_config.json)")
     p.add_argument("--baseline", help="model to compare with (usually the untouched base), same settings")
     p.add_argument("--data", required=True, help="a tc3-prep output dir")
-    p.add_argument("--split", default="validation")
+    p.add_argument("--split", default="validation", help="split of --data the titles come from")
     p.add_argument("--n", type=int, default=500, help="titles to evaluate (seeded sample)")
     p.add_argument("--seed", type=int, default=3407, help="seed of the title sample (and of --sample)")
     p.add_argument("--out", default="eval-report",
@@ -32,8 +32,8 @@ def parser() -> argparse.ArgumentParser:
                    help="how titles are asked: fixed = one instruction (default; see --instruction); seen = a "
                    "training question template per title; unseen = seen, plus a second pass with phrasings held "
                    "out of training, ROUGE-L of both side by side")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=8, help="titles generated together")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (auto: cuda when available)")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's; 1 is faster on a busy box)")
     p.add_argument("--baseline-instruction", default="en",
                    help="how the baseline is asked: 'en' (default: the references' language), 'pt' or a literal "

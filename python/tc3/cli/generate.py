@@ -39,7 +39,7 @@ def add_generation_args(p: argparse.ArgumentParser, max_new_tokens: int = 256, s
     g.add_argument("--instruction", default=instruction,
                    help="'en', 'pt' or a literal instruction (default: "
                    + (f"{instruction})" if instruction else "the model is asked as it was trained)"))
-    g.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
+    g.add_argument("--max-new-tokens", type=int, default=max_new_tokens, help="longest answer, in tokens")
     g.add_argument("--repetition-penalty", type=float, default=1.15,
                    help="over the generated tokens only (default: 1.15; 1 turns it off)")
     g.add_argument("--penalize-prompt", action="store_true",
@@ -85,7 +85,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", help="JSONL file for --input (default: stdout); it appears only once every "
                    "answer is in it (written as .NAME.KEY.partial until then; an interrupted run keeps that file "
                    "and the same command continues from it); replaces only a file tc3-generate wrote")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=8, help="titles of --input generated together")
     p.add_argument("--literal", action="store_true",
                    help="--title and the interactive loop: use the text as the title even if it is a question "
                    "(titles read from --input are always literal)")
