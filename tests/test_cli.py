@@ -203,9 +203,11 @@ def test_ticker_lines_in_a_log_bar_with_rate_and_time_left_on_a_terminal(capsys)
             time.sleep(0.2)
             ticker.update(done, 40)
         console.print(ticker.bar)  # the bar as it stands, with its columns
+        print('{"title": "a row of output"}')  # stdout (tc3-generate's JSONL) is not the bar's
     drawn = screen.getvalue()
     assert "20/40" in drawn and "titles/s" in drawn and re.search(r"\d:\d\d:\d\d", drawn)  # count, rate, time left
-    assert capsys.readouterr().err == ""
+    assert "a row of output" not in drawn
+    assert capsys.readouterr() == ('{"title": "a row of output"}\n', "")
 
 
 def test_generate_input_logs_plain_lines(tiny_model_dir, tmp_path, capsys):

@@ -14,9 +14,11 @@ from rich.text import Text
 
 def terminal_bar(*columns: ProgressColumn, quiet: bool = False, console: Console | None = None) -> Progress:
     """A rich Progress with `columns` on `console` (default: stderr), drawn only when that is a terminal and not
-    `quiet`, and cleared when it stops."""
+    `quiet`, and cleared when it stops. What is printed to stdout meanwhile goes there untouched (it may be the
+    command's output: tc3-generate's JSONL); stderr lines are shown above the bar."""
     console = console or Console(stderr=True)
-    return Progress(*columns, console=console, disable=quiet or not console.is_terminal, transient=True)
+    return Progress(*columns, console=console, disable=quiet or not console.is_terminal, transient=True,
+                    redirect_stdout=False)
 
 
 class RateColumn(ProgressColumn):
