@@ -137,9 +137,9 @@ multigpu)  # the same QLoRA run on 1 and on 2 GPUs (same global batch, data, ste
   STEPS=${STEPS:-16}
   RUNS_DIR=/tmp/runs-mg LOGS=/tmp/mglogs
   rm -rf $RUNS_DIR $LOGS; mkdir -p $LOGS
-  ARGS=(--config configs/llama3-8b-qlora.yaml model=$MODEL data=$DATA train_samples=8192 eval_samples=256
+  ARGS=(--config llama3-8b-qlora model=$MODEL data=$DATA train_samples=8192 eval_samples=256
         max_steps=$STEPS logging_steps=4 eval_steps=$STEPS save_steps=$((STEPS / 2)) backend=unsloth)
-  BATCH=$($PY -c "from tc3.config import load_config; print(load_config('configs/llama3-8b-qlora.yaml').per_device_batch_size)")
+  BATCH=$($PY -c "from tc3.config import load_config; print(load_config('llama3-8b-qlora').per_device_batch_size)")
   TORCHRUN=($PY -m torch.distributed.run --standalone --nproc_per_node 2 -m tc3.cli.train)
   CMDS=$LOGS/multigpu_commands.txt
   : >"$CMDS"
@@ -186,7 +186,7 @@ finish)
   TESTS=$!
   RUN=/tmp/runs/llama3-8b-resume
   rm -rf $RUN /tmp/merged
-  TRAIN=(-m tc3.cli.train --config configs/llama3-8b-qlora.yaml model=$MODEL data=$DATA output_dir=$RUN
+  TRAIN=(-m tc3.cli.train --config llama3-8b-qlora model=$MODEL data=$DATA output_dir=$RUN
          train_samples=1024 eval_samples=16 per_device_batch_size=16 logging_steps=1 eval_steps=2 save_steps=2)
   stamp "tc3-train, 4 steps, checkpoints every 2"
   $PY "${TRAIN[@]}" max_steps=4
@@ -223,7 +223,7 @@ questions)
   fi
   stamp "tc3-train: varied questions, half the examples with their record as context"
   rm -rf $RUN
-  $PY -m tc3.cli.train --config configs/tiny-cpu.yaml model=$BASE data=$Q/prep-real output_dir=$RUN \
+  $PY -m tc3.cli.train --config tiny-cpu model=$BASE data=$Q/prep-real output_dir=$RUN \
       questions=varied context_fraction=0.5 train_samples=null eval_samples=null max_steps=null \
       epochs="${EPOCHS:-4}" per_device_batch_size=16 precision="${PRECISION:-bf16}" max_length_cap=1024 \
       logging_steps=5 eval_steps=20 save_steps=1000 ${TRAIN_ARGS:-} || exit 1

@@ -15,7 +15,7 @@ BASE=$PWD/runs/smollm2-135m-instruct
 [ -f "$BASE/config.json" ] || python scripts/smollm2_local.py "$BASE"
 # 400 train / 50 validation records (the split is a seeded hash: 0.14 gives exactly 50 here).
 tc3-prep --example -o runs/prep-real --val-fraction 0.14 --force -q
-[ -f runs/smollm2-ft/adapter_model.safetensors ] || OMP_NUM_THREADS=$THREADS tc3-train --config configs/tiny-cpu.yaml \
+[ -f runs/smollm2-ft/adapter_model.safetensors ] || OMP_NUM_THREADS=$THREADS tc3-train --config tiny-cpu \
     model="$BASE" data=runs/prep-real output_dir=runs/smollm2-ft \
     max_steps="$STEPS" eval_steps=50 save_steps=25 logging_steps=5
 # shellcheck disable=SC2086 # EXTRA holds options

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from tc3 import attention
 from tc3.attention import AttentionPlan
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "python" / "tc3" / "configs"
 
 # torch 2.11's varlen_attn: window_size, no enable_gqa (2.12 adds it)
 TORCH_2_11 = {"query", "key", "value", "cu_seq_q", "cu_seq_k", "max_q", "max_k", "return_aux", "scale", "window_size"}

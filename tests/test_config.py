@@ -6,7 +6,7 @@ import pytest
 from tc3.cli.train import main
 from tc3.config import FIELDS, ConfigError, TrainConfig, load_config
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "python" / "tc3" / "configs"
 PYTHON_DIR = Path(__file__).resolve().parents[1] / "python"
 
 
@@ -91,7 +91,7 @@ def test_a_saved_config_loads_back_the_same(tmp_path):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("lora_rank=8", "unknown key(s) lora_rank in the command line; valid keys: model, data"),
+        ("lora_rank=8", "unknown key lora_rank (did you mean lora_r?) in the command line; tc3-train --help lists"),
         ("lora_r=eight", "lora_r must be int, got 'eight'"),
         ("lora_r=8.5", "lora_r must be int"),
         ("max_steps=0", "max_steps must be positive"),
@@ -139,13 +139,13 @@ def test_bad_values_in_a_file_say_what_is_wrong(tmp_path, text, message):
     assert message in str(error.value)
 
 
-def test_unknown_key_in_file_lists_valid_keys(tmp_path):
+def test_unknown_key_in_file_is_named_with_the_closest_key(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("model: x/y\nbatch_size: 4\n")
+    bad.write_text("model: x/y\nbatch_size: 4\nzzz: 1\n")
     with pytest.raises(ConfigError) as error:
         load_config(bad)
-    assert f"unknown key(s) batch_size in {bad}" in str(error.value)
-    assert all(key in str(error.value) for key in FIELDS)
+    assert str(error.value) == (f"unknown keys batch_size (did you mean per_device_batch_size?), zzz in {bad}; "
+                                "tc3-train --help lists the keys")
 
 
 def test_cli_errors_are_one_line_and_exit_2(tmp_path, capsys, prep_dir):
@@ -156,7 +156,7 @@ def test_cli_errors_are_one_line_and_exit_2(tmp_path, capsys, prep_dir):
         ["--config", str(CONFIGS / "tiny-cpu.yaml"), f"data={tmp_path / 'nowhere'}", f"model={tmp_path}", "--dry-run"],
         ["--config", str(CONFIGS / "tiny-cpu.yaml"), f"data={prep_dir}", f"model={tmp_path / 'no-model'}", "--dry-run"],
     ]
-    expected = ["not found", "unknown key(s) bogus", "lora_r must be int, got 'eight'", "is not a tc3-prep output dir",
+    expected = ["not found", "unknown key bogus", "lora_r must be int, got 'eight'", "is not a tc3-prep output dir",
                 "no-model' does not exist"]
     for argv, fragment in zip(cases, expected):
         assert main(argv) == 2

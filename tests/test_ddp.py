@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "configs" / "tiny-cpu.yaml"
+CONFIG = ROOT / "python" / "tc3" / "configs" / "tiny-cpu.yaml"
 # test_train.py's TINY_RUN without the batch size: global batch 4, 32 steps, checkpoints at 16 and 32.
 RUN = [
     "max_steps=32", "max_length_cap=128", "train_samples=160", "eval_samples=16", "learning_rate=5e-3",

@@ -361,3 +361,33 @@ def test_interactive_loop_through_a_pseudo_terminal(tiny_model_dir, tiny, flags,
         if proc.poll() is None:
             proc.kill()
         os.close(master)
+
+
+def test_interactive_loop_recalls_the_last_title_with_up_arrow(tiny_model_dir, tiny):
+    """Line editing and history: Up then Enter asks the last question again (without readline the terminal
+    echoed ^[[A and the loop answered the escape sequence)."""
+    import pty
+
+    master, slave = pty.openpty()
+    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
+    proc = subprocess.Popen([sys.executable, "-m", "tc3.cli.generate", "--model", str(tiny_model_dir),
+                             "--max-new-tokens", "4", "--device", "cpu"],
+                            stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True)
+    os.close(slave)
+    buffer = bytearray()
+    note = '(read as the title "the dimensions of the Sunflower")'
+    try:
+        _read_until(master, b"Title: ", buffer, timeout=90)
+        os.write(master, b"What are the dimensions of the Sunflower?\r")
+        assert note in _read_until(master, b"Title: ", buffer).decode()
+        os.write(master, b"\x1b[A\r")  # Up, Enter
+        again = _read_until(master, b"Title: ", buffer).decode()
+        assert "^[[A" not in again
+        assert note in again
+        os.write(master, b"\x04")  # Ctrl-D
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)

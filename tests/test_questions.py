@@ -22,7 +22,7 @@ from tc3.prompts import (
     user_turn,
 )
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "python" / "tc3" / "configs"
 TITLE = "The Prophet: a (Hardcover) edition?"
 RECORD = {"uid": "B000TEST01", "title": TITLE, "description": "Poetic essays on love, work and death. " * 60}
 

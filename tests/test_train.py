@@ -9,7 +9,7 @@ import torch
 from tc3.config import load_config
 from tc3.prompts import end_token_ids, prompt_ids
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "python" / "tc3" / "configs"
 TITLE = "The Prophet"
 # Small enough for CI on 2 cores; a learning rate high enough that the loss visibly falls in 32 steps.
 TINY_RUN = [

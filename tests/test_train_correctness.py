@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from tc3.config import ConfigError, load_config
 from tc3.prompts import ANSWER_MARK, encode_example, end_token_ids, prompt_messages, render_prompt, split_rendered
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "python" / "tc3" / "configs"
 EOT = "<|eot_id|>"
 LONG = ("This handsome volume collects the poems and parables of the author, with notes on each of them, a "
         "foreword by the translator, and twelve full-page illustrations printed on heavy cream paper.")

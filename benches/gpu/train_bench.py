@@ -5,7 +5,7 @@
     python benches/gpu/train_bench.py setup NAME --model DIR --data PREP --out JSONL [--batch B] [--profile F]
 
 Setups (each trains the same seeded sample of the same tc3-prep output through tc3.train.build_run):
-  tc3     the shipped configs/llama3-8b-qlora.yaml as is (unsloth, padding-free, variable-length attention)
+  tc3     the shipped config llama3-8b-qlora as is (unsloth, padding-free, variable-length attention)
   course  the course notebook: unsloth, batch 2 x accumulation 4, max_seq_length 2048, padded (no padding-free,
           no packing), loss on the whole text
   hf      transformers + PEFT + bitsandbytes NF4 QLoRA as a user sets it up: same LoRA settings, no unsloth, padded
@@ -30,7 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "python"))
-CONFIG = ROOT / "configs" / "llama3-8b-qlora.yaml"
+CONFIG = ROOT / "python" / "tc3" / "configs" / "llama3-8b-qlora.yaml"
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
            "UNSLOTH_DISABLE_STATISTICS": "1"}  # fmt: skip
 

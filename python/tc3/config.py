@@ -6,10 +6,12 @@ No heavy imports here: `tc3-train --help` and config errors must be instant.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import types
 import typing
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 
 import yaml
@@ -38,61 +40,72 @@ POSITIVE = (
 )  # fmt: skip
 
 
+def key(default, about: str):
+    """A config field: its default and its one-line meaning, the one source of `tc3-train --help`'s key list and of
+    docs/training.md's table (`key_rows`). A list default is copied for each config."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"about": about})
+    return field(default=default, metadata={"about": about})
+
+
 @dataclass
 class TrainConfig:
-    """Defaults are configs/llama3-8b-qlora.yaml."""
+    """Defaults are the shipped config llama3-8b-qlora (tc3/configs/llama3-8b-qlora.yaml)."""
 
     # What to train on what
-    model: str = "unsloth/llama-3-8b-bnb-4bit"  # hub id or local model dir
-    data: str = "data/prep"  # a `tc3-prep` output dir
-    output_dir: str = "runs/llama3-8b-qlora"
-    instruction: str = "pt"  # "pt", "en" or a literal instruction text: the user turn when questions is fixed
-    questions: str = "varied"  # varied: each example's user turn drawn from tc3.prompts.QUESTION_TEMPLATES; fixed
-    context_fraction: float = 0.2  # share of examples given their own record as context (grounded turns)
-    train_samples: int | None = 100_000  # seeded random sample of the train split; null = all of it
-    eval_samples: int | None = 1000  # seeded random sample of the validation split; null = all of it
-    seed: int = 3407
+    model: str = key("unsloth/llama-3-8b-bnb-4bit", "Hub id or local dir of the base model")
+    data: str = key("data/prep", "a tc3-prep output dir")
+    output_dir: str = key("runs/llama3-8b-qlora", "where the adapter, checkpoints and metrics go")
+    instruction: str = key("pt", "pt, en or a literal instruction: the user turn when questions is fixed")
+    questions: str = key("varied", "varied: each example's question drawn from tc3.prompts.QUESTION_TEMPLATES; "
+                         "fixed: the instruction")
+    context_fraction: float = key(0.2, "share of examples given their own record as context (grounded turns)")
+    train_samples: int | None = key(100_000, "seeded random sample of the train split; null = all of it")
+    eval_samples: int | None = key(1000, "seeded random sample of the validation split; null = all of it")
+    seed: int = key(3407, "seed of the samples, the questions, LoRA's initialisation and the data order")
 
     # How
-    backend: str = "auto"  # auto: unsloth when CUDA is there, else hf (transformers + PEFT)
-    load_in_4bit: bool = True  # QLoRA; CUDA only (bitsandbytes), ignored on CPU
-    precision: str = "auto"  # auto: bf16 where the GPU supports it, else fp16; fp32 on CPU
-    gradient_checkpointing: bool = True
-    padding_free: bool = True  # unsloth backend: flatten each batch, no padding tokens
-    varlen_attention: bool = True  # one variable-length attention call a layer where CUDA allows (tc3/attention.py)
-    dataset_num_proc: int | None = None
+    backend: str = key("auto", "auto: unsloth when CUDA is there, else hf (transformers + PEFT)")
+    load_in_4bit: bool = key(True, "QLoRA: a 4-bit base; CUDA only (bitsandbytes), ignored on CPU")
+    precision: str = key("auto", "auto: bf16 where the GPU supports it, else fp16; fp32 on CPU")
+    gradient_checkpointing: bool = key(True, "recompute activations in the backward pass: less memory, slower")
+    padding_free: bool = key(True, "unsloth backend: flatten each batch, no padding tokens")
+    varlen_attention: bool = key(True, "one variable-length attention call a layer where CUDA allows "
+                                 "(tc3/attention.py)")
+    dataset_num_proc: int | None = key(None, "processes that tokenize the data; null = one")
 
     # Length: null derives it from the tokenized train examples (percentile, capped)
-    max_length: int | None = None
-    max_length_percentile: float = 99.0
-    max_length_cap: int = 1024
-    overlong: str = "trim"  # an example over max_length: trim its description at a word boundary, or drop it
+    max_length: int | None = key(None, "tokens an example may hold; null derives it from the data")
+    max_length_percentile: float = key(99.0, "with max_length null: percentile of the tokenized train lengths")
+    max_length_cap: int = key(1024, "with max_length null: the most it may be")
+    overlong: str = key("trim", "an example over max_length: trim its description at a word boundary, or drop it")
 
     # Optimisation
-    epochs: float = 1.0
-    max_steps: int | None = None  # when set, overrides epochs
-    per_device_batch_size: int = 128  # chosen by tokens per optimizer step: see configs/llama3-8b-qlora.yaml
-    gradient_accumulation_steps: int = 1
-    learning_rate: float = 2e-4
-    lr_scheduler: str = "linear"
-    warmup_ratio: float = 0.03
-    weight_decay: float = 0.01
-    optimizer: str = "adamw_8bit"
-    max_grad_norm: float = 1.0
-    neftune_noise_alpha: float | None = None  # NEFTune: noise on the input embeddings while training (e.g. 5)
+    epochs: float = key(1.0, "passes over the train sample")
+    max_steps: int | None = key(None, "optimizer steps; when set, overrides epochs")
+    per_device_batch_size: int = key(128, "examples a device takes a step (chosen by tokens per optimizer step: "
+                                     "see llama3-8b-qlora.yaml)")
+    gradient_accumulation_steps: int = key(1, "batches summed into one optimizer step")
+    learning_rate: float = key(2e-4, "peak learning rate")
+    lr_scheduler: str = key("linear", "learning-rate schedule after the warmup")
+    warmup_ratio: float = key(0.03, "share of the steps that warm the learning rate up")
+    weight_decay: float = key(0.01, "decoupled weight decay")
+    optimizer: str = key("adamw_8bit", "the optimizer (8-bit ones need CUDA)")
+    max_grad_norm: float = key(1.0, "gradients are clipped to this norm")
+    neftune_noise_alpha: float | None = key(None, "NEFTune: noise on the input embeddings while training (e.g. 5)")
 
     # LoRA
-    lora_r: int = 32
-    lora_alpha: int = 64
-    lora_dropout: float = 0.0
-    lora_target_modules: list[str] = field(default_factory=lambda: list(LLAMA_PROJECTIONS))
+    lora_r: int = key(32, "LoRA rank")
+    lora_alpha: int = key(64, "LoRA scale numerator: the update is scaled by alpha / r")
+    lora_dropout: float = key(0.0, "dropout on the LoRA inputs")
+    lora_target_modules: list[str] = key(LLAMA_PROJECTIONS, "the linear layers that get LoRA adapters")
 
     # Bookkeeping
-    logging_steps: int = 10
-    eval_steps: int = 100
-    save_steps: int = 100
-    save_total_limit: int = 3
-    report_to: str = "none"  # experiment tracking: none, tensorboard (<output_dir>/runs), trackio, mlflow, wandb
+    logging_steps: int = key(10, "optimizer steps between loss lines")
+    eval_steps: int = key(100, "optimizer steps between evaluations")
+    save_steps: int = key(100, "optimizer steps between checkpoints")
+    save_total_limit: int = key(3, "checkpoints kept (the oldest go first)")
+    report_to: str = key("none", "experiment tracking: tensorboard (<output_dir>/runs), trackio, mlflow, wandb")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -120,10 +133,46 @@ def _field_type(key: str) -> tuple[object, bool]:
     return expected, False
 
 
-def _type_error(key: str, got: str) -> ConfigError:
+def type_name(key: str) -> str:
+    """How the value of field `key` is written: `int`, `float or null`, `bool (true or false)`, ..."""
     base, optional = _field_type(key)
     name = {bool: "bool (true or false)", int: "int", float: "float", str: "str"}.get(base, "a list of names (a,b,c)")
-    return ConfigError(f"{key} must be {name}{' or null' if optional else ''}, got {got}")
+    return name + (" or null" if optional else "")
+
+
+def _type_error(key: str, got: str) -> ConfigError:
+    return ConfigError(f"{key} must be {type_name(key)}, got {got}")
+
+
+def _written(value) -> str:
+    """A default as it is written in a config file or an override."""
+    if isinstance(value, list):
+        return ",".join(value)
+    return yaml.safe_dump(value, default_flow_style=True).removesuffix("\n...\n").strip()
+
+
+def key_rows() -> list[tuple[str, str, str, str]]:
+    """(key, type, default as written, meaning) of every config field, in the order of TrainConfig; the type of a
+    key with a fixed set of values (CHOICES) lists them."""
+    defaults = TrainConfig()
+    rows = []
+    for name, f in FIELDS.items():
+        kind = f"one of {', '.join(CHOICES[name])}" if name in CHOICES else type_name(name)
+        kind = kind.removesuffix(" (true or false)").replace("a list of names (a,b,c)", "list (a,b,c)")
+        rows.append((name, kind, _written(getattr(defaults, name)), f.metadata["about"]))
+    return rows
+
+
+def keys_help() -> str:
+    """The config keys as `tc3-train --help` lists them: `key (type, default D)`, then its meaning indented."""
+    return "\n".join(f"  {k} ({t}; default {d})\n      {about}" for k, t, d, about in key_rows())
+
+
+def keys_markdown() -> str:
+    """The config keys as docs/training.md's table (key, type, default, meaning)."""
+    lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    lines += [f"| `{k}` | {t} | `{d}` | {about} |" for k, t, d, about in key_rows()]
+    return "\n".join(lines)
 
 
 def parse_value(key: str, text: str):
@@ -178,9 +227,15 @@ def _node_value(key: str, node: yaml.Node):
 
 
 def _check_keys(keys, where: str) -> None:
+    """A ConfigError naming every unknown key in `keys`, each with the closest valid key when one is close."""
     unknown = sorted(set(keys) - FIELDS.keys())
     if unknown:
-        raise ConfigError(f"unknown key(s) {', '.join(unknown)} in {where}; valid keys: {', '.join(FIELDS)}")
+        named = []
+        for name in unknown:
+            close = difflib.get_close_matches(name, FIELDS, n=1)
+            named.append(f"{name} (did you mean {close[0]}?)" if close else name)
+        raise ConfigError(f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(named)} in {where}; "
+                          "tc3-train --help lists the keys")
 
 
 def _validate(config: TrainConfig) -> None:
@@ -216,10 +271,34 @@ def split_override(item: str) -> tuple[str, str]:
     return key.strip(), text
 
 
+SHIPPED = files("tc3") / "configs"  # the configs that come with tc3, used by name: `--config llama3-8b-qlora`
+
+
+def shipped_configs() -> dict[str, str]:
+    """Name -> first comment line (what it is for) of each shipped config, sorted by name."""
+    out = {}
+    for item in sorted(SHIPPED.iterdir(), key=lambda item: item.name):
+        if item.name.endswith(".yaml"):
+            first = item.read_text(encoding="utf-8").splitlines()[0]
+            out[item.name.removesuffix(".yaml")] = first.lstrip("# ").strip() if first.startswith("#") else ""
+    return out
+
+
+def config_path(name_or_path: str | Path) -> Path:
+    """The config file meant by `name_or_path`: an existing file, else the shipped config of that name (with or
+    without .yaml). Raises ConfigError, naming the shipped configs, when it is neither."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    name = str(name_or_path).removesuffix(".yaml")
+    if name in shipped_configs():
+        return Path(str(SHIPPED / f"{name}.yaml"))
+    raise ConfigError(f"config {name_or_path} not found: neither a file nor a shipped config "
+                      f"({', '.join(shipped_configs())})")
+
+
 def _read_file(path: Path) -> dict:
     """The typed values of a YAML config file, each read by its field's type (see `parse_value`)."""
-    if not path.is_file():
-        raise ConfigError(f"config file {path} not found")
     try:
         root = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
     except yaml.YAMLError as e:
@@ -233,12 +312,13 @@ def _read_file(path: Path) -> dict:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> TrainConfig:
-    """Defaults, then the YAML file, then the `key=value` overrides; every key and value checked.
+    """Defaults, then the YAML file (a path or a shipped config's name: `config_path`), then the `key=value`
+    overrides; every key and value checked.
 
     Each value is read by the type of its field (`parse_value`): a str field takes the text exactly as typed.
     Raises ConfigError (one line) on a missing file, bad YAML, an unknown key, a wrong type or a bad value.
     """
-    values = _read_file(Path(path)) if path is not None else {}
+    values = _read_file(config_path(path)) if path is not None else {}
     pairs = [split_override(item) for item in overrides]
     _check_keys([key for key, _ in pairs], "the command line")
     values.update((key, parse_value(key, text)) for key, text in pairs)

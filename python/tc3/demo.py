@@ -3,7 +3,7 @@ beside the fine-tuned one (same prompt, same settings), optionally grounded in t
 (the record retrieved is shown beside the answer, or that nothing matched). The title read out of a question is
 shown too.
 
-Private by construction: binds 127.0.0.1, never creates a share link, Gradio analytics off (set before gradio is
+Private by construction: binds 127.0.0.1 unless told otherwise (`--host`), never creates a share link, Gradio analytics off (set before gradio is
 imported, and on the Blocks). The event is exposed as API ``/generate`` so it can be driven by ``gradio_client``.
 """
 
@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
+import threading
 
 from .errors import UserError, need
 from .generate import GenerationSettings, LoadedModel, Stream, read_as, title_from_query
 from .grounding import find, found_text, stream_found
 
-HOST = "127.0.0.1"
+HOST = "127.0.0.1"  # the default host: this machine only
 
 
 def _gradio():
@@ -83,20 +85,31 @@ def build_app(loaded: LoadedModel, baseline: LoadedModel | None = None, settings
     return app
 
 
-def check_can_serve(port: int) -> None:
-    """Checked before any model loads: gradio is installed and `port` on 127.0.0.1 is free (UserError if not)."""
+def check_can_serve(port: int, host: str = HOST) -> None:
+    """Checked before any model loads: gradio is installed and `port` on `host` is free (UserError if not)."""
     need("demo", "gradio")
     if not 0 < port < 65536:
         raise UserError(f"--port must be between 1 and 65535, not {port}")
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         try:
-            probe.bind((HOST, port))
+            probe.bind((host, port))
         except OSError as err:
-            raise UserError(f"port {port} on {HOST} is not free ({err.strerror}); choose another with --port") from None
+            raise UserError(f"cannot serve on {host} port {port} ({err.strerror}); choose another --port or "
+                            "--host") from None
 
 
-def launch(app, port: int | None = None, block: bool = True):
-    """Serve on 127.0.0.1 only, no share link. Returns (app, local_url)."""
-    _, url, _ = app.launch(server_name=HOST, server_port=port, share=False, prevent_thread_lock=not block,
-                           quiet=not block, footer_links=["api"])
+def launch(app, port: int | None = None, block: bool = True, host: str = HOST) -> str:
+    """Serve on `host` (127.0.0.1: this machine only), no share link, Gradio's own start-up advice silenced.
+    Returns the local URL; with `block`, first says in one line where the page is and serves until Ctrl-C."""
+    _, url, _ = app.launch(server_name=host, server_port=port, share=False, prevent_thread_lock=True, quiet=True,
+                           footer_links=["api"])
+    if block:
+        print(f"tc3-demo: serving on {url} (Ctrl-C stops it)", file=sys.stderr)
+        if host != HOST:
+            print(f"tc3-demo: listening on {host}: anyone who can reach this machine can use the page (no login)",
+                  file=sys.stderr)
+        try:
+            threading.Event().wait()  # until Ctrl-C (Gradio's block_thread prints its own farewell)
+        finally:
+            app.close()
     return url

@@ -598,7 +598,7 @@ def trained_instruction(model: str) -> str:
 def run_eval(model: str, data: str, out_dir: str | Path, baseline: str | None = None, base: str | None = None,
              split: str = "validation", n: int = 500, seed: int = 3407, settings=None, batch_size: int = 8,
              device: str | None = None, questions: str = "fixed", model_instruction: str | None = None,
-             baseline_instruction: str = "en", log=print) -> dict:
+             baseline_instruction: str = "en", log=print, progress=None) -> dict:
     """Load each model in turn (baselines first), generate for the same n titles, score, write the report.
 
     Each model is asked the way that suits it: the model with ``model_instruction`` (default: as it was trained,
@@ -608,7 +608,8 @@ def run_eval(model: str, data: str, out_dir: str | Path, baseline: str | None = 
 
     `out_dir` is tc3-eval's own folder (tc3.outputs.claim_dir): its cache/ keeps each model's results, and the
     answers of an interrupted run, for a rerun with the same arguments. UserError for every mistake, found before
-    any model loads.
+    any model loads. `progress(label, done, total)` follows each model's generation, batch by batch (default: a
+    `log` line).
     """
     import dataclasses
 
@@ -616,6 +617,9 @@ def run_eval(model: str, data: str, out_dir: str | Path, baseline: str | None = 
     from .models import check_model, default_device
 
     settings = settings or GenerationSettings()
+    if progress is None:
+        def progress(label: str, done: int, total: int) -> None:
+            log(f"[{label}] {done}/{total}")
     if questions not in QUESTION_MODES:
         raise UserError(f"questions must be one of {', '.join(QUESTION_MODES)}, not {questions!r}")
     # Every check that can fail is made before the first answer is generated.
@@ -662,7 +666,7 @@ def run_eval(model: str, data: str, out_dir: str | Path, baseline: str | None = 
                 log(f"[{label}] going on from the answers kept in {keep}")
             log(f"[{label}] generating for {len(records)} titles, asked with {askings[label]!r}")
             result = evaluate_model(loaded, records, asked, batch_size=batch_size, questions=questions, seed=seed,
-                                    progress=lambda done, total, label=label: log(f"[{label}] {done}/{total}"),
+                                    progress=lambda done, total, label=label: progress(label, done, total),
                                     keep=keep)
             loaded.close()
             write_staged(cached, json.dumps(_finite(result), ensure_ascii=False))

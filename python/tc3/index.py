@@ -131,9 +131,14 @@ def _share_found(needles: list[str], haystack: set[str]) -> float:
 
 
 def coverage(query: str, title: str) -> float:
-    """Share of the query's content words found among the title's words, equal or (either word 4+ letters)
-    one edit apart."""
-    return _share_found(content_words(query), set(words(title)))
+    """Share of the query's content words (its words minus stopwords) found among the title's words, equal or
+    (either word 4+ letters) one edit apart; 0 when the query has no content word ("the of and" names no product)."""
+    return _coverage(content_words(query), set(words(title)))
+
+
+def _coverage(q_content: list[str], t_words: set[str]) -> float:
+    """`coverage` from the query's `content_words` (which fall back to stopwords, for the search alone)."""
+    return _share_found([w for w in q_content if w not in STOPWORDS], t_words)
 
 
 def match_key(query: str, title: str) -> tuple[float, float, float, float]:
@@ -151,7 +156,7 @@ def _key(q_content: list[str], q_sequence: list[str], title: str) -> tuple[float
     t_content = [w for w in t_words if w not in STOPWORDS] or list(t_words)
     union = len(q_words | t_words)
     return (
-        _share_found(q_content, t_words),
+        _coverage(q_content, t_words),
         _share_found(t_content, set(q_content)),
         len(q_words & t_words) / union if union else 0.0,
         # the same words in the typed order, none repeated: "The Book of Revelation", not "Book) The Book of ..."
@@ -397,7 +402,5 @@ class ProductIndex:
     def lookup(self, text: str, min_coverage: float = MATCH_THRESHOLD) -> Hit | None:
         """The best hit for `text` when it covers at least `min_coverage` of the query's content words, else
         None: the product is not in the index (or the query says too little to tell which one it is)."""
-        if all(w in STOPWORDS for w in words(text)):  # "the", "o que": nothing names a product
-            return None
         hits = self.search(text, k=1)
         return hits[0] if hits and hits[0].coverage >= min_coverage else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tc3.cli.args import make_parser
 from tc3.cli.generate import (
     add_generation_args,
     add_grounding_args,
@@ -13,18 +14,21 @@ from tc3.cli.generate import (
     set_threads,
     settings_from,
 )
+from tc3.demo import HOST
 from tc3.errors import MODEL_MODULES, command, need
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = make_parser(
         prog="tc3-demo",
-        description="Serve a small Gradio app on 127.0.0.1 (no share link, analytics off). --grounded --index DIR "
+        description="Serve a small Gradio app on --host (no share link, analytics off). --grounded --index DIR "
         "answers from the product's record in a tc3-index, shown beside the answer.",
     )
     add_model_args(p)
     p.add_argument("--baseline", help="also show this model's answer (e.g. the untouched base) side by side")
-    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--host", default=HOST,
+                   help="address to serve on; 0.0.0.0 makes the page reachable from other machines (no login)")
+    p.add_argument("--port", type=int, default=7860, help="port to serve on")
     p.add_argument("--literal", action="store_true", help="use the text as the title even if it is a question")
     add_grounding_args(p)
     add_generation_args(p)
@@ -40,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     from tc3.generate import load_model, quiet_libraries
     from tc3.models import check_model
 
-    check_can_serve(args.port)
+    check_can_serve(args.port, args.host)
     check_model(args.model, base=args.base)
     if args.baseline:
         check_model(args.baseline)
@@ -51,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     baseline = load_model(args.baseline, device=args.device, dtype=args.dtype) if args.baseline else None
     app = build_app(loaded, baseline, settings, literal=args.literal, index=index)
     try:
-        launch(app, port=args.port, block=True)
+        launch(app, port=args.port, host=args.host)
     except KeyboardInterrupt:  # Ctrl-C is how a server is stopped
         pass
     return 0

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tc3.cli.args import make_parser
 from tc3.cli.generate import add_generation_args, set_threads, settings_from
 from tc3.errors import MODEL_MODULES, UserError, command, need
+from tc3.progress import Ticker
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = make_parser(
         prog="tc3-eval",
         description="Generate for n held-out titles with the model (and a baseline, under the same settings) and "
         "score against the real descriptions: ROUGE-1/2/L, BLEU, chrF, loss/perplexity on the references, length, "
@@ -20,7 +22,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--base", help="base of an adapter --model (default: from its adapter_config.json)")
     p.add_argument("--baseline", help="model to compare with (usually the untouched base), same settings")
     p.add_argument("--data", required=True, help="a tc3-prep output dir")
-    p.add_argument("--split", default="validation")
+    p.add_argument("--split", default="validation", help="split of --data the titles come from")
     p.add_argument("--n", type=int, default=500, help="titles to evaluate (seeded sample)")
     p.add_argument("--seed", type=int, default=3407, help="seed of the title sample (and of --sample)")
     p.add_argument("--out", default="eval-report",
@@ -30,8 +32,8 @@ def parser() -> argparse.ArgumentParser:
                    help="how titles are asked: fixed = one instruction (default; see --instruction); seen = a "
                    "training question template per title; unseen = seen, plus a second pass with phrasings held "
                    "out of training, ROUGE-L of both side by side")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=8, help="titles generated together")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (auto: cuda when available)")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's; 1 is faster on a busy box)")
     p.add_argument("--baseline-instruction", default="en",
                    help="how the baseline is asked: 'en' (default: the references' language), 'pt' or a literal "
@@ -53,11 +55,13 @@ def main(argv: list[str] | None = None) -> int:
 
     quiet_libraries()
     set_threads(args)
-    report = run_eval(args.model, args.data, args.out, baseline=args.baseline, base=args.base, split=args.split,
-                      n=args.n, seed=args.seed, settings=settings, batch_size=args.batch_size, device=args.device,
-                      questions=args.questions, model_instruction=args.instruction,
-                      baseline_instruction=args.baseline_instruction,
-                      log=lambda msg: print(f"tc3-eval: {msg}", file=sys.stderr))
+    with Ticker("tc3-eval", "titles") as ticker:
+        report = run_eval(args.model, args.data, args.out, baseline=args.baseline, base=args.base, split=args.split,
+                          n=args.n, seed=args.seed, settings=settings, batch_size=args.batch_size,
+                          device=args.device, questions=args.questions, model_instruction=args.instruction,
+                          baseline_instruction=args.baseline_instruction,
+                          log=lambda msg: print(f"tc3-eval: {msg}", file=sys.stderr),
+                          progress=lambda label, done, total: ticker.update(done, total, label))
     for label, model in report["models"].items():
         m = model["metrics"]
         print(f"{label:17s} ROUGE-L {m['rougeL']:.4f}  BLEU {m['bleu']:.2f}  chrF {m['chrf']:.2f}  "

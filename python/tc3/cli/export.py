@@ -6,12 +6,12 @@ import argparse
 import json
 import sys
 
+from tc3.cli.args import make_parser
 from tc3.errors import MODEL_MODULES, command, need
 
 
-@command("tc3-export")
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="tc3-export", description=__doc__.split(": ", 1)[1])
+def parser() -> argparse.ArgumentParser:
+    p = make_parser(prog="tc3-export", description=__doc__.split(": ", 1)[1])
     p.add_argument("adapter_dir", help="a tc3-train output dir (adapter_config.json, adapter_model.safetensors)")
     p.add_argument("out_dir", help="where the merged model goes (absent, empty, or an earlier "
                    "tc3-export output, which is replaced)")
@@ -21,7 +21,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto", help="cpu, cuda ... (default: cuda when available)")
     p.add_argument("--no-check", action="store_true",
                    help="skip comparing the merged model with the adapter (export_check.json)")
-    args = p.parse_args(argv)
+    return p
+
+
+@command("tc3-export")
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     need("train", *MODEL_MODULES)
     from tc3.export import CHECK_FILE, export_merged
 

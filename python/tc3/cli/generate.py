@@ -7,10 +7,13 @@ import json
 import sys
 from pathlib import Path
 
+from tc3.cli.args import make_parser
 from tc3.errors import MODEL_MODULES, UserError, command, need
 from tc3.outputs import check_dest, fingerprint, resumable_jsonl
+from tc3.progress import Ticker
 
 EXIT_WORDS = {"sair", "exit", "quit"}
+TICKER = ("tc3-generate", "titles")  # a bar on a terminal, a line a batch in a log
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -36,7 +39,7 @@ def add_generation_args(p: argparse.ArgumentParser, max_new_tokens: int = 256, s
     g.add_argument("--instruction", default=instruction,
                    help="'en', 'pt' or a literal instruction (default: "
                    + (f"{instruction})" if instruction else "the model is asked as it was trained)"))
-    g.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
+    g.add_argument("--max-new-tokens", type=int, default=max_new_tokens, help="longest answer, in tokens")
     g.add_argument("--repetition-penalty", type=float, default=1.15,
                    help="over the generated tokens only (default: 1.15; 1 turns it off)")
     g.add_argument("--penalize-prompt", action="store_true",
@@ -67,7 +70,7 @@ def settings_from(args):
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = make_parser(
         prog="tc3-generate",
         description="Write a product description from its title. --title: one answer; --input: a JSONL of answers; "
         "neither: an interactive loop (exit/sair/Ctrl-D to leave). A question around a title ('What is \"X\" "
@@ -82,7 +85,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", help="JSONL file for --input (default: stdout); it appears only once every "
                    "answer is in it (written as .NAME.KEY.partial until then; an interrupted run keeps that file "
                    "and the same command continues from it); replaces only a file tc3-generate wrote")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=8, help="titles of --input generated together")
     p.add_argument("--literal", action="store_true",
                    help="--title and the interactive loop: use the text as the title even if it is a question "
                    "(titles read from --input are always literal)")
@@ -120,6 +123,16 @@ LOOP_TEXT = {
     "pt": {"intro": "Digite o título de um produto ('sair' para terminar).", "ask": "\nTítulo: ",
            "interrupted": " [interrompido]"},
 }
+
+
+def line_editing() -> None:
+    """Line editing and history for the loop's `input()` on a terminal (arrows move, Up recalls an earlier title):
+    importing the standard library's readline is what turns them on. Where it is missing (Windows), input stays
+    plain."""
+    try:
+        import readline  # noqa: F401
+    except ImportError:
+        pass
 
 
 def interactive(loaded, settings, literal: bool = False, read=input, out=sys.stdout, index=None) -> None:
@@ -202,26 +215,28 @@ def run(args) -> int:
         print(generation.description or generation.extra.get("message", ""))
         return 0
     if records is None:
+        line_editing()
         interactive(loaded, settings, literal=args.literal, index=index)
         return 0
     if args.output:
         key = fingerprint(Path(args.input), args.split, model_fingerprint(args.model, args.base), settings.as_dict(),
                           args.batch_size, args.index, args.device, args.dtype)
-        with resumable_jsonl(args.output, "tc3-generate", key) as (done, out):
+        with resumable_jsonl(args.output, "tc3-generate", key) as (done, out), Ticker(*TICKER) as ticker:
             if done:
                 print(f"tc3-generate: {len(done)} answers kept from an interrupted run; going on", file=sys.stderr)
-            write_answers(records, len(done), answer, args.batch_size, out)
+            write_answers(records, len(done), answer, args.batch_size, out, ticker.update)
     else:
-        write_answers(records, 0, answer, args.batch_size, sys.stdout)
+        with Ticker(*TICKER) as ticker:
+            write_answers(records, 0, answer, args.batch_size, sys.stdout, ticker.update)
     if records.skipped:
         lines = ", ".join(map(str, records.skipped[:10])) + (" ..." if len(records.skipped) > 10 else "")
         print(f"tc3-generate: skipped {len(records.skipped)} rows with an empty title (lines {lines})", file=sys.stderr)
     return 0
 
 
-def write_answers(records: list[dict], start: int, answer, batch_size: int, out) -> None:
+def write_answers(records: list[dict], start: int, answer, batch_size: int, out, progress) -> None:
     """One JSON line an answer to `out`, batch by batch from record `start`, flushed after each batch; `answer`
-    takes the titles of a batch (files hold titles: taken literally)."""
+    takes the titles of a batch (files hold titles: taken literally); `progress(done, total)` after each batch."""
     titles = [r["title"] for r in records]
     for first in range(start, len(titles), batch_size):
         chunk = titles[first : first + batch_size]
@@ -230,7 +245,7 @@ def write_answers(records: list[dict], start: int, answer, batch_size: int, out)
             row.update(generation.as_record())
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
         out.flush()
-        print(f"tc3-generate: {first + len(chunk)}/{len(titles)}", file=sys.stderr)
+        progress(first + len(chunk), len(titles))
 
 
 @command("tc3-generate", interrupted="interrupted; answers already in an -o file are kept: the same command goes on")

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from tc3.cli.args import make_parser
 from tc3 import index
 from tc3.errors import UserError, command, need
+from tc3.progress import Ticker
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def parser() -> argparse.ArgumentParser:
+    p = make_parser(
         prog="tc3-index",
         description="Index every record of a tc3-prep dir (train and validation) with tantivy: BM25 over the "
         "titles, each record fetchable by uid; saved in PREP_DIR/index (or -o). With --query, search that index "
@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 @command("tc3-index", interrupted="interrupted; no index written")
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parser().parse_args(argv)
     need("index", "tantivy")
     if args.query is not None:
         return query(args)
@@ -45,20 +45,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build(args: argparse.Namespace) -> int:
-    err = Console(stderr=True)
-    bar = Progress(
-        TextColumn("[bold]tc3-index"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]:,.0f} records/s"), TimeRemainingColumn(),
-        console=err, disable=args.quiet or not err.is_terminal, transient=True,
-    )
-    task = bar.add_task("index", total=None, rate=0.0)
-    started = time.perf_counter()
-
-    def progress(done: int, total: int) -> None:
-        bar.update(task, completed=done, total=total, rate=done / max(time.perf_counter() - started, 1e-9))
-
-    with bar:
-        meta = index.build_index(args.prep_dir, args.out, force=args.force, threads=args.threads, progress=progress)
+    with Ticker("tc3-index", "records", lines=False, quiet=args.quiet) as ticker:
+        meta = index.build_index(args.prep_dir, args.out, force=args.force, threads=args.threads,
+                                 progress=ticker.update)
     if not args.quiet:
         out = args.out or args.prep_dir / "index"
         table = Table(title=f"tc3-index -> {out}", show_header=False)
@@ -78,7 +67,8 @@ def query(args: argparse.Namespace) -> int:
         raise UserError(f"-k must be at least 1, not {args.k}")
     ix = index.ProductIndex.open(args.out or args.prep_dir)
     hits = ix.search(args.query, k=args.k)
-    table = Table(title=f"{args.query!r} in {ix.path} ({len(ix):,} records)")
+    table = Table(title=f"{args.query!r} in {ix.path} ({len(ix):,} records)",
+                  caption="coverage: share of the query's content words (stopwords left out) found in the title")
     for name, justify in (("uid", "left"), ("score", "right"), ("coverage", "right"), ("title", "left")):
         table.add_column(name, justify=justify)
     for h in hits:
@@ -86,11 +76,12 @@ def query(args: argparse.Namespace) -> int:
     console = Console()
     console.print(table)
     best = ix.lookup(args.query)
-    if best is None:
-        console.print(f"lookup: no product matches (the best covers less than {index.MATCH_THRESHOLD:.0%} "
-                      "of the query's words)")
-    else:
+    if best is not None:
         console.print(f"lookup: {best.uid} ({best.title})")
+    else:  # the coverage of the table's first row: one definition, `index.coverage`
+        covered = f"{hits[0].coverage:.0%}" if hits else "0%"
+        console.print(f"lookup: no product matches: the best hit covers {covered} of the query's content words "
+                      f"(stopwords do not count), less than {index.MATCH_THRESHOLD:.0%}")
     return 0
 
 

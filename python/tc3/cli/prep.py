@@ -9,17 +9,19 @@ from importlib.resources import files
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.progress import BarColumn, DownloadColumn, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
+from tc3.cli.args import make_parser
 from tc3 import prep
 from tc3.errors import UserError, command
+from tc3.progress import terminal_bar
 
 EXAMPLE_INPUT = files("tc3") / "samples" / "amazon_titles_sample500.jsonl.gz"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def parser() -> argparse.ArgumentParser:
+    p = make_parser(
         prog="tc3-prep",
         description="Clean LF-Amazon-1.3M trn.json (one JSON object a line; plain, .gz or - for stdin) into "
         "OUT_DIR/data/{train,validation}-*.parquet (uid, title, description), OUT_DIR/stats.json and a "
@@ -54,15 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 @command("tc3-prep", interrupted="interrupted; no output written")
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    err = Console(stderr=True)
+    args = parser().parse_args(argv)
     inputs = list(args.inputs) + ([str(EXAMPLE_INPUT)] if args.example else [])
     if not inputs:
         raise UserError("give at least one INPUT (or --example)")
-    bar = Progress(
+    bar = terminal_bar(
         TextColumn("[bold]tc3-prep"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
         TextColumn("{task.fields[records]:,} records, {task.fields[kept]:,} kept"), TimeRemainingColumn(),
-        console=err, disable=args.quiet or not err.is_terminal, transient=True,
+        quiet=args.quiet,
     )
     task = bar.add_task("prep", total=None, records=0, kept=0)
 

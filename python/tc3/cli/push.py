@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tc3.cli.args import make_parser
 from tc3.errors import command, need
 
 
-@command("tc3-push")
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
+def parser() -> argparse.ArgumentParser:
+    p = make_parser(
         prog="tc3-push",
         description=__doc__.split(": ", 1)[1],
         epilog="The token comes from HF_TOKEN or `hf auth login`; it is never printed or saved.",
@@ -22,7 +22,12 @@ def main(argv: list[str] | None = None) -> int:
                    "private, an existing public one is refused)")
     p.add_argument("--dry-run", action="store_true",
                    help="list what would be uploaded and make every check the upload needs; upload nothing")
-    args = p.parse_args(argv)
+    return p
+
+
+@command("tc3-push")
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     need("train", "huggingface_hub")
     from tc3.hub import push
 
