@@ -40,7 +40,8 @@ impl Kind {
 
 /// A share of the text that is attributed praise at or above this makes it `review_quotes`.
 const REVIEW_SHARE: f64 = 0.6;
-/// Below `REVIEW_SHARE`, at least this share plus a long quote-free run of prose makes it `mixed`.
+/// Below `REVIEW_SHARE`, at least this share makes it `review_quotes` too, unless a long quote-free run
+/// of prose (`MIXED_PLAIN_CHARS`) shows text of the record's own: then it is `mixed`.
 const MIXED_SHARE: f64 = 0.3;
 const MIXED_PLAIN_CHARS: usize = 250;
 /// Metadata is short: longer text is prose even when it starts with "By ...".
@@ -55,7 +56,7 @@ static METADATA: LazyLock<Regex> = LazyLock::new(|| {
 
 static BIO_CUE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
-        r"(?i)\b(?:was born|born in|is the author of|has written|has published|(?:he|she) (?:lives|lived|died|is married|has|divides)|lives (?:in|with|near|outside)|died in|(?:is|was) (?:now |currently |also )?(?:an?|the|one of)\b[^.]{0,80}\b(?:writer|author|novelist|journalist|professor|teacher|illustrator|photographer|consultant|expert|chef|editor|artist|publisher|leader|physician|attorney|archaeologist|cartoonist|founder)|(?:his|her) (?:books|novels|bestsellers|works|first novel) (?:include|have)|founded in|has been (?:teaching|a|an)|was (?:a|an) [^.]{0,60}(?:writer|author|physician|founder))",
+        r"(?i)\b(?:was born|born in|grew up|was educated|died\b|served in|is the author of|has written|has published|(?:he|she) (?:lives|lived|died|is married|has|divides)|lives (?:in|with|near|outside)|(?:is|was) (?:now |currently |also )?(?:an?|the|one of)\b[^.]{0,80}\b(?:writer|author|novelist|journalist|professor|teacher|illustrator|photographer|consultant|expert|chef|editor|artist|publisher|leader|physician|attorney|archaeologist|cartoonist|founder)|(?:his|her) (?:books|novels|bestsellers|works|first novel) (?:include|have)|founded in|has been (?:teaching|a|an)|was (?:a|an) [^.]{0,60}(?:writer|author|physician|founder))",
     )
     .expect("bio pattern")
 });
@@ -113,12 +114,17 @@ pub fn classify(text: &str) -> Kind {
     let praise = attributed_praise(text);
     if praise.attributions > 0 {
         let share = covered(&praise.spans) as f64 / text.len().max(1) as f64;
-        if share >= REVIEW_SHARE {
+        // Prose of the record's own: a long stretch outside the praise with no quote marks in it.
+        let own_prose = longest_plain_run(text, &praise.spans) >= MIXED_PLAIN_CHARS;
+        if share >= REVIEW_SHARE || (share >= MIXED_SHARE && !own_prose) {
             return Kind::ReviewQuotes;
         }
-        if share >= MIXED_SHARE && longest_plain_run(text, &praise.spans) >= MIXED_PLAIN_CHARS {
+        if share >= MIXED_SHARE {
             return Kind::Mixed;
         }
+    } else if quote_spans(text) == [(0, text.len())] {
+        // The whole text one quotation with no source: praise whose source was lost.
+        return Kind::ReviewQuotes;
     }
     let sentences = sentences(text);
     // A sentence about a person: a biography cue, or one starting with a pronoun, or a first
