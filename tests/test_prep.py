@@ -76,6 +76,7 @@ def test_every_reason_is_counted(crafted: Path, tmp_path: Path) -> None:
     assert stats["dropped"] == {
         "malformed": 3, "empty_title": 1, "empty_description": 2, "same_as_title": 1,
         "too_short": 1, "too_long": 1, "duplicate": 1, "near_duplicate": 0,
+        **{f"kind_{k}": 0 for k in prep.CONTENT_KINDS},
     }
     assert stats["malformed_kinds"] == {"invalid_utf8": 0, "invalid_json": 1, "not_object": 1, "bad_field_type": 1}
     assert stats["blank_lines"] == 2 and stats["lines"] == 14
