@@ -39,6 +39,18 @@ def engine_kinds(records: list[dict]) -> dict[str, str]:
     return dict(zip(kept.column("uid").to_pylist(), kept.column("kind").to_pylist()))
 
 
+def sample_records() -> list[dict]:
+    """The bundled real records (trn.json lines: uid, title, content)."""
+    with gzip.open(EXAMPLE_INPUT.open("rb"), "rt", encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def label_scores(labels_path: Path = LABELS) -> dict:
+    """`score` of the engine's kinds against the hand labels in `labels_path` (JSON lines uid, kind, note)."""
+    labels = {d["uid"]: d["kind"] for d in map(json.loads, labels_path.read_text().splitlines())}
+    return score(labels, engine_kinds(sample_records()))
+
+
 def score(labels: dict[str, str], predicted: dict[str, str]) -> dict:
     """Precision and recall per kind over the labelled records the engine kept (None where undefined)."""
     pairs = [(labels[uid], predicted[uid]) for uid in labels if uid in predicted]
@@ -85,17 +97,15 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("answers", type=Path, help="JSON lines with title, reference and answer")
     args = parser.parse_args(argv)
     if args.command == "labels":
-        with gzip.open(EXAMPLE_INPUT.open("rb"), "rt", encoding="utf-8") as f:
-            records = [json.loads(line) for line in f if line.strip()]
-        labels = {d["uid"]: d["kind"] for d in map(json.loads, args.labels.read_text().splitlines())}
-        result = score(labels, engine_kinds(records))
+        result = label_scores(args.labels)
     else:
         result = invented_attribution_share([json.loads(line) for line in args.answers.read_text().splitlines()
                                              if line.strip()])
-    text = json.dumps(result, indent=2) + "\n"
     if getattr(args, "out", None):
-        args.out.write_text(text)
-    sys.stdout.write(text)
+        # Keys the scores do not hold (the measured effect of filtering) stay as they were.
+        kept = json.loads(args.out.read_text()) if args.out.is_file() else {}
+        args.out.write_text(json.dumps(kept | result, indent=2) + "\n")
+    sys.stdout.write(json.dumps(result, indent=2) + "\n")
     return 0
 
 

@@ -132,6 +132,7 @@ def clean_batch(
     options = dict(
         min_title_chars=min_title_chars, max_title_chars=max_title_chars,
         min_desc_chars=min_desc_chars, max_desc_chars=max_desc_chars, drop_patterns=list(drop_patterns),
+        drop_kinds=list(drop_kinds), strip_attributed_quotes=strip_attributed_quotes,
     )
     if isinstance(table, pa.RecordBatch):
         batch, counts = _rust_clean.clean_batch(table, **options)
