@@ -5,7 +5,8 @@
 
 `labels` cleans the bundled real records with the engine (`tc3.prep.clean_batch`: the per-record rules,
 no dedup, so every labelled record gets a kind), compares each labelled record's `kind` with its label
-and reports precision and recall per kind (JSON on stdout, and written to `--out` when given).
+and reports precision and recall per kind, over all labels and over the held-out ones (labelled after
+the rules were written): JSON on stdout, and written to `--out` when given.
 
 `attributions` reads JSON lines `{"title", "reference", "answer"}` (the record's title and description,
 and a model's answer for it) and reports the share of answers holding an invented attribution: a quote
@@ -46,9 +47,13 @@ def sample_records() -> list[dict]:
 
 
 def label_scores(labels_path: Path = LABELS) -> dict:
-    """`score` of the engine's kinds against the hand labels in `labels_path` (JSON lines uid, kind, note)."""
-    labels = {d["uid"]: d["kind"] for d in map(json.loads, labels_path.read_text().splitlines())}
-    return score(labels, engine_kinds(sample_records()))
+    """`score` of the engine's kinds against the hand labels in `labels_path` (JSON lines uid, kind, note,
+    held_out), over all labels and, under `held_out`, over those labelled after the rules were written."""
+    rows = [json.loads(line) for line in labels_path.read_text().splitlines()]
+    predicted = engine_kinds(sample_records())
+    result = score({d["uid"]: d["kind"] for d in rows}, predicted)
+    held_out = {d["uid"]: d["kind"] for d in rows if d.get("held_out")}
+    return result | ({"held_out": score(held_out, predicted)} if held_out else {})
 
 
 def score(labels: dict[str, str], predicted: dict[str, str]) -> dict:

@@ -71,13 +71,13 @@ static NAME_SUBJECT: LazyLock<Regex> = LazyLock::new(|| {
 
 /// Words that show the text is about the product, so not a biography.
 static PRODUCT_CUE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)\b(?:this (?:book|novel|volume|collection|guide|edition|series|title|story|thriller)|readers|recipes|recommended)\b")
+    Regex::new(r"(?i)\bthis (?:book|novel|volume|collection|guide|edition|series|title|story|thriller|cookbook)\b")
         .expect("product pattern")
 });
 
 /// A lead-in to the praise: "Praise for Philippa Gregory:", "Reviews of the first edition".
 static PRAISE_LEAD: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r#"^(?:[^.!?'"‘“]{0,60}:|Reviews? of [^'"‘“]{0,40}|Praise for [^'"‘“]{0,60})\s*$"#).expect("lead pattern")
+    Regex::new(r#"^(?:[^.!?'"‘“]{0,60}:|Reviews? (?:of|for) [^'"‘“]{0,60}|Praise for [^'"‘“]{0,60})\s*$"#).expect("lead pattern")
 });
 
 /// Sentence ends inside a would-be source name: "... Times. He spins ..." is prose, not a source.
@@ -210,7 +210,9 @@ fn is_dash(c: char) -> bool {
     matches!(c, '-' | '–' | '—')
 }
 
-/// Whether the text between a closing quote and the next quote reads like a source name: short,
+/// Whether the text between a closing quote and the next quote reads like a source name: short (16
+/// words, 120 characters: "Dr Leong Yin Ching M Ed PhD Professor of Education, University of Malaysia"),
+/// past four words at least half of them capitalised,
 /// starting with a capital, a digit or "(", no sentence inside. After a dash it may be longer
 /// ("- John Hull is Professor of Practical Theology at ...").
 fn is_source(gap: &str, dashed: bool) -> bool {
@@ -220,16 +222,19 @@ fn is_source(gap: &str, dashed: bool) -> bool {
         .trim_start_matches(|c: char| is_dash(c) || matches!(c, ',' | ':' | ';' | ' '))
         .trim_end_matches(['.', ',', ';', ' ']);
     let Some(first) = name.chars().next() else { return false };
-    let (max_words, max_chars) = if dashed { (25, 200) } else { (12, 90) };
+    let (max_words, max_chars) = if dashed { (25, 200) } else { (16, 120) };
+    let words = name.split_whitespace().count();
+    // A name is mostly capitalised words; prose after a quoted phrase is not.
+    let capitalised = name.split_whitespace().filter(|w| w.starts_with(|c: char| c.is_uppercase() || c.is_ascii_digit())).count();
     name.chars().count() <= max_chars
-        && name.split_whitespace().count() <= max_words
+        && words <= max_words
+        && (words <= 4 || capitalised * 2 >= words)
         && (first.is_uppercase() || first.is_ascii_digit() || first == '(')
         && !SENTENCE_INSIDE.is_match(name)
 }
 
-/// Byte ranges of quoted text, marks included. Each opening mark looks for its own closing mark;
-/// a straight or curly single quote closes only where an apostrophe could not be (not before a
-/// lowercase word: "Dobbs' books").
+/// Byte ranges of quoted text, marks included: each opening mark looks for a closing mark of its
+/// family (double or single).
 fn quote_spans(text: &str) -> Vec<(usize, usize)> {
     let chars: Vec<(usize, char)> = text.char_indices().collect();
     let mut spans = Vec::new();
@@ -251,10 +256,8 @@ fn quote_spans(text: &str) -> Vec<(usize, usize)> {
 
 fn closing_mark(open: char) -> Option<char> {
     match open {
-        '"' => Some('"'),
-        '“' => Some('”'),
-        '‘' => Some('’'),
-        '\'' => Some('\''),
+        '"' | '“' => Some('”'),
+        '‘' | '\'' => Some('’'),
         _ => None,
     }
 }
@@ -262,22 +265,31 @@ fn closing_mark(open: char) -> Option<char> {
 fn can_open(chars: &[(usize, char)], i: usize) -> bool {
     let Some(&(_, next)) = chars.get(i + 1) else { return false };
     if next.is_whitespace() {
-        return false;
+        // `" Richard Scarry's brilliant books ..."`: a stray space after the opening mark of the text.
+        return i == 0 && chars[i].1 == '"';
     }
     if chars[i].1 != '\'' {
         return true;
     }
-    // A straight single quote opens at a word start, or glued to a source: "World'Short stories".
+    // A straight single quote opens at a word start, or glued to a source before a capital
+    // ("THE EXPRESS'Tony Buzan"), but not in a name such as O'Brien.
     let prev = if i == 0 { ' ' } else { chars[i - 1].1 };
-    !prev.is_alphanumeric() || (next.is_uppercase() && (prev.is_lowercase() || prev == '.'))
+    let initial = prev.is_uppercase() && (i < 2 || !chars[i - 2].1.is_alphanumeric());
+    !prev.is_alphanumeric() || (next.is_uppercase() && !initial)
 }
 
+/// Straight and curly marks close each other's quotes (`“...…"Phil Catalfo`); a single one closes
+/// only where an apostrophe could not be (not before a lowercase word: "Dobbs' books").
 fn can_close(chars: &[(usize, char)], j: usize, close: char) -> bool {
     let c = chars[j].1;
-    if !(c == close || (close == '\'' && c == '’')) || chars[j - 1].1.is_whitespace() {
+    let same_family = match close {
+        '”' => c == '"' || c == '”',
+        _ => c == '\'' || c == '’',
+    };
+    if !same_family || chars[j - 1].1.is_whitespace() {
         return false;
     }
-    if close == '"' || close == '”' {
+    if close == '”' {
         return true;
     }
     let next = chars[j + 1..].iter().map(|&(_, c)| c).find(|&c| c != ' ');
