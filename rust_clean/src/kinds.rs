@@ -341,6 +341,14 @@ mod tests {
         // Curly quotes glued to their sources, and a quoted source name after a dash.
         assert_eq!(classify("‘Astonishingly original and compelling… A gifted creator of wonder’RAYMOND E. FEIST‘It ought to be illegal for one person to have so much talent’STEPHEN DONALDSON"), Kind::ReviewQuotes);
         assert_eq!(classify("\"A pioneering book of real value and wide appeal.\"--\"Washington Post\" \"A brilliant best seller.\"--\"New York\" magazine"), Kind::ReviewQuotes);
+        // Straight quotes glued between a source and the next quote; a curly quote closed by a straight one.
+        assert_eq!(attribution_sources("'The whole world should Mind Map.'THE EXPRESS'Tony Buzan will do for the brain what Hawking did.'THE TIMES"), ["THE EXPRESS", "THE TIMES"]);
+        assert_eq!(attribution_sources("“Patanjali's Yoga Sutras is the bible of yoga…”Godfrey Devereux“His commentary speaks to every yogi.\"Phil Catalfo, Yoga Journal"), ["Godfrey Devereux", "Phil Catalfo, Yoga Journal"]);
+        // A long source name, mostly capitalised; a long run of prose after a quoted phrase is not a source.
+        assert_eq!(attribution_sources("\"Outstanding and spellbinding!\" Dr Leong Yin Ching M Ed PhD Professor of Education, University of Malaysia").len(), 1);
+        assert!(attribution_sources("the description \"divinely inspired.\" Free of dogma, consider these poetic aphorisms a supplement to all traditions.").is_empty());
+        // An apostrophe in a name does not open a quote.
+        assert!(quote_spans("Patrick O'Brian's sea stories").is_empty());
         // A lead-in and an apostrophe inside a quote ("Dobbs' books") do not break the pairing.
         let lead = "Praise for Michael Dobbs: 'A good romp. Dobbs' books grab because of their authenticity.' The Times 'A model of its kind.' Daily Mail";
         assert_eq!(classify(lead), Kind::ReviewQuotes);

@@ -308,6 +308,29 @@ mod tests {
     }
 
     #[test]
+    fn kinds_are_given_dropped_or_stripped() {
+        let quotes = "'A triumph of storytelling, tense and beautifully paced.' Sunday Times 'Gripping.' Observer";
+        let line = format!(r#"{{"uid": "q", "title": "Autumn Story", "content": "{quotes}"}}"#);
+        match outcome(&line) {
+            Outcome::Kept { record, .. } => assert_eq!(record.kind, Kind::ReviewQuotes),
+            other => panic!("{other:?}"),
+        }
+        let drop = Filters { drop_kinds: vec![Kind::ReviewQuotes], ..Filters::default() };
+        assert!(matches!(process_line(line.as_bytes(), &drop, false), Outcome::Dropped { reason: Reason::KindReviewQuotes, .. }));
+        let strip = Filters { strip_attributed_quotes: true, ..Filters::default() };
+        let mixed = format!(r#"{{"title": "Lion Triumphant", "content": "{DESC} {quotes}"}}"#);
+        match process_line(mixed.as_bytes(), &strip, false) {
+            Outcome::Kept { record, changes } => {
+                assert_eq!((record.description.as_str(), record.kind), (DESC, Kind::Description));
+                assert!(changes.has(9) && crate::text::RULES[9] == "attributed_quotes");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Nothing but praise: nothing left, dropped with a reason.
+        assert!(matches!(process_line(line.as_bytes(), &strip, false), Outcome::Dropped { reason: Reason::EmptyDescription, .. }));
+    }
+
+    #[test]
     fn malformed_kinds() {
         assert_eq!(kind(b"{\"title\": \"a\xff\"}"), MalformedKind::InvalidUtf8);
         assert_eq!(kind(br#"{"title": "a", "content": "b""#), MalformedKind::InvalidJson);
