@@ -98,7 +98,7 @@ def test_drop_kinds_counts_each_record_with_its_reason(mixed_input: Path, tmp_pa
 
 
 def test_drop_kinds_on_real_records_keeps_the_invariant(tmp_path: Path) -> None:
-    stats = prep.run([prep_example()], tmp_path / "out", drop_kinds=["review_quotes", "metadata_only"])
+    stats = prep.run([prep_example()], tmp_path / "out", drop_kinds="review_quotes,metadata_only")  # as typed
     assert stats["dropped"]["kind_review_quotes"] > 100
     assert stats["kinds"]["review_quotes"] == 0 and stats["kinds"]["description"] > 100
     assert_invariant(stats)

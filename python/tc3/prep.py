@@ -71,6 +71,8 @@ def run(
     """
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
+    if isinstance(drop_kinds, str):  # "review_quotes,metadata_only", as on the command line
+        drop_kinds = drop_kinds.split(",")
     counts = {
         "seed": seed, "limit": limit, "sample": sample, "max_errors": max_errors, "threads": threads,
         "min_title_chars": min_title_chars, "max_title_chars": max_title_chars,
