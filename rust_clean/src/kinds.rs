@@ -122,17 +122,23 @@ pub fn classify(text: &str) -> Kind {
         if share >= MIXED_SHARE {
             return Kind::Mixed;
         }
-    } else if quote_spans(text) == [(0, text.len())] {
+    } else if text.starts_with(['"', '“', '‘', '\'']) && quote_spans(text) == [(0, text.len())] {
         // The whole text one quotation with no source: praise whose source was lost.
         return Kind::ReviewQuotes;
     }
-    let sentences = sentences(text);
+    if PRODUCT_CUE.is_match(text) {
+        return Kind::Description;
+    }
     // A sentence about a person: a biography cue, or one starting with a pronoun, or a first
     // sentence whose subject is a name. A pronoun alone does not make a biography.
-    let cued = |k: usize, s: &str| BIO_CUE.is_match(s) || (k == 0 && NAME_SUBJECT.is_match(s));
-    let bio = sentences.iter().enumerate().filter(|&(k, s)| cued(k, s) || PRONOUN_START.is_match(s)).count();
-    let any_cue = sentences.iter().enumerate().any(|(k, s)| cued(k, s));
-    if any_cue && bio * 2 >= sentences.len() && !PRODUCT_CUE.is_match(text) {
+    let sentences = sentences(text);
+    let (mut about_person, mut cued) = (0, false);
+    for (k, s) in sentences.iter().enumerate() {
+        let cue = BIO_CUE.is_match(s) || (k == 0 && NAME_SUBJECT.is_match(s));
+        cued |= cue;
+        about_person += usize::from(cue || PRONOUN_START.is_match(s));
+    }
+    if cued && about_person * 2 >= sentences.len() {
         return Kind::AuthorBio;
     }
     Kind::Description
