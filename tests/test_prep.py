@@ -193,10 +193,10 @@ def test_load_dataset_reads_both_splits(realdata_jsonl: Path, tmp_path: Path) ->
     datasets = pytest.importorskip("datasets")
     out = tmp_path / "out"
     stats = prep.run([realdata_jsonl], out, val_fraction=0.1)
-    ds = datasets.load_dataset(str(out))
+    ds = datasets.load_dataset(str(out), cache_dir=str(tmp_path / "hf"))  # the shared cache keys on the dir name
     assert set(ds) == {"train", "validation"}
     assert ds["train"].num_rows == stats["kept"]["train"] and ds["validation"].num_rows == stats["kept"]["validation"]
-    assert ds["train"].column_names == ["uid", "title", "description"]
+    assert ds["train"].column_names == ["uid", "title", "description", "kind"]
 
 
 def test_validation_membership_does_not_depend_on_order(realdata_jsonl: Path, tmp_path: Path) -> None:
