@@ -77,6 +77,7 @@ def test_every_reason_is_counted(crafted: Path, tmp_path: Path) -> None:
     assert stats["dropped"] == {
         "malformed": 3, "empty_title": 1, "empty_description": 2, "same_as_title": 1,
         "too_short": 1, "too_long": 1, "duplicate": 1, "near_duplicate": 0,
+        **{f"kind_{k}": 0 for k in prep.CONTENT_KINDS},
     }
     assert stats["malformed_kinds"] == {"invalid_utf8": 0, "invalid_json": 1, "not_object": 1, "bad_field_type": 1}
     assert stats["blank_lines"] == 2 and stats["lines"] == 14
@@ -193,10 +194,10 @@ def test_load_dataset_reads_both_splits(realdata_jsonl: Path, tmp_path: Path) ->
     datasets = pytest.importorskip("datasets")
     out = tmp_path / "out"
     stats = prep.run([realdata_jsonl], out, val_fraction=0.1)
-    ds = datasets.load_dataset(str(out))
+    ds = datasets.load_dataset(str(out), cache_dir=str(tmp_path / "hf"))  # the shared cache keys on the dir name
     assert set(ds) == {"train", "validation"}
     assert ds["train"].num_rows == stats["kept"]["train"] and ds["validation"].num_rows == stats["kept"]["validation"]
-    assert ds["train"].column_names == ["uid", "title", "description"]
+    assert ds["train"].column_names == ["uid", "title", "description", "kind"]
 
 
 def test_validation_membership_does_not_depend_on_order(realdata_jsonl: Path, tmp_path: Path) -> None:

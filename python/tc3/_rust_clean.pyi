@@ -8,6 +8,7 @@ __version__: str
 CLEANING_RULES: list[str]  # the names of stats.json `cleaned`, in the order the rules run
 HTML_TAG_NAMES: list[str]  # the element names whose tags rule html_tags removes
 HTML_TAG_PATTERN: str  # that rule's regex (Python `re` reads it the same)
+CONTENT_KINDS: list[str]  # the values of the `kind` column, in the order of stats.json `kinds`
 
 class EngineError(Exception):
     """args: (message, exit status): 2 for a bad option or output path, 1 for an unreadable input or I/O failure."""
@@ -26,6 +27,8 @@ def run(
     max_desc_chars: int = 5000,
     dedup: str = "exact",
     drop_patterns: list[str] = ...,
+    drop_kinds: list[str] = ...,
+    strip_attributed_quotes: bool = False,
     rejects: str | None = None,
     max_errors: int | None = None,
     threads: int | None = None,
@@ -40,5 +43,9 @@ def clean_batch(
     min_desc_chars: int = 40,
     max_desc_chars: int = 5000,
     drop_patterns: list[str] = ...,
+    drop_kinds: list[str] = ...,
+    strip_attributed_quotes: bool = False,
 ) -> tuple[pa.RecordBatch, str]: ...
 def unescape_html(s: str) -> str: ...  # one pass of rule 1 (docs/cleaning.md)
+def classify_kind(description: str) -> str: ...  # the content kind of a cleaned description (docs/cleaning.md)
+def attribution_sources(text: str) -> list[str]: ...  # source names credited after quotes in a text

@@ -62,6 +62,8 @@ class TrainConfig:
     context_fraction: float = key(0.2, "share of examples given their own record as context (grounded turns)")
     train_samples: int | None = key(100_000, "seeded random sample of the train split; null = all of it")
     eval_samples: int | None = key(1000, "seeded random sample of the validation split; null = all of it")
+    kinds: list[str] | None = key(None, "train and evaluate only on rows of these content kinds (tc3-prep's kind "
+                                  "column); null = all")
     seed: int = key(3407, "seed of the samples, the questions, LoRA's initialisation and the data order")
 
     # How
@@ -256,6 +258,12 @@ def _validate(config: TrainConfig) -> None:
         raise ConfigError("max_length_percentile must be in (0, 100]")
     if config.neftune_noise_alpha is not None and config.neftune_noise_alpha <= 0:
         raise ConfigError(f"neftune_noise_alpha must be positive or null, got {config.neftune_noise_alpha}")
+    if config.kinds is not None:
+        from tc3._rust_clean import CONTENT_KINDS  # the engine names the kinds; loaded only when asked for
+
+        unknown = [k for k in config.kinds if k not in CONTENT_KINDS] or ([] if config.kinds else ["nothing"])
+        if unknown:
+            raise ConfigError(f"kinds: {', '.join(unknown)} is not a content kind (choose from {', '.join(CONTENT_KINDS)})")
     if not config.lora_target_modules:
         raise ConfigError("lora_target_modules must name at least one module")
     for key in (key for key, kind in _TYPES.items() if kind is str):  # a path, a hub id or a text: never blank

@@ -70,12 +70,22 @@ def to_prompt_completion(dataset, config, num_proc: int | None = None):
 def training_splits(config):
     """(train, eval) prompt/completion datasets as the config asks: seeded samples of the prep output."""
     splits = load_splits(config.data)
+    if config.kinds is not None:
+        splits = keep_kinds(splits, config.kinds, config.data)
     train = sample(splits["train"], config.train_samples, config.seed)
     evaluation = sample(splits["validation"], config.eval_samples, config.seed)
     return (
         to_prompt_completion(train, config, config.dataset_num_proc),
         to_prompt_completion(evaluation, config, config.dataset_num_proc),
     )
+
+
+def keep_kinds(splits, kinds: list[str], prep_dir):
+    """Both splits with only the rows whose `kind` (tc3-prep's content kind) is one of `kinds`."""
+    if "kind" not in splits["train"].column_names:
+        raise ConfigError(f"kinds is set but {prep_dir} has no kind column: run tc3-prep again to add it")
+    wanted = set(kinds)
+    return {name: split.filter(lambda kind: kind in wanted, input_columns="kind") for name, split in splits.items()}
 
 
 def content_digest(dataset) -> str:

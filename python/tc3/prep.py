@@ -19,13 +19,15 @@ from tc3.prompts import questions_card_section
 if TYPE_CHECKING:  # pyarrow (and numpy with it) loads only when a batch is cleaned, not for tc3-prep
     import pyarrow as pa
 
-__all__ = ["run", "clean_batch", "DROP_REASONS", "CLEANING_RULES"]
+__all__ = ["run", "clean_batch", "classify_kind", "DROP_REASONS", "CLEANING_RULES", "CONTENT_KINDS"]
 
+CLEANING_RULES = tuple(_rust_clean.CLEANING_RULES)  # stats.json `cleaned`, in the order the rules run
+CONTENT_KINDS = tuple(_rust_clean.CONTENT_KINDS)  # the `kind` column's values, as in stats.json `kinds`
 DROP_REASONS = (
     "malformed", "empty_title", "empty_description", "same_as_title",
-    "too_short", "too_long", "duplicate", "near_duplicate",
+    "too_short", "too_long", "duplicate", "near_duplicate", *(f"kind_{k}" for k in CONTENT_KINDS),
 )
-CLEANING_RULES = tuple(_rust_clean.CLEANING_RULES)  # stats.json `cleaned`, in the order the rules run
+classify_kind = _rust_clean.classify_kind  # one cleaned description -> its kind (docs/cleaning.md)
 
 ProgressCallback = Callable[[int, "int | None", int, int], None]
 
@@ -51,6 +53,8 @@ def run(
     max_desc_chars: int = 5000,
     dedup: str = "exact",
     drop_patterns: Iterable[str] = (),
+    drop_kinds: Iterable[str] = (),
+    strip_attributed_quotes: bool = False,
     rejects: str | os.PathLike[str] | None = None,
     max_errors: int | None = None,
     threads: int | None = None,
@@ -62,10 +66,14 @@ def run(
     `out_dir` is built beside itself under a temporary name and renamed into place at the end (tc3.outputs):
     an existing `out_dir` is replaced only with `force` and only when tc3-prep wrote it, and so is the `rejects`
     file; `rejects` may not lie inside `out_dir`. `progress(bytes_read, bytes_total, records, kept)` is called a
-    few times a second. Mistakes and unreadable inputs raise UserError (status 2 and 1).
+    few times a second. `drop_kinds` (names from `CONTENT_KINDS`) drops kept records of those kinds, counted as
+    `kind_<name>`; `strip_attributed_quotes` removes quoted praise with its source before the length filters.
+    Mistakes and unreadable inputs raise UserError (status 2 and 1).
     """
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
+    if isinstance(drop_kinds, str):  # "review_quotes,metadata_only", as on the command line
+        drop_kinds = drop_kinds.split(",")
     counts = {
         "seed": seed, "limit": limit, "sample": sample, "max_errors": max_errors, "threads": threads,
         "min_title_chars": min_title_chars, "max_title_chars": max_title_chars,
@@ -96,6 +104,8 @@ def run(
             max_desc_chars=max_desc_chars,
             dedup=dedup,
             drop_patterns=list(drop_patterns),
+            drop_kinds=list(drop_kinds),
+            strip_attributed_quotes=strip_attributed_quotes,
             rejects=None if rejects is None else os.fspath(rejects),
             max_errors=max_errors,
             threads=threads,
@@ -113,10 +123,13 @@ def clean_batch(
     min_desc_chars: int = 40,
     max_desc_chars: int = 5000,
     drop_patterns: Iterable[str] = (),
+    drop_kinds: Iterable[str] = (),
+    strip_attributed_quotes: bool = False,
 ) -> tuple[pa.Table | pa.RecordBatch, dict[str, Any]]:
     """Cleans and filters rows with `title` and `content` (and optional `uid`) columns, as `run` does,
-    without the global steps (dedup, split). Returns kept rows as `uid`, `title`, `description` (same
-    type as given: Table or RecordBatch) and counts: rows, kept, dropped per reason, cleaned per rule.
+    without the global steps (dedup, split). Returns kept rows as `uid`, `title`, `description`, `kind`
+    (same type as given: Table or RecordBatch) and counts: rows, kept, dropped per reason, cleaned per
+    rule, kept rows per kind.
 
     Made for distributed engines: Ray Data `map_batches`, Spark `mapInArrow`, Dask `map_partitions`.
     """
@@ -125,6 +138,7 @@ def clean_batch(
     options = dict(
         min_title_chars=min_title_chars, max_title_chars=max_title_chars,
         min_desc_chars=min_desc_chars, max_desc_chars=max_desc_chars, drop_patterns=list(drop_patterns),
+        drop_kinds=list(drop_kinds), strip_attributed_quotes=strip_attributed_quotes,
     )
     if isinstance(table, pa.RecordBatch):
         with engine_errors():

@@ -5,6 +5,7 @@
 pub mod batch;
 pub mod dedup;
 mod entities;
+pub mod kinds;
 pub mod output;
 pub mod pipeline;
 pub mod record;
@@ -137,6 +138,8 @@ impl Options {
             "max_desc_chars": f.max_desc_chars,
             "dedup": self.dedup.name(),
             "drop_patterns": f.drop_patterns.iter().map(Regex::as_str).collect::<Vec<_>>(),
+            "drop_kinds": f.drop_kinds.iter().map(|k| k.name()).collect::<Vec<_>>(),
+            "strip_attributed_quotes": f.strip_attributed_quotes,
             "max_errors": self.max_errors,
             "threads": self.threads,
         })
@@ -148,6 +151,19 @@ pub fn compile_patterns(patterns: &[String]) -> Result<Vec<Regex>, PrepError> {
     patterns
         .iter()
         .map(|p| Regex::new(p).map_err(|e| PrepError::Usage(format!("--drop-pattern {p:?} is not a valid regex: {e}"))))
+        .collect()
+}
+
+/// Reads `--drop-kinds` values, naming the one that is not a kind.
+pub fn parse_kinds(names: &[String]) -> Result<Vec<kinds::Kind>, PrepError> {
+    names
+        .iter()
+        .map(|n| {
+            kinds::Kind::parse(n).ok_or_else(|| {
+                let known: Vec<&str> = kinds::Kind::ALL.iter().map(|k| k.name()).collect();
+                PrepError::Usage(format!("--drop-kinds: {n:?} is not a kind (one of {})", known.join(", ")))
+            })
+        })
         .collect()
 }
 

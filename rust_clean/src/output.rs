@@ -24,20 +24,28 @@ pub fn schema() -> SchemaRef {
         Field::new("uid", DataType::Utf8, true),
         Field::new("title", DataType::Utf8, false),
         Field::new("description", DataType::Utf8, false),
+        Field::new("kind", DataType::Utf8, false),
     ]))
 }
 
-/// Rows of the three output columns, appended in input order.
+/// Rows of the output columns, appended in input order.
 pub struct Columns {
     uid: StringBuilder,
     title: StringBuilder,
     description: StringBuilder,
+    kind: StringBuilder,
     bytes: usize,
 }
 
 impl Default for Columns {
     fn default() -> Self {
-        Columns { uid: StringBuilder::new(), title: StringBuilder::new(), description: StringBuilder::new(), bytes: 0 }
+        Columns {
+            uid: StringBuilder::new(),
+            title: StringBuilder::new(),
+            description: StringBuilder::new(),
+            kind: StringBuilder::new(),
+            bytes: 0,
+        }
     }
 }
 
@@ -46,6 +54,7 @@ impl Columns {
         self.uid.append_option(r.uid.as_deref());
         self.title.append_value(&r.title);
         self.description.append_value(&r.description);
+        self.kind.append_value(r.kind.name());
         self.bytes += r.uid.as_ref().map_or(0, String::len) + r.title.len() + r.description.len();
     }
 
@@ -59,8 +68,12 @@ impl Columns {
 
     pub fn finish(&mut self) -> RecordBatch {
         self.bytes = 0;
-        let columns: Vec<ArrayRef> =
-            vec![Arc::new(self.uid.finish()), Arc::new(self.title.finish()), Arc::new(self.description.finish())];
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.uid.finish()),
+            Arc::new(self.title.finish()),
+            Arc::new(self.description.finish()),
+            Arc::new(self.kind.finish()),
+        ];
         RecordBatch::try_new(schema(), columns).expect("columns match the schema")
     }
 }

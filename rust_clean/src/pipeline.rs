@@ -283,6 +283,7 @@ impl Sequencer<'_> {
     }
 
     fn write(&mut self, record: &Cleaned, validation: bool) -> Result<(), PrepError> {
+        self.stats.kinds[record.kind as usize] += 1;
         let split = if validation { &mut self.validation } else { &mut self.train };
         split.push(record, &self.encoders)
     }

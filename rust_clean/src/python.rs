@@ -11,7 +11,7 @@ use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 
-use crate::{batch, compile_patterns, pipeline, text, unescape, Dedup, Filters, Options, PrepError as CoreError, Source};
+use crate::{batch, compile_patterns, kinds, parse_kinds, pipeline, text, unescape, Dedup, Filters, Options, PrepError as CoreError, Source};
 
 create_exception!(
     _rust_clean,
@@ -34,14 +34,25 @@ fn to_py(e: CoreError) -> PyErr {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn filters(
     min_title_chars: usize,
     max_title_chars: usize,
     min_desc_chars: usize,
     max_desc_chars: usize,
     drop_patterns: &[String],
+    drop_kinds: &[String],
+    strip_attributed_quotes: bool,
 ) -> Result<Filters, CoreError> {
-    Ok(Filters { min_title_chars, max_title_chars, min_desc_chars, max_desc_chars, drop_patterns: compile_patterns(drop_patterns)? })
+    Ok(Filters {
+        min_title_chars,
+        max_title_chars,
+        min_desc_chars,
+        max_desc_chars,
+        drop_patterns: compile_patterns(drop_patterns)?,
+        drop_kinds: parse_kinds(drop_kinds)?,
+        strip_attributed_quotes,
+    })
 }
 
 /// Runs the whole pipeline; returns `stats.json` as a string. `progress(bytes_read, bytes_total,
@@ -49,7 +60,7 @@ fn filters(
 #[pyfunction]
 #[pyo3(signature = (inputs, out_dir, *, val_fraction=0.01, seed=3407, limit=None, sample=None,
     min_title_chars=3, max_title_chars=400, min_desc_chars=40, max_desc_chars=5000, dedup="exact",
-    drop_patterns=vec![], rejects=None, max_errors=None, threads=None, card_notes=String::new(), progress=None))]
+    drop_patterns=vec![], drop_kinds=vec![], strip_attributed_quotes=false, rejects=None, max_errors=None, threads=None, card_notes=String::new(), progress=None))]
 #[allow(clippy::too_many_arguments)]
 fn run(
     py: Python<'_>,
@@ -65,6 +76,8 @@ fn run(
     max_desc_chars: usize,
     dedup: &str,
     drop_patterns: Vec<String>,
+    drop_kinds: Vec<String>,
+    strip_attributed_quotes: bool,
     rejects: Option<PathBuf>,
     max_errors: Option<u64>,
     threads: Option<usize>,
@@ -76,7 +89,16 @@ fn run(
     }
     let defaults = Options::default();
     let opts = Options {
-        filters: filters(min_title_chars, max_title_chars, min_desc_chars, max_desc_chars, &drop_patterns).map_err(to_py)?,
+        filters: filters(
+            min_title_chars,
+            max_title_chars,
+            min_desc_chars,
+            max_desc_chars,
+            &drop_patterns,
+            &drop_kinds,
+            strip_attributed_quotes,
+        )
+        .map_err(to_py)?,
         val_fraction,
         seed,
         limit,
@@ -103,9 +125,11 @@ fn run(
 }
 
 /// Cleans and filters one Arrow record batch (`title`, `content`, optional `uid`); no dedup or split.
-/// Returns `(batch of uid/title/description, counts as a JSON string)`.
+/// Returns `(batch of uid/title/description/kind, counts as a JSON string)`.
 #[pyfunction]
-#[pyo3(signature = (batch, *, min_title_chars=3, max_title_chars=400, min_desc_chars=40, max_desc_chars=5000, drop_patterns=vec![]))]
+#[pyo3(signature = (batch, *, min_title_chars=3, max_title_chars=400, min_desc_chars=40, max_desc_chars=5000, drop_patterns=vec![],
+    drop_kinds=vec![], strip_attributed_quotes=false))]
+#[allow(clippy::too_many_arguments)]
 fn clean_batch<'py>(
     py: Python<'py>,
     batch: &Bound<'py, PyAny>,
@@ -114,13 +138,28 @@ fn clean_batch<'py>(
     min_desc_chars: usize,
     max_desc_chars: usize,
     drop_patterns: Vec<String>,
+    drop_kinds: Vec<String>,
+    strip_attributed_quotes: bool,
 ) -> PyResult<(Bound<'py, PyAny>, String)> {
-    let f = filters(min_title_chars, max_title_chars, min_desc_chars, max_desc_chars, &drop_patterns).map_err(to_py)?;
+    let f = filters(min_title_chars, max_title_chars, min_desc_chars, max_desc_chars, &drop_patterns, &drop_kinds, strip_attributed_quotes)
+        .map_err(to_py)?;
     let input = RecordBatch::from_pyarrow_bound(batch)?;
     let (kept, stats) = py.detach(|| batch::clean_batch(&input, &f)).map_err(to_py)?;
     let counts = stats.to_json();
-    let counts = serde_json::json!({"rows": stats.records, "kept": kept.num_rows(), "dropped": counts["dropped"], "cleaned": counts["cleaned"]});
+    let counts = serde_json::json!({"rows": stats.records, "kept": kept.num_rows(), "dropped": counts["dropped"], "cleaned": counts["cleaned"], "kinds": counts["kinds"]});
     Ok((kept.to_pyarrow(py)?, counts.to_string()))
+}
+
+/// The content kind of one cleaned description (docs/cleaning.md, "Content kinds"), for evaluation.
+#[pyfunction]
+fn classify_kind(description: &str) -> &'static str {
+    kinds::classify(description).name()
+}
+
+/// The source names credited after quotes in a text, for the invented-attribution measure.
+#[pyfunction]
+fn attribution_sources(text: &str) -> Vec<String> {
+    kinds::attribution_sources(text).into_iter().map(str::to_owned).collect()
 }
 
 /// One pass of the engine's character-reference decoding (docs/cleaning.md rule 1), for parity tests.
@@ -135,8 +174,11 @@ fn _rust_clean(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(clean_batch, m)?)?;
     m.add_function(wrap_pyfunction!(unescape_html, m)?)?;
     m.add("EngineError", m.py().get_type::<EngineError>())?;
+    m.add_function(wrap_pyfunction!(classify_kind, m)?)?;
+    m.add_function(wrap_pyfunction!(attribution_sources, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("CLEANING_RULES", text::RULES.to_vec())?;
+    m.add("CONTENT_KINDS", kinds::Kind::ALL.map(kinds::Kind::name).to_vec())?;
     m.add("HTML_TAG_NAMES", text::HTML_TAG_NAMES.to_vec())?;
     m.add("HTML_TAG_PATTERN", text::html_tag_pattern())?;
     Ok(())

@@ -5,6 +5,7 @@ use std::borrow::Cow;
 use regex::Regex;
 use serde::Deserialize;
 
+use crate::kinds::{self, Kind};
 use crate::text::{clean_text, same_alnum_key, strip_boilerplate, Changes};
 
 /// Why a record is not kept, named as in `stats.json` `dropped`.
@@ -18,10 +19,16 @@ pub enum Reason {
     TooLong,
     Duplicate,
     NearDuplicate,
+    /// `--drop-kinds`: one reason a kind, so stats.json names what was dropped.
+    KindDescription,
+    KindReviewQuotes,
+    KindAuthorBio,
+    KindMetadataOnly,
+    KindMixed,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 8] = [
+    pub const ALL: [Reason; 13] = [
         Reason::Malformed,
         Reason::EmptyTitle,
         Reason::EmptyDescription,
@@ -30,6 +37,11 @@ impl Reason {
         Reason::TooLong,
         Reason::Duplicate,
         Reason::NearDuplicate,
+        Reason::KindDescription,
+        Reason::KindReviewQuotes,
+        Reason::KindAuthorBio,
+        Reason::KindMetadataOnly,
+        Reason::KindMixed,
     ];
 
     pub fn name(self) -> &'static str {
@@ -42,6 +54,21 @@ impl Reason {
             Reason::TooLong => "too_long",
             Reason::Duplicate => "duplicate",
             Reason::NearDuplicate => "near_duplicate",
+            Reason::KindDescription => "kind_description",
+            Reason::KindReviewQuotes => "kind_review_quotes",
+            Reason::KindAuthorBio => "kind_author_bio",
+            Reason::KindMetadataOnly => "kind_metadata_only",
+            Reason::KindMixed => "kind_mixed",
+        }
+    }
+
+    fn dropped_kind(kind: Kind) -> Reason {
+        match kind {
+            Kind::Description => Reason::KindDescription,
+            Kind::ReviewQuotes => Reason::KindReviewQuotes,
+            Kind::AuthorBio => Reason::KindAuthorBio,
+            Kind::MetadataOnly => Reason::KindMetadataOnly,
+            Kind::Mixed => Reason::KindMixed,
         }
     }
 }
@@ -77,11 +104,23 @@ pub struct Filters {
     pub min_desc_chars: usize,
     pub max_desc_chars: usize,
     pub drop_patterns: Vec<Regex>,
+    /// `--drop-kinds`: kept records of these kinds are dropped instead.
+    pub drop_kinds: Vec<Kind>,
+    /// `--strip-attributed-quotes`: remove quoted praise with its source before the length filters.
+    pub strip_attributed_quotes: bool,
 }
 
 impl Default for Filters {
     fn default() -> Self {
-        Filters { min_title_chars: 3, max_title_chars: 400, min_desc_chars: 40, max_desc_chars: 5000, drop_patterns: vec![] }
+        Filters {
+            min_title_chars: 3,
+            max_title_chars: 400,
+            min_desc_chars: 40,
+            max_desc_chars: 5000,
+            drop_patterns: vec![],
+            drop_kinds: vec![],
+            strip_attributed_quotes: false,
+        }
     }
 }
 
@@ -101,6 +140,7 @@ pub struct Cleaned {
     pub uid: Option<String>,
     pub title: String,
     pub description: String,
+    pub kind: Kind,
 }
 
 /// The fields of a line as read, kept for the rejects file.
@@ -152,12 +192,29 @@ pub fn clean_fields(
         .as_deref()
         .map(|c| {
             let cleaned = clean_text(c, &mut changes);
-            strip_boilerplate(cleaned, &filters.drop_patterns, &mut changes)
+            let text = strip_boilerplate(cleaned, &filters.drop_patterns, &mut changes);
+            match filters.strip_attributed_quotes.then(|| kinds::strip_attributed_quotes(&text)).flatten() {
+                Some(stripped) => {
+                    changes.0 |= Changes::ATTRIBUTED_QUOTES;
+                    stripped
+                }
+                None => text,
+            }
         })
         .unwrap_or_default();
-    match judge(&clean_title, &description, filters) {
-        None => Outcome::Kept { record: Cleaned { uid: uid.map(Cow::into_owned), title: clean_title, description }, changes },
-        Some(reason) => Outcome::Dropped {
+    // The kind is only worked out for records the other filters keep.
+    let verdict = match judge(&clean_title, &description, filters) {
+        Some(reason) => Err(reason),
+        None => match kinds::classify(&description) {
+            kind if filters.drop_kinds.contains(&kind) => Err(Reason::dropped_kind(kind)),
+            kind => Ok(kind),
+        },
+    };
+    match verdict {
+        Ok(kind) => {
+            Outcome::Kept { record: Cleaned { uid: uid.map(Cow::into_owned), title: clean_title, description, kind }, changes }
+        }
+        Err(reason) => Outcome::Dropped {
             reason,
             changes,
             original: keep_original.then(|| Original {
@@ -248,6 +305,29 @@ mod tests {
         assert_eq!(reason(&format!(r#"{{"uid": "a", "title": "Some title", "content": "{long}"}}"#)), Reason::TooLong);
         let title = "Worship with Don Moen and many friends [VHS] live";
         assert_eq!(reason(&format!(r#"{{"title": "{title}", "content": "worship with don moen, and many friends (VHS) LIVE!"}}"#)), Reason::SameAsTitle);
+    }
+
+    #[test]
+    fn kinds_are_given_dropped_or_stripped() {
+        let quotes = "'A triumph of storytelling, tense and beautifully paced.' Sunday Times 'Gripping.' Observer";
+        let line = format!(r#"{{"uid": "q", "title": "Autumn Story", "content": "{quotes}"}}"#);
+        match outcome(&line) {
+            Outcome::Kept { record, .. } => assert_eq!(record.kind, Kind::ReviewQuotes),
+            other => panic!("{other:?}"),
+        }
+        let drop = Filters { drop_kinds: vec![Kind::ReviewQuotes], ..Filters::default() };
+        assert!(matches!(process_line(line.as_bytes(), &drop, false), Outcome::Dropped { reason: Reason::KindReviewQuotes, .. }));
+        let strip = Filters { strip_attributed_quotes: true, ..Filters::default() };
+        let mixed = format!(r#"{{"title": "Lion Triumphant", "content": "{DESC} {quotes}"}}"#);
+        match process_line(mixed.as_bytes(), &strip, false) {
+            Outcome::Kept { record, changes } => {
+                assert_eq!((record.description.as_str(), record.kind), (DESC, Kind::Description));
+                assert!(changes.has(9) && crate::text::RULES[9] == "attributed_quotes");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Nothing but praise: nothing left, dropped with a reason.
+        assert!(matches!(process_line(line.as_bytes(), &strip, false), Outcome::Dropped { reason: Reason::EmptyDescription, .. }));
     }
 
     #[test]

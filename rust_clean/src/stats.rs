@@ -5,6 +5,7 @@ use std::path::Path;
 
 use serde_json::{json, Map, Value};
 
+use crate::kinds::Kind;
 use crate::record::{MalformedKind, Reason};
 use crate::text::{Changes, RULES};
 use crate::{Options, PrepError, Source};
@@ -23,6 +24,8 @@ pub struct Stats {
     pub dropped: [u64; Reason::ALL.len()],
     pub malformed_kinds: [u64; MalformedKind::ALL.len()],
     pub cleaned: [u64; RULES.len()],
+    /// Written records of each kind (after dedup and sampling), in `Kind::ALL` order.
+    pub kinds: [u64; Kind::ALL.len()],
     pub first_malformed: Option<String>,
     pub files: Vec<String>,
     pub options: Value,
@@ -68,6 +71,7 @@ impl Stats {
             "malformed_kinds": named(&kinds, &self.malformed_kinds),
             "first_malformed": self.first_malformed,
             "cleaned": named(&RULES, &self.cleaned),
+            "kinds": named(&Kind::ALL.map(Kind::name), &self.kinds),
             "files": self.files.iter().map(|f| format!("data/{f}")).collect::<Vec<_>>(),
             "options": self.options,
             "seconds": (self.seconds * 1000.0).round() / 1000.0,
@@ -93,6 +97,7 @@ pub fn write_dataset_card(dir: &Path, stats: &Stats, notes: &str) -> Result<(), 
         .map(|(r, n)| format!("| {} | {n} |\n", r.name()))
         .collect();
     let cleaned: String = RULES.iter().zip(&stats.cleaned).map(|(rule, n)| format!("| {rule} | {n} |\n")).collect();
+    let kinds: String = Kind::ALL.iter().zip(&stats.kinds).map(|(k, n)| format!("| {} | {n} |\n", k.name())).collect();
     let header = [
         "---",
         "configs:",
@@ -113,14 +118,17 @@ pub fn write_dataset_card(dir: &Path, stats: &Stats, notes: &str) -> Result<(), 
     let card = format!(
         "{header}\n\n# Product titles and descriptions (tc3-prep)\n\n\
          Cleaned from the LF-Amazon-1.3M `trn.json` (\"The AmazonTitles-1.3MM\") by `tc3-prep` {version}.\n\
-         Columns: `uid` (the product's ASIN), `title`, `description`. Rows keep input order.\n\n\
+         Columns: `uid` (the product's ASIN), `title`, `description`, `kind` (what the description is: \
+         `description`, `review_quotes`, `author_bio`, `metadata_only` or `mixed`). Rows keep input order.\n\n\
          | split | rows |\n|---|---|\n| train | {train} |\n| validation | {validation} |\n\n\
          Read {lines} lines ({blank} blank, {sampled} left out by `--sample`). Dropped records by reason:\n\n\
          | reason | records |\n|---|---|\n{dropped}\n\
          Records changed by each cleaning rule: HTML character references decoded (a name without `;` only \
          where a browser would decode it), HTML comments and tags with HTML element names removed (other \
-         `<...>` is text), Unicode NFC, white space, boilerplate:\n\n\
+         `<...>` is text), Unicode NFC, white space, boilerplate, attributed quotes (when asked):\n\n\
          | rule | records |\n|---|---|\n{cleaned}\n\
+         Rows of each content kind (rules in tc3's docs/cleaning.md):\n\n\
+         | kind | rows |\n|---|---|\n{kinds}\n\
          Options: `{options}`\n\n\
          The text is Amazon product metadata as redistributed by the Extreme Classification Repository.\n{notes}",
         version = env!("CARGO_PKG_VERSION"),

@@ -51,7 +51,7 @@ static REED_FOOTER: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 /// Names of the rules, as counted in `stats.json` `cleaned`, in the order they run.
-pub const RULES: [&str; 9] = [
+pub const RULES: [&str; 10] = [
     "html_entities",
     "entity_without_semicolon",
     "double_escaped",
@@ -61,6 +61,7 @@ pub const RULES: [&str; 9] = [
     "this_text_refers_to",
     "reed_footer",
     "drop_pattern",
+    "attributed_quotes",
 ];
 
 /// Which rules changed a record (title or description), one bit a rule of `RULES`.
@@ -77,6 +78,8 @@ impl Changes {
     pub const THIS_TEXT_REFERS_TO: u16 = 1 << 6;
     pub const REED_FOOTER: u16 = 1 << 7;
     pub const DROP_PATTERN: u16 = 1 << 8;
+    /// `--strip-attributed-quotes` (kinds.rs).
+    pub const ATTRIBUTED_QUOTES: u16 = 1 << 9;
 
     fn mark(&mut self, rule: u16, changed: bool) {
         if changed {

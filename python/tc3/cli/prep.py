@@ -24,7 +24,7 @@ def parser() -> argparse.ArgumentParser:
     p = make_parser(
         prog="tc3-prep",
         description="Clean LF-Amazon-1.3M trn.json (one JSON object a line; plain, .gz or - for stdin) into "
-        "OUT_DIR/data/{train,validation}-*.parquet (uid, title, description), OUT_DIR/stats.json and a "
+        "OUT_DIR/data/{train,validation}-*.parquet (uid, title, description, kind), OUT_DIR/stats.json and a "
         "dataset card that datasets.load_dataset(OUT_DIR) reads. Rules: docs/cleaning.md.",
         epilog="Example: tc3-prep trn.json.gz -o prep/ --rejects rejects.jsonl   |   tc3-prep --example -o demo/",
     )
@@ -44,6 +44,11 @@ def parser() -> argparse.ArgumentParser:
                    "Jaccard >= 0.8 (MinHash+LSH) (default exact)")
     p.add_argument("--drop-pattern", action="append", default=[], metavar="REGEX",
                    help="extra boilerplate removed from descriptions (Rust regex syntax; repeatable)")
+    p.add_argument("--drop-kinds", type=kind_list, default=[], metavar="KIND,...",
+                   help=f"drop kept records of these content kinds ({', '.join(prep.CONTENT_KINDS)}), "
+                   "e.g. review_quotes,metadata_only")
+    p.add_argument("--strip-attributed-quotes", action="store_true",
+                   help="remove quoted praise with its source ('A triumph...' Sunday Times), keep the rest")
     p.add_argument("--rejects", type=Path, metavar="FILE", help="write dropped records with their reason as JSON lines")
     p.add_argument("--max-errors", type=int, metavar="N", help="fail when more than N lines are malformed (default: never)")
     p.add_argument("--threads", type=int, metavar="N", help="worker threads (default: all cores)")
@@ -52,6 +57,16 @@ def parser() -> argparse.ArgumentParser:
                    "else is never replaced")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
     return p
+
+
+def kind_list(value: str) -> list[str]:
+    """`--drop-kinds` value: comma-separated kind names, each checked (argparse exits 2 on a bad one)."""
+    kinds = [k.strip() for k in value.split(",") if k.strip()]
+    unknown = [k for k in kinds if k not in prep.CONTENT_KINDS]
+    if unknown or not kinds:
+        raise argparse.ArgumentTypeError(
+            f"{', '.join(unknown) or 'nothing'} is not a content kind (choose from {', '.join(prep.CONTENT_KINDS)})")
+    return kinds
 
 
 @command("tc3-prep", interrupted="interrupted; no output written")
@@ -76,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
             inputs, args.out, val_fraction=args.val_fraction, seed=args.seed, limit=args.limit,
             sample=args.sample, min_title_chars=args.min_title_chars, max_title_chars=args.max_title_chars,
             min_desc_chars=args.min_desc_chars, max_desc_chars=args.max_desc_chars, dedup=args.dedup,
-            drop_patterns=args.drop_pattern, rejects=args.rejects, max_errors=args.max_errors,
+            drop_patterns=args.drop_pattern, drop_kinds=args.drop_kinds,
+            strip_attributed_quotes=args.strip_attributed_quotes, rejects=args.rejects, max_errors=args.max_errors,
             threads=args.threads, force=args.force, progress=progress,
         )
     if not args.quiet:
@@ -97,6 +113,7 @@ def summary(stats: dict, out: Path, seconds: float) -> Table:
     if stats["sampled_out"]:
         rows.append(("left out by --sample", stats["sampled_out"]))
     rows += [(f"cleaned: {rule}", n) for rule, n in stats["cleaned"].items() if n]
+    rows += [(f"kind: {kind}", n) for kind, n in stats["kinds"].items() if n]
     for label, n in rows:
         share = "" if label in ("lines read", "blank lines") else f"{100 * n / records:.1f}%"
         table.add_row(label, f"{n:,}", share)

@@ -1,0 +1,398 @@
+//! What a cleaned description is: a product description, stacked review quotes with their sources,
+//! an author's biography, metadata only, or a mix (docs/cleaning.md, "Content kinds").
+//!
+//! Plain rules on the cleaned text, no model: quoted spans are paired by their marks, a quote counts as
+//! attributed when the text after it (up to the next quote) reads like a source name, and a kind is
+//! decided from the share of the text that is attributed praise, from biography cues per sentence,
+//! and from a short list of metadata shapes.
+
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+/// The `kind` column of the output, in the order of `stats.json` `kinds`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Description,
+    ReviewQuotes,
+    AuthorBio,
+    MetadataOnly,
+    Mixed,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 5] = [Kind::Description, Kind::ReviewQuotes, Kind::AuthorBio, Kind::MetadataOnly, Kind::Mixed];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Description => "description",
+            Kind::ReviewQuotes => "review_quotes",
+            Kind::AuthorBio => "author_bio",
+            Kind::MetadataOnly => "metadata_only",
+            Kind::Mixed => "mixed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == s)
+    }
+}
+
+/// A share of the text that is attributed praise at or above this makes it `review_quotes`.
+const REVIEW_SHARE: f64 = 0.6;
+/// Below `REVIEW_SHARE`, at least this share makes it `review_quotes` too, unless a long quote-free run
+/// of prose (`MIXED_PLAIN_CHARS`) shows text of the record's own: then it is `mixed`.
+const MIXED_SHARE: f64 = 0.3;
+const MIXED_PLAIN_CHARS: usize = 250;
+/// Metadata is short: longer text is prose even when it starts with "By ...".
+const METADATA_MAX_CHARS: usize = 160;
+
+static METADATA: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"^(?:By [A-Z][^.]*?(?:,\s*Illustrated by [^.]*)?|Text: .*|Original Language: .*|(?:Paperback|Hardcover|VHS Tape|DVD|Audio ?CD|Audio Cassette|Board book|Mass Market Paperback)\.?)$",
+    )
+    .expect("metadata pattern")
+});
+
+static BIO_CUE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?i)\b(?:was born|born in|grew up|was educated|died\b|served in|is the author of|has written|has published|(?:he|she) (?:lives|lived|died|is married|has|divides)|lives (?:in|with|near|outside)|(?:is|was) (?:now |currently |also )?(?:an?|the|one of)\b[^.]{0,80}\b(?:writer|author|novelist|journalist|professor|teacher|illustrator|photographer|consultant|expert|chef|editor|artist|publisher|leader|physician|attorney|archaeologist|cartoonist|founder)|(?:his|her) (?:books|novels|bestsellers|works|first novel) (?:include|have)|founded in|has been (?:teaching|a|an)|was (?:a|an) [^.]{0,60}(?:writer|author|physician|founder))",
+    )
+    .expect("bio pattern")
+});
+
+static PRONOUN_START: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^(?:He|She|His|Her|They)\b").expect("pronoun pattern"));
+
+/// A first sentence whose subject is a person's name: "Jill Barklem was born ...".
+static NAME_SUBJECT: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^(?:[\w ,]{0,30}, )?[A-Z][\w.-]+(?: [A-Z][\w.-]*){1,4}(?: \([\d-]+\))?,? (?:is|was|has|had|grew|served|wrote|brought|died|published|lives)\b")
+        .expect("name pattern")
+});
+
+/// Words that show the text is about the product, so not a biography.
+static PRODUCT_CUE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)\bthis (?:book|novel|volume|collection|guide|edition|series|title|story|thriller|cookbook)\b")
+        .expect("product pattern")
+});
+
+/// A lead-in to the praise: "Praise for Philippa Gregory:", "Reviews of the first edition".
+static PRAISE_LEAD: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r#"^(?:[^.!?'"‘“]{0,60}:|Reviews? (?:of|for) [^'"‘“]{0,60}|Praise for [^'"‘“]{0,60})\s*$"#).expect("lead pattern")
+});
+
+/// Sentence ends inside a would-be source name: "... Times. He spins ..." is prose, not a source.
+static SENTENCE_INSIDE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"[.!?]\s+[A-Z][a-z]+\s+[a-z]").expect("sentence pattern"));
+
+/// Quote marks other than an apostrophe inside a word.
+static QUOTE_MARK: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r#"["“”‘]|(?:^|[^A-Za-z])['’]|['’](?:[^A-Za-z]|$)"#).expect("quote mark pattern"));
+
+/// Attributed praise found in a text: byte ranges of the praise (each quote with its source, and a
+/// lead-in), and of each source alone (with the dashes and punctuation around it).
+#[derive(Debug, Default, PartialEq)]
+pub struct Praise {
+    pub spans: Vec<(usize, usize)>,
+    pub sources: Vec<(usize, usize)>,
+    pub attributions: usize,
+}
+
+/// The source names credited after quotes in `text` ("Sunday Times", "Washington Post"), in order.
+pub fn attribution_sources(text: &str) -> Vec<&str> {
+    attributed_praise(text)
+        .sources
+        .iter()
+        .map(|&(a, b)| text[a..b].trim_matches(|c: char| !c.is_alphanumeric() && c != ')' && c != '('))
+        .collect()
+}
+
+/// The kind of a cleaned description (the title is not used).
+pub fn classify(text: &str) -> Kind {
+    let chars = text.chars().count();
+    if chars <= METADATA_MAX_CHARS && METADATA.is_match(text) {
+        return Kind::MetadataOnly;
+    }
+    let praise = attributed_praise(text);
+    if praise.attributions > 0 {
+        let share = covered(&praise.spans) as f64 / text.len().max(1) as f64;
+        // Prose of the record's own: a long stretch outside the praise with no quote marks in it.
+        let own_prose = longest_plain_run(text, &praise.spans) >= MIXED_PLAIN_CHARS;
+        if share >= REVIEW_SHARE || (share >= MIXED_SHARE && !own_prose) {
+            return Kind::ReviewQuotes;
+        }
+        if share >= MIXED_SHARE {
+            return Kind::Mixed;
+        }
+    } else if text.starts_with(['"', '“', '‘', '\'']) && quote_spans(text) == [(0, text.len())] {
+        // The whole text one quotation with no source: praise whose source was lost.
+        return Kind::ReviewQuotes;
+    }
+    if PRODUCT_CUE.is_match(text) {
+        return Kind::Description;
+    }
+    // A sentence about a person: a biography cue, or one starting with a pronoun, or a first
+    // sentence whose subject is a name. A pronoun alone does not make a biography.
+    let sentences = sentences(text);
+    let (mut about_person, mut cued) = (0, false);
+    for (k, s) in sentences.iter().enumerate() {
+        let cue = BIO_CUE.is_match(s) || (k == 0 && NAME_SUBJECT.is_match(s));
+        cued |= cue;
+        about_person += usize::from(cue || PRONOUN_START.is_match(s));
+    }
+    if cued && about_person * 2 >= sentences.len() {
+        return Kind::AuthorBio;
+    }
+    Kind::Description
+}
+
+/// Removes attributed praise (each quote with its source, and a "Praise for ...:" lead-in), keeping the
+/// rest with its spacing tidied. Returns `None` when there is nothing to remove.
+pub fn strip_attributed_quotes(text: &str) -> Option<String> {
+    let praise = attributed_praise(text);
+    if praise.attributions == 0 {
+        return None;
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut pos = 0;
+    for &(a, b) in &praise.spans {
+        if a > pos {
+            out.push_str(&text[pos..a]);
+            out.push(' ');
+        }
+        pos = pos.max(b);
+    }
+    out.push_str(&text[pos..]);
+    Some(out.split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
+/// Finds quotes followed by a source name, over the whole text (or inside one quote that wraps it all).
+pub fn attributed_praise(text: &str) -> Praise {
+    let quotes = quote_spans(text);
+    if let [(0, end)] = quotes[..] {
+        if end == text.len() {
+            // The whole text in one pair of quotes: look inside it.
+            let open = text.chars().next().map_or(0, char::len_utf8);
+            let close = text.chars().next_back().map_or(0, char::len_utf8);
+            let inner = attributed_praise(&text[open..text.len() - close]);
+            let shift = |v: &[(usize, usize)]| v.iter().map(|&(a, b)| (a + open, b + open)).collect();
+            return Praise { spans: shift(&inner.spans), sources: shift(&inner.sources), attributions: inner.attributions };
+        }
+    }
+    let mut praise = Praise::default();
+    let next_start = |k: usize| quotes.get(k).map_or(text.len(), |q| q.0);
+    let mut k = 0;
+    while k < quotes.len() {
+        let (a, b) = quotes[k];
+        let gap = &text[b..next_start(k + 1)];
+        // A quoted source name: "..." --"Washington Post"
+        if k + 1 < quotes.len() && !gap.trim().is_empty() && gap.trim_matches(|c: char| c == ' ' || is_dash(c)).is_empty() {
+            let (c, d) = quotes[k + 1];
+            let after = next_start(k + 2);
+            let tail = &text[d..after];
+            // What follows the quoted name is part of the source ("New York" magazine).
+            if d - c <= 40 && tail.split_whitespace().count() <= 12 && !SENTENCE_INSIDE.is_match(tail) {
+                praise.spans.push((a, after));
+                praise.sources.push((c, after));
+                praise.attributions += 1;
+                k += 2;
+                continue;
+            }
+        }
+        if is_source(gap, false) {
+            praise.spans.push((a, next_start(k + 1)));
+            praise.sources.push((b, next_start(k + 1)));
+            praise.attributions += 1;
+        }
+        k += 1;
+    }
+    if let (Some(&(first, _)), true) = (quotes.first(), praise.attributions > 0) {
+        if first > 0 && PRAISE_LEAD.is_match(&text[..first]) {
+            praise.spans.insert(0, (0, first));
+        }
+    }
+    praise
+}
+
+fn is_dash(c: char) -> bool {
+    matches!(c, '-' | '–' | '—')
+}
+
+/// Whether the text between a closing quote and the next quote reads like a source name: short (16
+/// words, 120 characters: "Dr Leong Yin Ching M Ed PhD Professor of Education, University of Malaysia"),
+/// past four words at least half of them capitalised,
+/// starting with a capital, a digit or "(", no sentence inside. After a dash it may be longer
+/// ("- John Hull is Professor of Practical Theology at ...").
+fn is_source(gap: &str, dashed: bool) -> bool {
+    let trimmed = gap.trim();
+    let dashed = dashed || trimmed.starts_with(is_dash);
+    let name = trimmed
+        .trim_start_matches(|c: char| is_dash(c) || matches!(c, ',' | ':' | ';' | ' '))
+        .trim_end_matches(['.', ',', ';', ' ']);
+    let Some(first) = name.chars().next() else { return false };
+    let (max_words, max_chars) = if dashed { (25, 200) } else { (16, 120) };
+    let words = name.split_whitespace().count();
+    // A name is mostly capitalised words; prose after a quoted phrase is not.
+    let capitalised = name.split_whitespace().filter(|w| w.starts_with(|c: char| c.is_uppercase() || c.is_ascii_digit())).count();
+    name.chars().count() <= max_chars
+        && words <= max_words
+        && (words <= 4 || capitalised * 2 >= words)
+        && (first.is_uppercase() || first.is_ascii_digit() || first == '(')
+        && !SENTENCE_INSIDE.is_match(name)
+}
+
+/// Byte ranges of quoted text, marks included: each opening mark looks for a closing mark of its
+/// family (double or single).
+fn quote_spans(text: &str) -> Vec<(usize, usize)> {
+    let chars: Vec<(usize, char)> = text.char_indices().collect();
+    let mut spans = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let (start, c) = chars[i];
+        if let Some(close) = closing_mark(c).filter(|_| can_open(&chars, i)) {
+            if let Some(j) = (i + 2..chars.len()).find(|&j| can_close(&chars, j, close)) {
+                let (end, mark) = chars[j];
+                spans.push((start, end + mark.len_utf8()));
+                i = j + 1;
+                continue;
+            }
+        }
+        i += 1;
+    }
+    spans
+}
+
+fn closing_mark(open: char) -> Option<char> {
+    match open {
+        '"' | '“' => Some('”'),
+        '‘' | '\'' => Some('’'),
+        _ => None,
+    }
+}
+
+fn can_open(chars: &[(usize, char)], i: usize) -> bool {
+    let Some(&(_, next)) = chars.get(i + 1) else { return false };
+    if next.is_whitespace() {
+        // `" Richard Scarry's brilliant books ..."`: a stray space after the opening mark of the text.
+        return i == 0 && chars[i].1 == '"';
+    }
+    if chars[i].1 != '\'' {
+        return true;
+    }
+    // A straight single quote opens at a word start, or glued to a source before a capital
+    // ("THE EXPRESS'Tony Buzan"), but not in a name such as O'Brien.
+    let prev = if i == 0 { ' ' } else { chars[i - 1].1 };
+    let initial = prev.is_uppercase() && (i < 2 || !chars[i - 2].1.is_alphanumeric());
+    !prev.is_alphanumeric() || (next.is_uppercase() && !initial)
+}
+
+/// Straight and curly marks close each other's quotes (`“...…"Phil Catalfo`); a single one closes
+/// only where an apostrophe could not be (not before a lowercase word: "Dobbs' books").
+fn can_close(chars: &[(usize, char)], j: usize, close: char) -> bool {
+    let c = chars[j].1;
+    let same_family = match close {
+        '”' => c == '"' || c == '”',
+        _ => c == '\'' || c == '’',
+    };
+    if !same_family || chars[j - 1].1.is_whitespace() {
+        return false;
+    }
+    if close == '”' {
+        return true;
+    }
+    let next = chars[j + 1..].iter().map(|&(_, c)| c).find(|&c| c != ' ');
+    !next.is_some_and(char::is_lowercase)
+}
+
+/// Bytes covered by sorted, possibly touching ranges.
+fn covered(spans: &[(usize, usize)]) -> usize {
+    spans.iter().map(|(a, b)| b - a).sum()
+}
+
+/// The longest stretch outside the praise that holds no quote mark: prose of the record's own.
+fn longest_plain_run(text: &str, spans: &[(usize, usize)]) -> usize {
+    let mut longest = 0;
+    let mut pos = 0;
+    for &(a, b) in spans.iter().chain([(text.len(), text.len())].iter()) {
+        let run = text[pos..a.max(pos)].trim();
+        if !QUOTE_MARK.is_match(run) {
+            longest = longest.max(run.chars().count());
+        }
+        pos = pos.max(b);
+    }
+    longest
+}
+
+fn sentences(text: &str) -> Vec<&str> {
+    static END: LazyLock<Regex> = LazyLock::new(|| Regex::new(r#"[.!?]["”’']?\s+[A-Z]"#).expect("sentence end"));
+    let mut out = Vec::new();
+    let mut start = 0;
+    for m in END.find_iter(text) {
+        let capital = m.end() - 1;
+        out.push(text[start..capital].trim());
+        start = capital;
+    }
+    out.push(text[start..].trim());
+    out.retain(|s| !s.is_empty());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn review_quotes_with_their_sources() {
+        assert_eq!(classify("\"!the most research-crammed fantasy ever set before small children!\" Sunday Times Magazine"), Kind::ReviewQuotes);
+        let stacked = "'Breathless, bloody and detailed.' Daily Telegraph 'Swift-moving, with a tremendous climactic scene on the snow-swept roof of a trans-Hungarian express.' Glasgow Herald";
+        assert_eq!(classify(stacked), Kind::ReviewQuotes);
+        // Curly quotes glued to their sources, and a quoted source name after a dash.
+        assert_eq!(classify("‘Astonishingly original and compelling… A gifted creator of wonder’RAYMOND E. FEIST‘It ought to be illegal for one person to have so much talent’STEPHEN DONALDSON"), Kind::ReviewQuotes);
+        assert_eq!(classify("\"A pioneering book of real value and wide appeal.\"--\"Washington Post\" \"A brilliant best seller.\"--\"New York\" magazine"), Kind::ReviewQuotes);
+        // Straight quotes glued between a source and the next quote; a curly quote closed by a straight one.
+        assert_eq!(attribution_sources("'The whole world should Mind Map.'THE EXPRESS'Tony Buzan will do for the brain what Hawking did.'THE TIMES"), ["THE EXPRESS", "THE TIMES"]);
+        assert_eq!(attribution_sources("“Patanjali's Yoga Sutras is the bible of yoga…”Godfrey Devereux“His commentary speaks to every yogi.\"Phil Catalfo, Yoga Journal"), ["Godfrey Devereux", "Phil Catalfo, Yoga Journal"]);
+        // A long source name, mostly capitalised; a long run of prose after a quoted phrase is not a source.
+        assert_eq!(attribution_sources("\"Outstanding and spellbinding!\" Dr Leong Yin Ching M Ed PhD Professor of Education, University of Malaysia").len(), 1);
+        assert!(attribution_sources("the description \"divinely inspired.\" Free of dogma, consider these poetic aphorisms a supplement to all traditions.").is_empty());
+        // An apostrophe in a name does not open a quote.
+        assert!(quote_spans("Patrick O'Brian's sea stories").is_empty());
+        // A lead-in and an apostrophe inside a quote ("Dobbs' books") do not break the pairing.
+        let lead = "Praise for Michael Dobbs: 'A good romp. Dobbs' books grab because of their authenticity.' The Times 'A model of its kind.' Daily Mail";
+        assert_eq!(classify(lead), Kind::ReviewQuotes);
+        assert_eq!(attributed_praise(lead).spans.first(), Some(&(0, 26)));
+        assert_eq!(attribution_sources(lead), ["The Times", "Daily Mail"]);
+        assert_eq!(attribution_sources("\"Wide appeal.\"--\"Washington Post\" \"Thrilling.\" -- Daily Mail."), ["Washington Post", "Daily Mail"]);
+    }
+
+    #[test]
+    fn a_description_with_quoted_words_is_a_description() {
+        let text = "In a distant, timeless place, a mysterious prophet walks the sands. His words have a power that would have provoked the description \"divinely inspired.\" Free of dogma, consider these poetic aphorisms a supplement to all sacred traditions.";
+        assert_eq!(classify(text), Kind::Description);
+        assert_eq!(classify("Dance tutu for girls ages 2-8 years. Perfect for dance practice, recitals and performances!"), Kind::Description);
+    }
+
+    #[test]
+    fn author_bio_and_metadata() {
+        let bio = "Jill Barklem was born in Epping in 1951. After an accident when she was thirteen, she developed her talent for drawing. Jill is now a full-time illustrator.";
+        assert_eq!(classify(bio), Kind::AuthorBio);
+        assert_eq!(classify("By Marilyn Sadler, Illustrated by Roger Bollen"), Kind::MetadataOnly);
+        assert_eq!(classify("Text: English (translation)Original Language: German"), Kind::MetadataOnly);
+        // The product named as the subject is not a biography.
+        assert_eq!(classify("Recently divorced Anna cheers herself up with a Nile cruise. She takes her great-grandmother's diary. This novel is an eerie tale."), Kind::Description);
+    }
+
+    #[test]
+    fn mixed_has_quotes_and_prose_of_its_own() {
+        let prose = "The book first looks at how mercenaries came to play a key role in the struggle for the Congo in the 1960s, and how the end of the war in Vietnam coincided with the start of the war in Rhodesia, attracting a new generation of volunteers with stories of their own.";
+        let text = format!("{prose} 'Hard-hitting and honest, a book that shoots down the Hollywood stereotypes of the soldier of fortune for good.' The Times 'Gripping.' Observer 'A fine, angry and necessary account of modern war and the people paid to fight it, told without any glamour at all.' Daily Mail");
+        assert_eq!(classify(&text), Kind::Mixed);
+    }
+
+    #[test]
+    fn strip_keeps_the_rest() {
+        let text = "A tale of love and revenge in Elizabethan England. 'A triumph...' Sunday Times 'Gripping.' Observer";
+        assert_eq!(strip_attributed_quotes(text).as_deref(), Some("A tale of love and revenge in Elizabethan England."));
+        assert_eq!(strip_attributed_quotes("No quotes here at all."), None);
+        // A quote not followed by a source is the record's own text and stays.
+        assert_eq!(strip_attributed_quotes("He \"browns out\" and then finds himself far over the desert."), None);
+    }
+}
