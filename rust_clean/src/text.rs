@@ -149,24 +149,19 @@ pub fn nfc(s: &str) -> Cow<'_, str> {
 }
 
 /// Every white space, control or zero-width character becomes a space; runs collapse; ends trimmed.
-/// Borrowed when there was nothing to change.
+/// Borrowed when there was nothing to change (found by a scan that allocates nothing).
 pub fn normalize_space(s: &str) -> Cow<'_, str> {
-    if is_normal_ascii(s.as_bytes()) {
+    let Some(first_change) = first_space_change(s) else {
         return Cow::Borrowed(s);
-    }
+    };
+    // Text before the first change is already normal: copied whole, the walk starts after it.
     let bytes = s.as_bytes();
     let mut out = String::with_capacity(s.len());
+    out.push_str(s[..first_change].trim_end_matches(' '));
     let mut word_start = None;
-    let mut i = 0;
+    let mut i = first_change;
     while i < bytes.len() {
-        // ASCII bytes decide alone (space-like: controls, space, DEL); others decode one char.
-        let (space, len) = match bytes[i] {
-            b @ 0..0x80 => (b <= b' ' || b == 0x7f, 1),
-            _ => {
-                let c = s[i..].chars().next().expect("i is a char boundary");
-                (is_space_like(c), c.len_utf8())
-            }
-        };
+        let (space, len) = space_at(s, i);
         match (space, word_start) {
             (true, Some(start)) => {
                 if !out.is_empty() {
@@ -186,11 +181,72 @@ pub fn normalize_space(s: &str) -> Cow<'_, str> {
         }
         out.push_str(&s[start..]);
     }
-    if out == s {
-        Cow::Borrowed(s)
-    } else {
-        Cow::Owned(out)
+    Cow::Owned(out)
+}
+
+/// Whether the character at byte `i` is space-like, and its length. ASCII bytes decide alone
+/// (space-like: controls, space, DEL); others decode one char.
+#[inline]
+fn space_at(s: &str, i: usize) -> (bool, usize) {
+    match s.as_bytes()[i] {
+        b @ 0..0x80 => (b <= b' ' || b == 0x7f, 1),
+        _ => {
+            let c = s[i..].chars().next().expect("i is a char boundary");
+            (is_space_like(c), c.len_utf8())
+        }
     }
+}
+
+/// The byte offset of the first place `normalize_space` changes (a leading, doubled or trailing space,
+/// or any other space-like character), or `None` when the text is normal. Runs of printable ASCII are
+/// skipped eight bytes at a time; only non-ASCII characters are decoded.
+fn first_space_change(s: &str) -> Option<usize> {
+    let b = s.as_bytes();
+    if is_normal_ascii(b) {
+        return None;
+    }
+    let mut i = 0;
+    let mut after_space = true; // a space at the start is a change, as one after a space
+    while i < b.len() {
+        // Eight printable, non-space ASCII bytes at once (the common run inside a word).
+        if i + 8 <= b.len() {
+            let w = u64::from_le_bytes(b[i..i + 8].try_into().expect("eight bytes"));
+            if is_word_ascii8(w) {
+                i += 8;
+                after_space = false;
+                continue;
+            }
+        }
+        let c = b[i];
+        if c == b' ' {
+            if after_space {
+                return Some(i);
+            }
+            after_space = true;
+            i += 1;
+            continue;
+        }
+        let (space, len) = space_at(s, i);
+        if space {
+            return Some(i);
+        }
+        after_space = false;
+        i += len;
+    }
+    after_space.then(|| b.len().saturating_sub(1)).filter(|_| !b.is_empty())
+}
+
+/// Whether all eight bytes of `w` are printable ASCII other than space (0x21..=0x7e).
+#[inline]
+fn is_word_ascii8(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // Per byte: high bit set when byte >= 0x80, < 0x21 or == 0x7f (SWAR compare).
+    let non_ascii = w & HIGH;
+    let below = w.wrapping_sub(ONES * 0x21) & !w & HIGH;
+    let x = w ^ (ONES * 0x7f);
+    let del = x.wrapping_sub(ONES) & !x & HIGH;
+    (non_ascii | below | del) == 0
 }
 
 /// The common case, checked without decoding: printable ASCII with single inner spaces.
@@ -228,7 +284,7 @@ pub fn is_key_char(c: char) -> bool {
 
 /// A character of a key: lower-cased, with the final sigma `ς` read as `σ` (a title in capitals has
 /// no final form to tell them apart).
-fn key_lower(c: char) -> impl Iterator<Item = char> {
+pub fn key_lower(c: char) -> impl Iterator<Item = char> {
     c.to_lowercase().map(|l| if l == 'ς' { 'σ' } else { l })
 }
 
@@ -380,6 +436,31 @@ mod tests {
         assert_eq!(normalize_space(" \t "), "");
         assert!(matches!(normalize_space("already fine, é too"), Cow::Borrowed(_)));
         assert!(matches!(normalize_space("two  spaces"), Cow::Owned(_)));
+    }
+
+    /// `normalize_space` as its rule reads, with no fast path: space-like characters split, words joined.
+    fn spaced_words(s: &str) -> String {
+        s.split(is_space_like).filter(|w| !w.is_empty()).collect::<Vec<_>>().join(" ")
+    }
+
+    #[test]
+    fn fast_paths_agree_with_the_rule() {
+        let pieces = ["a", "word", "longer-words", "é", "日本", " ", "  ", "\t", "\u{a0}", "\u{200b}", "\u{7f}", "\n", "x\u{301}"];
+        // Every sequence of up to three pieces, then long texts so the eight-byte skip crosses each piece.
+        let mut texts = vec![String::new()];
+        for a in pieces {
+            for b in pieces {
+                for c in pieces {
+                    texts.push(format!("{a}{b}{c}"));
+                    texts.push(format!("abcdefghij{a}klmnopq{b}rstuvwxyz01{c}23456789"));
+                }
+            }
+        }
+        for t in &texts {
+            let got = normalize_space(t);
+            assert_eq!(got, spaced_words(t), "{t:?}");
+            assert_eq!(matches!(got, Cow::Owned(_)), got != *t, "Owned exactly when changed: {t:?}");
+        }
     }
 
     #[test]
