@@ -17,7 +17,7 @@ from tc3.prompts import questions_card_section
 if TYPE_CHECKING:  # pyarrow (and numpy with it) loads only when a batch is cleaned, not for tc3-prep
     import pyarrow as pa
 
-__all__ = ["run", "clean_batch", "PrepError", "UsageError", "InputError", "DROP_REASONS", "CLEANING_RULES"]
+__all__ = ["run", "clean_batch", "dedup_keys", "PrepError", "UsageError", "InputError", "DROP_REASONS", "CLEANING_RULES"]
 
 DROP_REASONS = (
     "malformed", "empty_title", "empty_description", "same_as_title",
@@ -130,6 +130,30 @@ def clean_batch(
         batches.append(batch)
         totals = _add_counts(totals, json.loads(counts))
     return pa.Table.from_batches(batches), totals
+
+
+def dedup_keys(table: pa.Table | pa.RecordBatch, *, near: bool = False, seed: int = 3407) -> pa.Table | pa.RecordBatch:
+    """The keys `run` dedups by, one row per row of `table`'s `description` column (as `clean_batch`
+    returns it), so that a distributed engine can dedup across shards as `run` does within one process.
+
+    Columns (same type as given: Table or RecordBatch): `key`, fixed_size_binary(16), the exact-dedup
+    hash (equal keys: the same letters and numbers, ignoring case, spaces and punctuation); with `near`,
+    also `bands`, 16 uint64 LSH band keys (rows that share a value at one position are near-duplicate
+    candidates) and `signature`, 64 uint32 MinHash values (a candidate is a near duplicate when at least
+    80% of them agree). `seed` is `run`'s seed (the MinHash permutations depend on it). A null
+    description gives null keys. Keep the first row of each `key` group by input position to get what
+    `run` keeps with `dedup="exact"`. Raises UsageError when there is no string `description` column.
+    """
+    import pyarrow as pa
+
+    if isinstance(table, pa.RecordBatch):
+        return _rust_clean.dedup_keys(table, near=near, seed=seed)
+    if not isinstance(table, pa.Table):
+        raise TypeError(f"dedup_keys takes a pyarrow Table or RecordBatch, not {type(table).__name__}")
+    batches = [_rust_clean.dedup_keys(b, near=near, seed=seed) for b in table.to_batches()]
+    if not batches:  # an empty table still gets its key columns
+        batches = [_rust_clean.dedup_keys(pa.RecordBatch.from_pylist([], schema=table.schema), near=near, seed=seed)]
+    return pa.Table.from_batches(batches)
 
 
 def _add_counts(total: dict | None, counts: dict) -> dict:
