@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
-from reference_python import unescape
+from reference_python import MALFORMED_KINDS, unescape
 
 from tc3._rust_clean import HTML_TAG_PATTERN
 
@@ -70,14 +70,15 @@ def cleaned_columns(col: str, drop_patterns: list[str]) -> tuple[list[str], dict
         steps += [("this_text_refers_to", f"regexp_replace({x}, {sql_quote(THIS_TEXT_REFERS_TO)}, '')"),
                   ("reed_footer", f"regexp_replace({x}, {sql_quote(REED_FOOTER)}, '', 'g')")]
         steps += [("drop_pattern", f"regexp_replace({x}, {sql_quote(p)}, '', 'g')") for p in drop_patterns]
-        steps += [("nfc_normalised", f"nfc_normalize({x})"), ("whitespace", squeeze(x))]
+        # After a removal: NFC again (counted, as the engine does) and white space again (not counted).
+        steps += [("nfc_normalised", f"nfc_normalize({x})"), (None, squeeze(x))]
     items, changed, prev = [], {}, col
     for i, (rule, expr) in enumerate(steps, 1):
         name = f"{col}_{i}"
         items.append(f"{expr.replace(x, prev)} AS {name}")
         test = f"({prev} IS DISTINCT FROM {name})"
-        # After a removal the second NFC and white-space passes count as the first ones do.
-        changed[rule] = f"{changed[rule]} OR {test}" if rule in changed else test
+        if rule:
+            changed[rule] = f"{changed[rule]} OR {test}" if rule in changed else test
         prev = name
     return items, changed
 
@@ -87,7 +88,7 @@ def run(path: Path, out_dir: Path, val_fraction=0.01, seed=3407, min_title=3, ma
     con = duckdb.connect()
     if threads:
         con.execute(f"SET threads = {int(threads)}")
-    con.create_function("unescape", unescape_column, [duckdb.typing.VARCHAR], duckdb.typing.VARCHAR, type="arrow")
+    con.create_function("unescape", unescape_column, ["VARCHAR"], "VARCHAR", type="arrow")
     con.execute(f"""CREATE TABLE src AS SELECT row_number() OVER () AS pos, uid, title, content
         FROM read_json({sql_quote(str(path))}, format='newline_delimited',
                        columns={{uid: 'VARCHAR', title: 'VARCHAR', content: 'VARCHAR'}})""")
@@ -116,8 +117,7 @@ def run(path: Path, out_dir: Path, val_fraction=0.01, seed=3407, min_title=3, ma
         {key('description')} AS key FROM judged""")
     con.execute("""CREATE TABLE kept AS SELECT pos, uid, title, description FROM reasons WHERE reason IS NULL
         QUALIFY row_number() OVER (PARTITION BY key ORDER BY pos) = 1 ORDER BY pos""")
-    kept = con.execute("SELECT uid, title, description FROM kept ORDER BY pos").arrow()
-    kept = kept.read_all() if hasattr(kept, "read_all") else kept
+    kept = con.sql("SELECT uid, title, description FROM kept ORDER BY pos").to_arrow_table()
     hashed = [u if u is not None else t for u, t in zip(kept["uid"].to_pylist(), kept["title"].to_pylist())]
     h = np.fromiter((xxhash.xxh3_64_intdigest(k.encode(), seed=seed) for k in hashed), np.uint64, len(hashed))
     val = pa.array(h.astype(np.float64) / 2**64 < val_fraction)
@@ -138,7 +138,7 @@ def run(path: Path, out_dir: Path, val_fraction=0.01, seed=3407, min_title=3, ma
         for row in con.execute("SELECT title, content FROM src WHERE title LIKE '%&%' OR content LIKE '%&%'").fetchall())
     lines = con.execute("SELECT count(*) FROM src").fetchone()[0]
     n_val = int(np.count_nonzero(val.to_numpy(zero_copy_only=False)))
-    stats = {"lines": lines, "blank_lines": 0, "kept": {"train": kept.num_rows - n_val, "validation": n_val},
+    stats = {"lines": lines, "blank_lines": 0, "malformed_kinds": dict.fromkeys(MALFORMED_KINDS, 0), "kept": {"train": kept.num_rows - n_val, "validation": n_val},
              "dropped": dropped, "sampled_out": 0, "cleaned": cleaned}
     (out_dir / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
     return stats
