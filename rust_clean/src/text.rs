@@ -198,64 +198,50 @@ fn space_at(s: &str, i: usize) -> (bool, usize) {
 }
 
 /// The byte offset of the first place `normalize_space` changes (a leading, doubled or trailing space,
-/// or any other space-like character), or `None` when the text is normal. Runs of printable ASCII are
-/// skipped eight bytes at a time; only non-ASCII characters are decoded.
+/// or any other space-like character), or `None` when the text is normal. One pass: blocks of eight
+/// printable ASCII bytes are checked at once (SWAR); only non-ASCII characters are decoded.
 fn first_space_change(s: &str) -> Option<usize> {
     let b = s.as_bytes();
-    if is_normal_ascii(b) {
-        return None;
-    }
     let mut i = 0;
     let mut after_space = true; // a space at the start is a change, as one after a space
     while i < b.len() {
-        // Eight printable, non-space ASCII bytes at once (the common run inside a word).
-        if i + 8 <= b.len() {
-            let w = u64::from_le_bytes(b[i..i + 8].try_into().expect("eight bytes"));
-            if is_word_ascii8(w) {
+        if let Some(block) = b.get(i..i + 8) {
+            let w = u64::from_le_bytes(block.try_into().expect("eight bytes"));
+            if let Some(ends_in_space) = normal_ascii8(w, after_space) {
+                after_space = ends_in_space;
                 i += 8;
-                after_space = false;
                 continue;
             }
         }
-        let c = b[i];
-        if c == b' ' {
-            if after_space {
-                return Some(i);
-            }
-            after_space = true;
-            i += 1;
-            continue;
-        }
+        // One character: the block holds something to look at closely.
         let (space, len) = space_at(s, i);
-        if space {
+        if space && (b[i] != b' ' || after_space) {
             return Some(i);
         }
-        after_space = false;
+        after_space = space;
         i += len;
     }
-    after_space.then(|| b.len().saturating_sub(1)).filter(|_| !b.is_empty())
+    (after_space && !b.is_empty()).then(|| b.len() - 1)
 }
 
-/// Whether all eight bytes of `w` are printable ASCII other than space (0x21..=0x7e).
+/// For eight bytes (little-endian in `w`) that are printable ASCII (0x20..=0x7e) with no space after a
+/// space (counting a space just before them when `after_space`): whether the last is a space. `None` when
+/// the block is not such, found exactly, without a per-byte branch.
 #[inline]
-fn is_word_ascii8(w: u64) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
+fn normal_ascii8(w: u64, after_space: bool) -> Option<bool> {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
     const HIGH: u64 = 0x8080_8080_8080_8080;
-    // Per byte: high bit set when byte >= 0x80, < 0x21 or == 0x7f (SWAR compare).
-    let non_ascii = w & HIGH;
-    let below = w.wrapping_sub(ONES * 0x21) & !w & HIGH;
-    let x = w ^ (ONES * 0x7f);
-    let del = x.wrapping_sub(ONES) & !x & HIGH;
-    (non_ascii | below | del) == 0
-}
-
-/// The common case, checked without decoding: printable ASCII with single inner spaces.
-fn is_normal_ascii(b: &[u8]) -> bool {
-    b.first() != Some(&b' ')
-        && b.last() != Some(&b' ')
-        // A fold without early exit, so that it vectorizes.
-        && b.iter().fold(true, |ok, &c| ok & (c.wrapping_sub(0x20) < 0x5f))
-        && memchr::memmem::find(b, b"  ").is_none()
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    // High bit of each byte set when the (7-bit) byte is not zero; exact, no borrow between bytes.
+    let nonzero = |x: u64| (((x & LOW7) + LOW7) | x) & HIGH;
+    let at_least_space = ((w & LOW7) + ONES * (0x80 - 0x20)) & HIGH;
+    let not_del = nonzero(w ^ (ONES * 0x7f));
+    if w & HIGH != 0 || at_least_space != HIGH || not_del != HIGH {
+        return None;
+    }
+    let spaces = !nonzero(w ^ (ONES * 0x20)) & HIGH;
+    let before = (spaces << 8) | if after_space { 0x80 } else { 0 };
+    (spaces & before == 0).then_some(spaces >> 63 == 1)
 }
 
 fn is_space_like(c: char) -> bool {
@@ -460,6 +446,28 @@ mod tests {
             let got = normalize_space(t);
             assert_eq!(got, spaced_words(t), "{t:?}");
             assert_eq!(matches!(got, Cow::Owned(_)), got != *t, "Owned exactly when changed: {t:?}");
+        }
+    }
+
+    #[test]
+    fn eight_byte_check_is_exact() {
+        // Each byte value at each place of a normal block, with and without a space before the block.
+        let reference = |b: &[u8; 8], after: bool| {
+            let printable = b.iter().all(|&c| (0x20..0x7f).contains(&c));
+            let doubled = (after && b[0] == b' ') || b.windows(2).any(|p| p == b"  ");
+            (printable && !doubled).then_some(b[7] == b' ')
+        };
+        for base in [*b"abcdefgh", *b"ab de gh", *b" bcdefg "] {
+            for place in 0..8 {
+                for value in 0..=255u8 {
+                    let mut block = base;
+                    block[place] = value;
+                    for after in [false, true] {
+                        let got = normal_ascii8(u64::from_le_bytes(block), after);
+                        assert_eq!(got, reference(&block, after), "{block:?} after a space: {after}");
+                    }
+                }
+            }
         }
     }
 
