@@ -63,7 +63,8 @@ def squeeze(e: str) -> str:
 def cleaned_columns(col: str, drop_patterns: list[str]) -> tuple[list[str], dict[str, str]]:
     """SELECT items that clean `col` step by step (`{col}_1`..), and each rule's 'changed' SQL expression."""
     x = "\0"  # stands for the previous step's column (no pattern holds a NUL)
-    steps = [("html_entities", f"unescape({x})"), ("double_escaped", f"unescape({x})"),
+    unescape = f"CASE WHEN contains({x}, '&') THEN unescape({x}) ELSE {x} END"  # Python only where it can act
+    steps = [("html_entities", unescape), ("double_escaped", unescape),
              ("html_tags", f"regexp_replace({x}, {sql_quote(HTML_TAG_PATTERN)}, ' ', 'g')"),
              ("nfc_normalised", f"nfc_normalize({x})"), ("whitespace", squeeze(x))]
     if col == "content":
@@ -92,7 +93,7 @@ def run(path: Path, out_dir: Path, val_fraction=0.01, seed=3407, min_title=3, ma
     con.execute(f"""CREATE TABLE src AS SELECT row_number() OVER () AS pos, uid, title, content
         FROM read_json({sql_quote(str(path))}, format='newline_delimited',
                        columns={{uid: 'VARCHAR', title: 'VARCHAR', content: 'VARCHAR'}})""")
-    # The unescape UDF changes text only where there is an '&'; the CTE chains one column per step.
+    # The CTE chains one column per step.
     t_items, t_changed = cleaned_columns("title", [])
     c_items, c_changed = cleaned_columns("content", list(drop_patterns))
     t_last, c_last = t_items[-1].rsplit(" AS ", 1)[1], c_items[-1].rsplit(" AS ", 1)[1]
