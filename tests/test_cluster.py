@@ -97,8 +97,11 @@ def test_ray_data_map_batches(records: list[dict], tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("java") is None, reason="Spark needs Java")
 def test_spark_map_in_arrow(records: list[dict], tmp_path: Path) -> None:
-    pytest.importorskip("pyspark", reason="pyspark is in the cluster extra")
+    pytest.importorskip("pyspark", reason="pyspark is in the spark extra")
+    from pyspark import cloudpickle
     from pyspark.sql import SparkSession
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import the test module
 
     spark = SparkSession.builder.master("local[2]").config("spark.ui.enabled", "false").getOrCreate()
     try:
