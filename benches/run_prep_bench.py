@@ -224,7 +224,9 @@ def markdown(report: dict) -> str:
              f"- date: {report['date']}", f"- command: `{report['command']}`",
              f"- machine: {m['nproc']} CPUs ({m['cpu']}), {m['ram_gib']} GiB RAM, Python {m['python']}"
              + "".join(f", {k}={v}" for k, v in m["env"].items()),
-             f"- input: {inp['path']} ({inp['bytes'] / 1e6:,.0f} MB uncompressed)", "",
+             f"- input: {inp['path']} ({inp['bytes'] / 1e6:,.0f} MB uncompressed)",
+             *([f"- load average (1, 5, 15 min) before: {report['load']['before']}, after: {report['load']['after']}"]
+               if "load" in report else []), "",
              "| run | seconds | MB/s | peak RSS MiB | CPU seconds | rows train/validation | status |",
              "|---|---:|---:|---:|---:|---:|---|", *rows, ""]
     lines += [f"- {k}: **{v}x**" for k, v in report["ratios"].items()]
@@ -273,7 +275,7 @@ def main(argv=None) -> int:
         warm_and_size(gz)
     DATA.mkdir(parents=True, exist_ok=True)
     out = Path(tempfile.mkdtemp(prefix="bench-out-", dir=DATA))
-    results = {}
+    results, load_before = {}, os.getloadavg()
     for run_name, cmd in planned_runs(args, plain, gz, out):
         print(f"{run_name}: {' '.join(cmd)}", file=sys.stderr)
         r = timed(cmd)
@@ -287,6 +289,8 @@ def main(argv=None) -> int:
     parity = parity_checks(results, out)
     report = {"name": name, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "command": " ".join([Path(sys.executable).name, *map(recorded, sys.argv)]), "machine": machine(),
+              # Other work on the machine slows every run alike: the load averages say how much there was.
+              "load": {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in os.getloadavg()]},
               "input": {"path": recorded(plain or gz), "gz": recorded(gz) if gz else None, "bytes": size},
               "runs": results, "ratios": ratios(results, gz_only=plain is None), "parity": parity}
     dest = args.out or BENCHES / "results" / f"prep-{name}.json"
