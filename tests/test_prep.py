@@ -402,3 +402,44 @@ def test_stats_and_card_count_every_rule(tmp_path: Path) -> None:
     assert {"entity_without_semicolon", "nfc_normalised"} <= set(prep.CLEANING_RULES)
     card = (tmp_path / "out" / "README.md").read_text()
     assert "| entity_without_semicolon | 1 |" in card and "| nfc_normalised | 1 |" in card
+
+
+# Issue 16: the keys `run` dedups by, for engines that dedup across shards.
+
+def test_dedup_keys_are_the_keys_run_dedups_by(tmp_path: Path) -> None:
+    descriptions = ["Hello, World! A description long enough for the filter.",
+                    "hello world a description LONG enough for the filter",
+                    "Caf\u00e9 au lait, a description long enough for the filter.",
+                    "Cafe\u0301 au lait: a description long enough for the filter!",
+                    "Cafe au lait, a description long enough for the filter.",
+                    "\u039f\u0394\u039f\u03a3 a description long enough for the filter, in Greek",
+                    "\u03bf\u03b4\u03bf\u03c2 a description long enough for the filter in greek"]
+    kept, _ = run_descriptions(tmp_path, descriptions)
+    cleaned, _ = prep.clean_batch(pa.table({"title": [f"Product {i}" for i in range(7)], "content": descriptions}))
+    keys = prep.dedup_keys(cleaned)
+    assert keys.column_names == ["key"] and keys.schema.field("key").type == pa.binary(16)
+    # Keep-first by key gives exactly what run's exact dedup kept.
+    seen, first = set(), []
+    for key, description in zip(keys["key"].to_pylist(), cleaned["description"].to_pylist()):
+        if key not in seen:
+            seen.add(key)
+            first.append(description)
+    assert first == kept and len(first) == 4
+
+
+def test_dedup_keys_near_bands_and_errors() -> None:
+    base = "The quick brown fox jumps over the lazy dog while the cat sleeps on a warm windowsill in the sun"
+    table = pa.table({"description": [base, base + " indeed", "Something else entirely about garden tools", None]})
+    keys = prep.dedup_keys(table, near=True, seed=7)
+    assert keys.column_names == ["key", "bands", "signature"]
+    bands, sig = keys["bands"].to_pylist(), keys["signature"].to_pylist()
+    assert len(bands[0]) == 16 and len(sig[0]) == 64
+    assert any(a == b for a, b in zip(bands[0], bands[1])), "near copies share a band"
+    assert sum(a == b for a, b in zip(sig[0], sig[1])) >= 0.8 * 64
+    assert not any(a == b for a, b in zip(bands[0], bands[2]))
+    assert keys["key"][3].as_py() is None and bands[3] is None
+    assert prep.dedup_keys(table, near=True, seed=8)["signature"].to_pylist()[0] != sig[0], "seeded as run is"
+    batch = prep.dedup_keys(table.to_batches()[0])
+    assert isinstance(batch, pa.RecordBatch) and batch.num_rows == 4
+    with pytest.raises(UserError, match="description"):
+        prep.dedup_keys(pa.table({"content": ["x"]}))

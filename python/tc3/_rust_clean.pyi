@@ -46,6 +46,7 @@ def clean_batch(
     drop_kinds: list[str] = ...,
     strip_attributed_quotes: bool = False,
 ) -> tuple[pa.RecordBatch, str]: ...
+def dedup_keys(batch: pa.RecordBatch, *, near: bool = False, seed: int = 3407) -> pa.RecordBatch: ...
 def unescape_html(s: str) -> str: ...  # one pass of rule 1 (docs/cleaning.md)
 def classify_kind(description: str) -> str: ...  # the content kind of a cleaned description (docs/cleaning.md)
 def attribution_sources(text: str) -> list[str]: ...  # source names credited after quotes in a text

@@ -19,7 +19,7 @@ from tc3.prompts import questions_card_section
 if TYPE_CHECKING:  # pyarrow (and numpy with it) loads only when a batch is cleaned, not for tc3-prep
     import pyarrow as pa
 
-__all__ = ["run", "clean_batch", "classify_kind", "DROP_REASONS", "CLEANING_RULES", "CONTENT_KINDS"]
+__all__ = ["run", "clean_batch", "classify_kind", "dedup_keys", "DROP_REASONS", "CLEANING_RULES", "CONTENT_KINDS"]
 
 CLEANING_RULES = tuple(_rust_clean.CLEANING_RULES)  # stats.json `cleaned`, in the order the rules run
 CONTENT_KINDS = tuple(_rust_clean.CONTENT_KINDS)  # the `kind` column's values, as in stats.json `kinds`
@@ -153,6 +153,30 @@ def clean_batch(
         batches.append(batch)
         totals = _add_counts(totals, json.loads(counts))
     return pa.Table.from_batches(batches), totals
+
+
+def dedup_keys(table: pa.Table | pa.RecordBatch, *, near: bool = False, seed: int = 3407) -> pa.Table | pa.RecordBatch:
+    """The keys `run` dedups by, one row per row of `table`'s `description` column (as `clean_batch`
+    returns it), so that a distributed engine can dedup across shards as `run` does within one process.
+
+    Columns (same type as given: Table or RecordBatch): `key`, fixed_size_binary(16), the exact-dedup
+    hash (equal keys: the same letters and numbers, ignoring case, spaces and punctuation); with `near`,
+    also `bands`, 16 uint64 LSH band keys (rows that share a value at one position are near-duplicate
+    candidates) and `signature`, 64 uint32 MinHash values (a candidate is a near duplicate when at least
+    80% of them agree). `seed` is `run`'s seed (the MinHash permutations depend on it). A null
+    description gives null keys. Keep the first row of each `key` group by input position to get what
+    `run` keeps with `dedup="exact"`. Raises UserError when there is no string `description` column.
+    """
+    import pyarrow as pa
+
+    if isinstance(table, pa.RecordBatch):
+        with engine_errors():
+            return _rust_clean.dedup_keys(table, near=near, seed=seed)
+    if not isinstance(table, pa.Table):
+        raise TypeError(f"dedup_keys takes a pyarrow Table or RecordBatch, not {type(table).__name__}")
+    batches = table.to_batches() or [pa.RecordBatch.from_pylist([], schema=table.schema)]  # empty: still the columns
+    with engine_errors():
+        return pa.Table.from_batches([_rust_clean.dedup_keys(b, near=near, seed=seed) for b in batches])
 
 
 @contextmanager

@@ -3,10 +3,14 @@
 
 use std::borrow::Cow;
 
-use arrow_array::cast::AsArray;
-use arrow_array::{Array, RecordBatch};
-use arrow_schema::DataType;
+use std::sync::Arc;
 
+use arrow_array::builder::{FixedSizeBinaryBuilder, FixedSizeListBuilder, UInt32Builder, UInt64Builder};
+use arrow_array::cast::AsArray;
+use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_schema::{DataType, Field, Schema};
+
+use crate::dedup::{band_keys, exact_key, MinHasher, BAND_COUNT, PERMUTATIONS};
 use crate::output::Columns;
 use crate::record::{clean_fields, Filters, Outcome};
 use crate::stats::Stats;
@@ -59,4 +63,47 @@ pub fn clean_batch(batch: &RecordBatch, filters: &Filters) -> Result<(RecordBatc
         }
     }
     Ok((kept.finish(), stats))
+}
+
+/// The dedup keys the engine compares, for rows of `description` (cleaned text, as `clean_batch` returns
+/// it), so that an engine can dedup across shards: group by `key` and keep the first row by input
+/// position. Columns: `key` (16 bytes, the exact-dedup hash), and with `near` also `bands` (the
+/// `BAND_COUNT` LSH band keys: rows sharing one at the same position are candidates) and `signature`
+/// (the `PERMUTATIONS` MinHash values: a candidate is a near duplicate when at least `NEAR_THRESHOLD` of
+/// them agree). A null description has null keys.
+pub fn dedup_keys(batch: &RecordBatch, near: bool, seed: u64) -> Result<RecordBatch, PrepError> {
+    let description = string_column(batch, "description", true)?;
+    let hasher = near.then(|| MinHasher::new(seed));
+    let rows = batch.num_rows();
+    let mut key = FixedSizeBinaryBuilder::with_capacity(rows, 16);
+    let mut bands = FixedSizeListBuilder::with_capacity(UInt64Builder::new(), BAND_COUNT as i32, rows);
+    let mut signature = FixedSizeListBuilder::with_capacity(UInt32Builder::new(), PERMUTATIONS as i32, rows);
+    for i in 0..rows {
+        let text = string_at(description, i);
+        match &text {
+            Some(t) => key.append_value(exact_key(t).to_be_bytes()).expect("16 bytes"),
+            None => key.append_null(),
+        }
+        let Some(h) = &hasher else { continue };
+        let sig = text.as_deref().map(|t| h.signature(t));
+        let mut band_values = [0u64; BAND_COUNT];
+        if let Some(s) = &sig {
+            band_values.iter_mut().zip(band_keys(s)).for_each(|(dst, k)| *dst = k);
+        }
+        bands.values().append_slice(&band_values);
+        bands.append(sig.is_some());
+        signature.values().append_slice(sig.as_ref().map_or(&[0; PERMUTATIONS][..], |s| &s[..]));
+        signature.append(sig.is_some());
+    }
+    let mut fields = vec![Field::new("key", DataType::FixedSizeBinary(16), true)];
+    let mut columns: Vec<ArrayRef> = vec![Arc::new(key.finish())];
+    if near {
+        let bands = bands.finish();
+        let signature = signature.finish();
+        fields.push(Field::new("bands", bands.data_type().clone(), true));
+        fields.push(Field::new("signature", signature.data_type().clone(), true));
+        columns.push(Arc::new(bands));
+        columns.push(Arc::new(signature));
+    }
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).expect("columns match the schema"))
 }

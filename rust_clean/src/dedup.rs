@@ -6,9 +6,13 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use xxhash_rust::xxh3::{xxh3_128, xxh3_64_with_seed, Xxh3};
+use xxhash_rust::xxh3::{xxh3_64_with_seed, Xxh3};
 
-use crate::text::{alnum_key, is_key_char, ASCII_KEY};
+use crate::text::{is_key_char, key_lower, ASCII_KEY};
+#[cfg(test)]
+use crate::text::alnum_key;
+#[cfg(test)]
+use xxhash_rust::xxh3::xxh3_128;
 
 /// Word n-gram size of near-duplicate shingles.
 const SHINGLE_WORDS: usize = 5;
@@ -52,21 +56,43 @@ type PrehashedMap<K, V> = HashMap<K, V, BuildHasherDefault<PrehashedKey>>;
 /// 128-bit hash of the exact-dedup key (`alnum_key`: lower-cased letters, numbers and marks of the
 /// description, which cleaning has put in NFC).
 pub fn exact_key(description: &str) -> u128 {
-    if !description.is_ascii() {
-        return xxh3_128(alnum_key(description).as_bytes());
-    }
-    // The common ASCII case streams the key through a small buffer instead of building it.
+    // The key streams through a small buffer instead of being built: 128-byte ASCII blocks go through
+    // the table branch-free; a block with other characters is walked a character at a time.
+    const BLOCK: usize = 128;
     let mut hasher = Xxh3::new();
-    let mut buf = [0u8; 256];
+    let mut buf = [0u8; 2 * BLOCK + 16];
     let mut n = 0;
-    for chunk in description.as_bytes().chunks(buf.len() / 2) {
-        // Branch-free: every byte is written, only key bytes advance the cursor.
-        for &c in chunk {
-            let k = ASCII_KEY[c as usize];
-            buf[n] = k;
-            n += (k != 0) as usize;
+    let bytes = description.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let end = (i + BLOCK).min(bytes.len());
+        if bytes[i..end].is_ascii() {
+            // Branch-free: every byte is written, only key bytes advance the cursor.
+            for &c in &bytes[i..end] {
+                let k = ASCII_KEY[c as usize];
+                buf[n] = k;
+                n += (k != 0) as usize;
+            }
+            i = end;
+        } else {
+            // Up to the first char boundary at or after `end`; a lower-cased char takes at most 12 bytes.
+            for c in description[i..].chars() {
+                if i >= end {
+                    break;
+                }
+                i += c.len_utf8();
+                if c.is_ascii() {
+                    let k = ASCII_KEY[c as usize];
+                    buf[n] = k;
+                    n += (k != 0) as usize;
+                } else if is_key_char(c) {
+                    for l in key_lower(c) {
+                        n += l.encode_utf8(&mut buf[n..]).len();
+                    }
+                }
+            }
         }
-        if n >= buf.len() / 2 {
+        if n >= BLOCK {
             hasher.update(&buf[..n]);
             n = 0;
         }
@@ -168,17 +194,26 @@ struct NearIndex {
 
 const END: u32 = u32::MAX;
 
+/// The LSH band keys of a signature, one per band of `ROWS` rows: two records are near-duplicate
+/// candidates when one of their keys (at the same band) agrees.
+pub fn band_keys(sig: &Signature) -> impl Iterator<Item = u64> + '_ {
+    sig.chunks_exact(ROWS).enumerate().map(|(band, rows)| {
+        let mut bytes = [0u8; 4 * ROWS];
+        for (dst, r) in bytes.chunks_exact_mut(4).zip(rows) {
+            dst.copy_from_slice(&r.to_le_bytes());
+        }
+        xxh3_64_with_seed(&bytes, band as u64)
+    })
+}
+
+/// Number of LSH bands (`band_keys` items).
+pub const BAND_COUNT: usize = BANDS;
+
 impl NearIndex {
-    fn band_keys(sig: &Signature) -> impl Iterator<Item = u64> + '_ {
-        sig.chunks_exact(ROWS).enumerate().map(|(band, rows)| {
-            let bytes: Vec<u8> = rows.iter().flat_map(|r| r.to_le_bytes()).collect();
-            xxh3_64_with_seed(&bytes, band as u64)
-        })
-    }
 
     fn find(&self, sig: &Signature) -> Option<u64> {
         let mut best: Option<u32> = None;
-        for (band, key) in Self::band_keys(sig).enumerate() {
+        for (band, key) in band_keys(sig).enumerate() {
             let mut slot = self.heads.get(&key).copied().unwrap_or(END);
             while slot != END {
                 let stored = &self.signatures[slot as usize * PERMUTATIONS..][..PERMUTATIONS];
@@ -196,7 +231,7 @@ impl NearIndex {
         let slot = u32::try_from(self.record_nos.len()).expect("fewer than 4 billion kept records");
         self.signatures.extend_from_slice(sig);
         self.record_nos.push(record_no);
-        for key in Self::band_keys(sig) {
+        for key in band_keys(sig) {
             let previous = self.heads.insert(key, slot).unwrap_or(END);
             self.next.push(previous);
         }
@@ -216,6 +251,20 @@ mod tests {
         assert_eq!(exact_key(&long), xxh3_128(alnum_key(&long).as_bytes()));
         assert_eq!(exact_key("Été 2"), exact_key("été, 2"));
         assert_ne!(exact_key("Hello World"), exact_key("Hello Word"));
+    }
+
+    #[test]
+    fn streamed_key_is_the_hash_of_alnum_key_across_blocks() {
+        // Non-ASCII characters before, at and after the 128-byte block edges, and expanding lower cases.
+        let mut texts = vec![String::new(), "é".into(), "İSTANBUL ǅ ẞ".into(), "ΟΔΟΣ".repeat(70)];
+        for at in [0, 1, 126, 127, 128, 129, 255, 256, 300] {
+            let mut t = "Ab, c-D ".repeat(50);
+            t.insert_str(at, "Ça\u{301} İ ŉ—Ω");
+            texts.push(t);
+        }
+        for t in &texts {
+            assert_eq!(exact_key(t), xxh3_128(alnum_key(t).as_bytes()), "{t}");
+        }
     }
 
     #[test]

@@ -344,7 +344,14 @@ fn work(chunks: &Mutex<Receiver<Result<Chunk, PrepError>>>, results: &SyncSender
 fn clean_chunk(data: &[u8], opts: &Options, hasher: Option<&MinHasher>) -> Vec<Item> {
     let keep_original = opts.rejects.is_some();
     let body = data.strip_suffix(b"\n").unwrap_or(data);
-    body.split(|&b| b == b'\n')
+    // memchr finds the newlines a word at a time (slice::split tests each byte).
+    let mut start = 0;
+    let lines = memchr::memchr_iter(b'\n', body).chain([body.len()]).map(move |end| {
+        let line = &body[start..end];
+        start = end + 1;
+        line
+    });
+    lines
         .map(|line| {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             if line.iter().all(u8::is_ascii_whitespace) {

@@ -162,6 +162,15 @@ fn attribution_sources(text: &str) -> Vec<String> {
     kinds::attribution_sources(text).into_iter().map(str::to_owned).collect()
 }
 
+/// The dedup keys of a batch's `description` column (`batch::dedup_keys`): `key`, and with `near`
+/// also `bands` and `signature`.
+#[pyfunction]
+#[pyo3(signature = (batch, *, near=false, seed=3407))]
+fn dedup_keys<'py>(py: Python<'py>, batch: &Bound<'py, PyAny>, near: bool, seed: u64) -> PyResult<Bound<'py, PyAny>> {
+    let input = RecordBatch::from_pyarrow_bound(batch)?;
+    py.detach(|| batch::dedup_keys(&input, near, seed)).map_err(to_py)?.to_pyarrow(py)
+}
+
 /// One pass of the engine's character-reference decoding (docs/cleaning.md rule 1), for parity tests.
 #[pyfunction]
 fn unescape_html(s: &str) -> String {
@@ -172,6 +181,7 @@ fn unescape_html(s: &str) -> String {
 fn _rust_clean(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(run, m)?)?;
     m.add_function(wrap_pyfunction!(clean_batch, m)?)?;
+    m.add_function(wrap_pyfunction!(dedup_keys, m)?)?;
     m.add_function(wrap_pyfunction!(unescape_html, m)?)?;
     m.add("EngineError", m.py().get_type::<EngineError>())?;
     m.add_function(wrap_pyfunction!(classify_kind, m)?)?;

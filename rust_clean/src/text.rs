@@ -152,24 +152,19 @@ pub fn nfc(s: &str) -> Cow<'_, str> {
 }
 
 /// Every white space, control or zero-width character becomes a space; runs collapse; ends trimmed.
-/// Borrowed when there was nothing to change.
+/// Borrowed when there was nothing to change (found by a scan that allocates nothing).
 pub fn normalize_space(s: &str) -> Cow<'_, str> {
-    if is_normal_ascii(s.as_bytes()) {
+    let Some(first_change) = first_space_change(s) else {
         return Cow::Borrowed(s);
-    }
+    };
+    // Text before the first change is already normal: copied whole, the walk starts after it.
     let bytes = s.as_bytes();
     let mut out = String::with_capacity(s.len());
+    out.push_str(s[..first_change].trim_end_matches(' '));
     let mut word_start = None;
-    let mut i = 0;
+    let mut i = first_change;
     while i < bytes.len() {
-        // ASCII bytes decide alone (space-like: controls, space, DEL); others decode one char.
-        let (space, len) = match bytes[i] {
-            b @ 0..0x80 => (b <= b' ' || b == 0x7f, 1),
-            _ => {
-                let c = s[i..].chars().next().expect("i is a char boundary");
-                (is_space_like(c), c.len_utf8())
-            }
-        };
+        let (space, len) = space_at(s, i);
         match (space, word_start) {
             (true, Some(start)) => {
                 if !out.is_empty() {
@@ -189,20 +184,67 @@ pub fn normalize_space(s: &str) -> Cow<'_, str> {
         }
         out.push_str(&s[start..]);
     }
-    if out == s {
-        Cow::Borrowed(s)
-    } else {
-        Cow::Owned(out)
+    Cow::Owned(out)
+}
+
+/// Whether the character at byte `i` is space-like, and its length. ASCII bytes decide alone
+/// (space-like: controls, space, DEL); others decode one char.
+#[inline]
+fn space_at(s: &str, i: usize) -> (bool, usize) {
+    match s.as_bytes()[i] {
+        b @ 0..0x80 => (b <= b' ' || b == 0x7f, 1),
+        _ => {
+            let c = s[i..].chars().next().expect("i is a char boundary");
+            (is_space_like(c), c.len_utf8())
+        }
     }
 }
 
-/// The common case, checked without decoding: printable ASCII with single inner spaces.
-fn is_normal_ascii(b: &[u8]) -> bool {
-    b.first() != Some(&b' ')
-        && b.last() != Some(&b' ')
-        // A fold without early exit, so that it vectorizes.
-        && b.iter().fold(true, |ok, &c| ok & (c.wrapping_sub(0x20) < 0x5f))
-        && memchr::memmem::find(b, b"  ").is_none()
+/// The byte offset of the first place `normalize_space` changes (a leading, doubled or trailing space,
+/// or any other space-like character), or `None` when the text is normal. One pass: blocks of eight
+/// printable ASCII bytes are checked at once (SWAR); only non-ASCII characters are decoded.
+fn first_space_change(s: &str) -> Option<usize> {
+    let b = s.as_bytes();
+    let mut i = 0;
+    let mut after_space = true; // a space at the start is a change, as one after a space
+    while i < b.len() {
+        if let Some(block) = b.get(i..i + 8) {
+            let w = u64::from_le_bytes(block.try_into().expect("eight bytes"));
+            if let Some(ends_in_space) = normal_ascii8(w, after_space) {
+                after_space = ends_in_space;
+                i += 8;
+                continue;
+            }
+        }
+        // One character: the block holds something to look at closely.
+        let (space, len) = space_at(s, i);
+        if space && (b[i] != b' ' || after_space) {
+            return Some(i);
+        }
+        after_space = space;
+        i += len;
+    }
+    (after_space && !b.is_empty()).then(|| b.len() - 1)
+}
+
+/// For eight bytes (little-endian in `w`) that are printable ASCII (0x20..=0x7e) with no space after a
+/// space (counting a space just before them when `after_space`): whether the last is a space. `None` when
+/// the block is not such, found exactly, without a per-byte branch.
+#[inline]
+fn normal_ascii8(w: u64, after_space: bool) -> Option<bool> {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    // High bit of each byte set when the (7-bit) byte is not zero; exact, no borrow between bytes.
+    let nonzero = |x: u64| (((x & LOW7) + LOW7) | x) & HIGH;
+    let at_least_space = ((w & LOW7) + ONES * (0x80 - 0x20)) & HIGH;
+    let not_del = nonzero(w ^ (ONES * 0x7f));
+    if w & HIGH != 0 || at_least_space != HIGH || not_del != HIGH {
+        return None;
+    }
+    let spaces = !nonzero(w ^ (ONES * 0x20)) & HIGH;
+    let before = (spaces << 8) | if after_space { 0x80 } else { 0 };
+    (spaces & before == 0).then_some(spaces >> 63 == 1)
 }
 
 fn is_space_like(c: char) -> bool {
@@ -231,7 +273,7 @@ pub fn is_key_char(c: char) -> bool {
 
 /// A character of a key: lower-cased, with the final sigma `ς` read as `σ` (a title in capitals has
 /// no final form to tell them apart).
-fn key_lower(c: char) -> impl Iterator<Item = char> {
+pub fn key_lower(c: char) -> impl Iterator<Item = char> {
     c.to_lowercase().map(|l| if l == 'ς' { 'σ' } else { l })
 }
 
@@ -383,6 +425,53 @@ mod tests {
         assert_eq!(normalize_space(" \t "), "");
         assert!(matches!(normalize_space("already fine, é too"), Cow::Borrowed(_)));
         assert!(matches!(normalize_space("two  spaces"), Cow::Owned(_)));
+    }
+
+    /// `normalize_space` as its rule reads, with no fast path: space-like characters split, words joined.
+    fn spaced_words(s: &str) -> String {
+        s.split(is_space_like).filter(|w| !w.is_empty()).collect::<Vec<_>>().join(" ")
+    }
+
+    #[test]
+    fn fast_paths_agree_with_the_rule() {
+        let pieces = ["a", "word", "longer-words", "é", "日本", " ", "  ", "\t", "\u{a0}", "\u{200b}", "\u{7f}", "\n", "x\u{301}"];
+        // Every sequence of up to three pieces, then long texts so the eight-byte skip crosses each piece.
+        let mut texts = vec![String::new()];
+        for a in pieces {
+            for b in pieces {
+                for c in pieces {
+                    texts.push(format!("{a}{b}{c}"));
+                    texts.push(format!("abcdefghij{a}klmnopq{b}rstuvwxyz01{c}23456789"));
+                }
+            }
+        }
+        for t in &texts {
+            let got = normalize_space(t);
+            assert_eq!(got, spaced_words(t), "{t:?}");
+            assert_eq!(matches!(got, Cow::Owned(_)), got != *t, "Owned exactly when changed: {t:?}");
+        }
+    }
+
+    #[test]
+    fn eight_byte_check_is_exact() {
+        // Each byte value at each place of a normal block, with and without a space before the block.
+        let reference = |b: &[u8; 8], after: bool| {
+            let printable = b.iter().all(|&c| (0x20..0x7f).contains(&c));
+            let doubled = (after && b[0] == b' ') || b.windows(2).any(|p| p == b"  ");
+            (printable && !doubled).then_some(b[7] == b' ')
+        };
+        for base in [*b"abcdefgh", *b"ab de gh", *b" bcdefg "] {
+            for place in 0..8 {
+                for value in 0..=255u8 {
+                    let mut block = base;
+                    block[place] = value;
+                    for after in [false, true] {
+                        let got = normal_ascii8(u64::from_le_bytes(block), after);
+                        assert_eq!(got, reference(&block, after), "{block:?} after a space: {after}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
