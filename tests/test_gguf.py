@@ -176,3 +176,20 @@ def test_llama_cpp_tokenizes_and_answers_as_transformers(exported):
                                  eos_token_id=end, pad_token_id=end)[0, len(ids):].tolist()
         theirs = theirs[:theirs.index(end)] if end in theirs else theirs
         assert llama_greedy(llm, ids, NEW_TOKENS, end) == theirs
+
+
+def test_embedding_rows_beyond_the_tokenizer_become_unused_tokens(tiny_model_dir, tmp_path):
+    """A model whose embeddings were padded past its tokenizer (vocab rounded up) still has one token a row."""
+    from tc3.gguf import write_gguf
+    from tc3.prompts import load_tokenizer
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    tokenizer.eos_token = "<|eot_id|>"
+    tokenizer.save_pretrained(tmp_path)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    model.resize_token_embeddings(len(tokenizer) + 13)
+    reader = gguf.GGUFReader(write_gguf(model, tokenizer, tmp_path, "f16"))
+    tokens, types = field(reader, "tokenizer.ggml.tokens"), field(reader, "tokenizer.ggml.token_type")
+    assert len(tokens) == model.config.vocab_size == len(tokenizer) + 13
+    assert tokens[-1] == f"[PAD{len(tokens) - 1}]" and types[-1] == gguf.TokenType.UNUSED

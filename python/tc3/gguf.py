@@ -90,15 +90,17 @@ def _tensors(model, quant: str):
             yield name, data.astype("float16"), None
 
 
-def _vocab(writer, tokenizer, folder: Path) -> None:
-    """Tokens, their types and the pre-tokenizer; merges, special ids and chat template from the saved files."""
+def _vocab(writer, tokenizer, folder: Path, rows: int) -> None:
+    """Tokens, their types and the pre-tokenizer; merges, special ids and chat template from the saved files.
+    ``rows``: the embedding's rows; ids the tokenizer lacks become unused ``[PADn]`` tokens, as llama.cpp needs one
+    token a row."""
     import gguf
 
     pre = pre_tokenizer_name(json.loads((folder / "tokenizer.json").read_text(encoding="utf-8")))
     by_id = {i: token for token, i in tokenizer.get_vocab().items()}
     added = {i: token for i, token in tokenizer.added_tokens_decoder.items()}
     tokens, types = [], []
-    for i in range(max(by_id) + 1):
+    for i in range(max(rows, max(by_id) + 1)):
         if i not in by_id:
             tokens.append(f"[PAD{i}]")
             types.append(gguf.TokenType.UNUSED)
@@ -158,7 +160,7 @@ def write_gguf(model, tokenizer, folder: str | os.PathLike[str], quant: str = "f
     writer.add_vocab_size(config.vocab_size)
     writer.add_file_type(file_type)
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    _vocab(writer, tokenizer, folder)
+    _vocab(writer, tokenizer, folder, config.vocab_size)
     for name, data, raw_dtype in _tensors(model, quant):
         writer.add_tensor(name, data, raw_dtype=raw_dtype)
     writer.write_header_to_file()
