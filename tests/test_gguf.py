@@ -193,3 +193,17 @@ def test_embedding_rows_beyond_the_tokenizer_become_unused_tokens(tiny_model_dir
     tokens, types = field(reader, "tokenizer.ggml.tokens"), field(reader, "tokenizer.ggml.token_type")
     assert len(tokens) == model.config.vocab_size == len(tokenizer) + 13
     assert tokens[-1] == f"[PAD{len(tokens) - 1}]" and types[-1] == gguf.TokenType.UNUSED
+
+
+def test_modelfile_keeps_a_bos_the_tokenizer_does_not_add(tiny_tokenizer):
+    """SmolLM2's BOS is <|im_start|>, which opens its template's first turn but is not added by tokenization:
+    stripping it would leave Ollama a prompt without its first turn marker."""
+    import copy
+
+    from tc3.gguf import modelfile
+    from tokenizers import processors
+
+    plain = copy.deepcopy(tiny_tokenizer)
+    plain.backend_tokenizer.post_processor = processors.TemplateProcessing(single="$A", pair="$A $B")
+    assert 'TEMPLATE """' + plain.bos_token in modelfile(plain, "m.gguf")
+    assert 'TEMPLATE """' + tiny_tokenizer.bos_token not in modelfile(tiny_tokenizer, "m.gguf")

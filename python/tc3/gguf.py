@@ -183,6 +183,15 @@ def _llama_quantize(source: Path, dest: Path) -> None:
         raise RuntimeError(f"llama.cpp could not quantize {source} to Q4_K_M")
 
 
+def adds_bos(tokenizer) -> bool:
+    """Whether plain tokenization starts with BOS (the GGUF's ``add_bos_token``; SmolLM2's does not, although its
+    BOS, ``<|im_start|>``, opens every turn)."""
+    if tokenizer.bos_token_id is None:
+        return False
+    return tokenizer("a")["input_ids"][:1] == [tokenizer.bos_token_id] != tokenizer("a", add_special_tokens=False)[
+        "input_ids"][:1]
+
+
 def modelfile(tokenizer, gguf_file: str, settings=None) -> str:
     """An Ollama Modelfile for ``gguf_file`` (a path relative to the Modelfile): the prompt tc3 generates from,
     rendered by the chat template with Ollama's ``{{ .Prompt }}`` standing for the title, the end tokens as stops,
@@ -192,8 +201,8 @@ def modelfile(tokenizer, gguf_file: str, settings=None) -> str:
 
     settings = settings or GenerationSettings()
     prompt = render_prompt(tokenizer, "{{ .Prompt }}", settings.instruction)
-    if tokenizer.bos_token and prompt.startswith(tokenizer.bos_token):
-        prompt = prompt[len(tokenizer.bos_token):]  # llama.cpp adds BOS itself when the GGUF asks for it
+    if adds_bos(tokenizer) and prompt.startswith(tokenizer.bos_token):
+        prompt = prompt[len(tokenizer.bos_token):]  # llama.cpp adds it itself, as the tokenizer (and GGUF) says
     end = tokenizer.eos_token
     stops = [end, *(tokenizer.convert_ids_to_tokens(i) for i in end_token_ids(tokenizer))]
     lines = [f"FROM ./{gguf_file}", f'TEMPLATE """{prompt}{{{{ .Response }}}}{end}"""']
