@@ -61,7 +61,7 @@ def test_gguf_holds_tokenizer_chat_template_and_end_of_turn_eos(exported):
     tokenizer = load_tokenizer(str(out))
     reader = gguf.GGUFReader(out / "model-f16.gguf")
     assert field(reader, "general.architecture") == "llama"
-    assert field(reader, "tokenizer.ggml.model") == "gpt2" and field(reader, "tokenizer.ggml.pre") == "gpt2"
+    assert field(reader, "tokenizer.ggml.model") == "gpt2" and field(reader, "tokenizer.ggml.pre") == "gpt-2"
     vocab = tokenizer.get_vocab()
     assert field(reader, "tokenizer.ggml.tokens") == sorted(vocab, key=vocab.get)
     eot = vocab["<|eot_id|>"]
@@ -124,7 +124,7 @@ def test_unsupported_pre_tokenizer_and_architecture_are_user_errors():
 
     from tc3.gguf import check_supported, pre_tokenizer_name
 
-    assert pre_tokenizer_name({"pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False}}) == "gpt2"
+    assert pre_tokenizer_name({"pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False}}) == "gpt-2"
     assert pre_tokenizer_name({"pre_tokenizer": {"type": "Sequence", "pretokenizers": [
         {"type": "Digits", "individual_digits": True}, {"type": "ByteLevel", "use_regex": True}]}}) == "smollm"
     with pytest.raises(UserError, match=r"pre-tokenizer \(Metaspace\) is not"):
