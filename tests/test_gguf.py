@@ -207,3 +207,17 @@ def test_modelfile_keeps_a_bos_the_tokenizer_does_not_add(tiny_tokenizer):
     plain.backend_tokenizer.post_processor = processors.TemplateProcessing(single="$A", pair="$A $B")
     assert 'TEMPLATE """' + plain.bos_token in modelfile(plain, "m.gguf")
     assert 'TEMPLATE """' + tiny_tokenizer.bos_token not in modelfile(tiny_tokenizer, "m.gguf")
+
+
+def test_q4_k_m_is_llama_cpps_quantization_and_leaves_no_f16_behind(adapter, tmp_path):
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from tc3.cli.export import main
+
+    out = tmp_path / "out"
+    assert main([str(adapter), str(out), "--no-check", "--device", "cpu", "--gguf", "--quant", "q4_k_m"]) == 0
+    assert sorted(p.name for p in out.glob("*.gguf")) == ["model-q4_k_m.gguf"]
+    reader = gguf.GGUFReader(out / "model-q4_k_m.gguf")
+    assert field(reader, "general.file_type") == gguf.LlamaFileType.MOSTLY_Q4_K_M
+    assert field(reader, "tokenizer.ggml.eos_token_id") == field(reader, "tokenizer.ggml.eot_token_id")
+    llm = llama_cpp.Llama(str(out / "model-q4_k_m.gguf"), n_ctx=128, n_threads=1, verbose=False)
+    assert llm.n_vocab() == len(field(reader, "tokenizer.ggml.tokens"))
