@@ -36,6 +36,7 @@ def main() -> int:
     p.add_argument("run_dir")
     p.add_argument("work_dir")
     p.add_argument("-o", "--output", default="benches/results/gguf.json")
+    p.add_argument("--model-name", help="what to call the base in the record (default: the adapter's base path)")
     args = p.parse_args()
 
     import llama_cpp
@@ -49,17 +50,21 @@ def main() -> int:
     asked = titles()
     result = {"command": "python " + " ".join(sys.argv), "machine": f"{platform.machine()} {platform.processor()} "
               f"{platform.system()} {platform.release()}, CPU", "date": datetime.date.today().isoformat(),
-              "model": json.loads((Path(args.run_dir) / "adapter_config.json").read_text())["base_model_name_or_path"],
+              "model": args.model_name or json.loads(
+                  (Path(args.run_dir) / "adapter_config.json").read_text())["base_model_name_or_path"],
               "run": args.run_dir, "llama_cpp_python": llama_cpp.__version__, "max_new_tokens": NEW_TOKENS,
               "titles": asked, "quant": [], "answers": {}}
-    compared = matched = 0
+    compared, matched = {"fp32": 0, "f16_weights": 0}, {"fp32": 0, "f16_weights": 0}
     for quant in ("f16", "q8_0"):
         out = export_merged(args.run_dir, Path(args.work_dir) / f"export-{quant}", device="cpu", check=False,
                             gguf=quant)
         tokenizer = load_tokenizer(str(out))
         end = tokenizer.convert_tokens_to_ids(tokenizer.eos_token)
-        llm = llama_cpp.Llama(str(out / gguf_name(quant)), n_ctx=1024, n_threads=2, verbose=False)
-        hf = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32) if quant == "f16" else None
+        llm = llama_cpp.Llama(str(out / gguf_name(quant)), n_ctx=1024, n_threads=2, verbose=False, logits_all=True)
+        # transformers on the merged fp32 weights, and on the same weights rounded to f16 as the GGUF stores them
+        hf = {"fp32": AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32),
+              "f16_weights": AutoModelForCausalLM.from_pretrained(out, dtype=torch.float16).float()} \
+            if quant == "f16" else {}
         result["quant"].append(quant)
         result["answers"][quant] = []
         for title in asked:
@@ -69,16 +74,30 @@ def main() -> int:
                 if token == llm.token_eos() or len(ours) == NEW_TOKENS:
                     break
                 ours.append(token)
-            result["answers"][quant].append({"title": title, "answer": tokenizer.decode(ours)})
-            if hf is not None:
+            answer = {"title": title, "answer": tokenizer.decode(ours)}
+            if "fp32" in hf:  # the next-token logits after the prompt: how far apart, and how close transformers' top 2
+                llm.reset()
+                llm.eval(ids)
                 with torch.inference_mode():
-                    theirs = hf.generate(torch.tensor([ids]), max_new_tokens=NEW_TOKENS, do_sample=False,
-                                         eos_token_id=end, pad_token_id=end)[0, len(ids):].tolist()
+                    theirs = hf["fp32"](torch.tensor([ids])).logits[0, -1]
+                diff = (theirs - torch.tensor(llm.scores[len(ids) - 1])).abs().max()
+                top2 = theirs.topk(2).values
+                answer |= {"prompt_max_logit_diff": round(float(diff), 4),
+                           "transformers_top2_margin": round(float(top2[0] - top2[1]), 4)}
+            for name, model in hf.items():
+                with torch.inference_mode():
+                    theirs = model.generate(torch.tensor([ids]), max_new_tokens=NEW_TOKENS, do_sample=False,
+                                            eos_token_id=end, pad_token_id=end)[0, len(ids):].tolist()
                 theirs = theirs[:theirs.index(end)] if end in theirs else theirs
-                compared += max(len(ours), len(theirs))
-                matched += ours == theirs
+                same = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), min(len(ours), len(theirs)))
+                answer[f"transformers_{name}"] = {"identical": ours == theirs, "tokens_equal_before_divergence": same,
+                                                  "answer": tokenizer.decode(theirs)}
+                compared[name] += max(len(ours), len(theirs))
+                matched[name] += ours == theirs
+            result["answers"][quant].append(answer)
         llm.close()
-    result |= {"greedy_match": matched == len(asked), "tokens_compared": compared}
+    result |= {"greedy_match": matched["fp32"] == len(asked), "tokens_compared": compared["fp32"],
+               "greedy_match_f16_weights": matched["f16_weights"] == len(asked)}
     Path(args.output).write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(json.dumps(result, indent=2, ensure_ascii=False))
     return 0
