@@ -18,6 +18,7 @@ import shutil
 from pathlib import Path
 
 from tc3.config import ConfigError, load_config
+from tc3.gguf import MODELFILE, QUANTS as GGUF_QUANTS, check_supported, modelfile, write_gguf
 from tc3.models import check_model_ref, go_offline_if_possible, model_dir
 from tc3.outputs import check_dest, staged_dir
 
@@ -112,10 +113,11 @@ def departure(adapter, merged, titles=CHECK_TITLES, max_new_tokens: int = CHECK_
 
 
 def export_merged(adapter_dir: str | Path, out_dir: str | Path, base: str | None = None, dtype: str = "auto",
-                  device: str | None = None, check: bool = True) -> Path:
+                  device: str | None = None, check: bool = True, gguf: str | None = None) -> Path:
     """Write base + adapter, merged, in ``dtype`` (auto, fp32, bf16, fp16) to ``out_dir``, with tokenizer, config,
-    model card and (``check``) ``export_check.json``, the :func:`departure` of the merged model from the adapter.
-    Returns ``out_dir``. Raises UserError for a user mistake."""
+    model card and (``check``) ``export_check.json``, the :func:`departure` of the merged model from the adapter;
+    with ``gguf`` (a quant of tc3.gguf.QUANTS: f16, q8_0, q4_k_m) also ``model-<quant>.gguf`` and an Ollama
+    ``Modelfile`` (tc3.gguf). Returns ``out_dir``. Raises UserError for a user mistake."""
     from tc3.models import load_model
 
     adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
@@ -123,6 +125,8 @@ def export_merged(adapter_dir: str | Path, out_dir: str | Path, base: str | None
     if not adapter_config.is_file():
         raise ConfigError(f"{adapter_dir} is not an adapter dir (no adapter_config.json)")
     check_dest(out_dir, "tc3-export")
+    if gguf is not None and gguf not in GGUF_QUANTS:
+        raise ConfigError(f"gguf quant must be one of {', '.join(GGUF_QUANTS)}, got {gguf!r}")
     if dtype != "auto" and dtype not in DTYPES:
         raise ConfigError(f"dtype must be auto, {', '.join(DTYPES)}, got {dtype!r}")
     trained_base = json.loads(adapter_config.read_text())["base_model_name_or_path"]
@@ -144,10 +148,15 @@ def export_merged(adapter_dir: str | Path, out_dir: str | Path, base: str | None
     # the tokenizer as the trainer saved it (load_model readies its copy for batched generation: left padding)
     tokenizer = load_tokenizer(str(adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else base))
     name_end_token(merged.model, tokenizer)
+    if gguf is not None:
+        check_supported(merged.model.config)  # before the merge is written, not after
 
     with staged_dir(out_dir, "tc3-export") as staging:  # whole or absent: a half-written merge never sits at out_dir
         merged.model.save_pretrained(str(staging), safe_serialization=True)
         tokenizer.save_pretrained(str(staging))
+        if gguf is not None:
+            written = write_gguf(merged.model, tokenizer, staging, gguf)
+            (staging / MODELFILE).write_text(modelfile(tokenizer, written.name), encoding="utf-8")
         if result is not None:
             (staging / CHECK_FILE).write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
         saved_config = adapter_dir / "tc3_config.yaml"

@@ -1,4 +1,4 @@
-"""tc3-export: merge a LoRA adapter into a full-precision copy of its base model."""
+"""tc3-export: merge a LoRA adapter into a full-precision copy of its base model (and a GGUF for llama.cpp / Ollama)."""
 
 from __future__ import annotations
 
@@ -21,18 +21,33 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="cpu, cuda ... (default: cuda when available)")
     p.add_argument("--no-check", action="store_true",
                    help="skip comparing the merged model with the adapter (export_check.json)")
+    p.add_argument("--gguf", action="store_true", help="also write model-QUANT.gguf (tokenizer, chat template and "
+                   "end-of-turn EOS inside) for llama.cpp / LM Studio, and an Ollama Modelfile beside it")
+    p.add_argument("--quant", choices=["f16", "q8_0", "q4_k_m"], help="the GGUF's weights (default: f16; "
+                   "q4_k_m uses llama.cpp's quantizer from llama-cpp-python)")
     return p
 
 
 @command("tc3-export")
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    if args.quant and not args.gguf:
+        p.error("--quant is for the GGUF: add --gguf")
     need("train", *MODEL_MODULES)
+    quant = (args.quant or "f16") if args.gguf else None
+    if quant:
+        need("gguf", "gguf")
+    if quant == "q4_k_m":
+        need("gguf-quant", "llama_cpp")
     from tc3.export import CHECK_FILE, export_merged
+    from tc3.gguf import gguf_name
 
     out = export_merged(args.adapter_dir, args.out_dir, base=args.base, dtype=args.dtype, device=args.device,
-                        check=not args.no_check)
+                        check=not args.no_check, gguf=quant)
     print(f"tc3-export: merged model in {out}")
+    if quant:
+        print(f"tc3-export: GGUF in {out / gguf_name(quant)}; for Ollama: cd {out} && ollama create NAME -f Modelfile")
     if not args.no_check:
         check = json.loads((out / CHECK_FILE).read_text())
         print(f"tc3-export: {check['dtype']} merged model against the adapter on {len(check['titles'])} titles: "
