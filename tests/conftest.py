@@ -93,6 +93,27 @@ def limit_torch_threads() -> None:
         torch.set_num_threads(1)
 
 
+def build_random_adapter(model_dir: Path, out_dir: Path, target_modules: list[str], seed: int) -> Path:
+    """A LoRA adapter (r=4) over `model_dir` with random non-zero B matrices, so that merging it changes the
+    weights, saved with its tokenizer as tc3-train saves it (the Llama-3 chat template set)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from tc3.prompts import load_tokenizer
+
+    torch.manual_seed(seed)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir),
+                           LoraConfig(r=4, lora_alpha=8, target_modules=target_modules))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
+    model.save_pretrained(out_dir)
+    load_tokenizer(str(model_dir)).save_pretrained(out_dir)
+    return out_dir
+
+
 @pytest.fixture(autouse=True)
 def one_torch_thread():
     """Also for a test module that imports torch itself, before each of its tests."""

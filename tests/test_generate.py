@@ -9,6 +9,7 @@ import select
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -332,21 +333,33 @@ def _read_until(fd: int, needle: bytes, buffer: bytearray, timeout: float = 60) 
     return head
 
 
-@pytest.mark.parametrize(("flags", "prompt", "instruction"), [([], "Title: ", "en"),
-                                                            (["--instruction", "pt"], "Título: ", "pt")])
-def test_interactive_loop_through_a_pseudo_terminal(tiny_model_dir, tiny, flags, prompt, instruction):
-    """English by default; Portuguese when asked in Portuguese. The title read out of a question is shown."""
+@contextmanager
+def interactive_generate(model_dir, *flags):
+    """tc3-generate's interactive loop on a pseudo-terminal: yields (terminal fd, read buffer); on leaving, Ctrl-D
+    must end the loop with exit status 0."""
     import pty
 
     master, slave = pty.openpty()
     env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
-    proc = subprocess.Popen([sys.executable, "-m", "tc3.cli.generate", "--model", str(tiny_model_dir),
-                             "--max-new-tokens", "6", "--device", "cpu", *flags],
-                            stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True)
+    proc = subprocess.Popen([sys.executable, "-m", "tc3.cli.generate", "--model", str(model_dir), "--device", "cpu",
+                             *flags], stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True)
     os.close(slave)
-    buffer = bytearray()
     try:
+        yield master, bytearray()
+        os.write(master, b"\x04")  # Ctrl-D
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+
+
+@pytest.mark.parametrize(("flags", "prompt", "instruction"), [([], "Title: ", "en"),
+                                                            (["--instruction", "pt"], "Título: ", "pt")])
+def test_interactive_loop_through_a_pseudo_terminal(tiny_model_dir, tiny, flags, prompt, instruction):
+    """English by default; Portuguese when asked in Portuguese. The title read out of a question is shown."""
+    with interactive_generate(tiny_model_dir, "--max-new-tokens", "6", *flags) as (master, buffer):
         _read_until(master, prompt.encode(), buffer, timeout=90)
         os.write(master, "What are the dimensions of the Sunflower?\n".encode())
         answer = _read_until(master, prompt.encode(), buffer).decode()
@@ -355,29 +368,13 @@ def test_interactive_loop_through_a_pseudo_terminal(tiny_model_dir, tiny, flags,
         assert f'(read as the title "{title}")' in answer
         assert expected.description in answer
         assert "<|" not in answer
-        os.write(master, b"\x04")  # Ctrl-D
-        assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        os.close(master)
 
 
 def test_interactive_loop_recalls_the_last_title_with_up_arrow(tiny_model_dir, tiny):
     """Line editing and history: Up then Enter asks the last question again (without readline the terminal
     echoed ^[[A and the loop answered the escape sequence)."""
-    import pty
-
-    master, slave = pty.openpty()
-    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
-    proc = subprocess.Popen([sys.executable, "-m", "tc3.cli.generate", "--model", str(tiny_model_dir),
-                             "--max-new-tokens", "4", "--device", "cpu"],
-                            stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True)
-    os.close(slave)
-    buffer = bytearray()
     note = '(read as the title "the dimensions of the Sunflower")'
-    try:
+    with interactive_generate(tiny_model_dir, "--max-new-tokens", "4") as (master, buffer):
         _read_until(master, b"Title: ", buffer, timeout=90)
         os.write(master, b"What are the dimensions of the Sunflower?\r")
         assert note in _read_until(master, b"Title: ", buffer).decode()
@@ -385,9 +382,3 @@ def test_interactive_loop_recalls_the_last_title_with_up_arrow(tiny_model_dir, t
         again = _read_until(master, b"Title: ", buffer).decode()
         assert "^[[A" not in again
         assert note in again
-        os.write(master, b"\x04")  # Ctrl-D
-        assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        os.close(master)

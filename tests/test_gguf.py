@@ -19,22 +19,10 @@ NEW_TOKENS = 16
 @pytest.fixture(scope="module")
 def adapter(tiny_model_dir, tmp_path_factory):
     """A LoRA adapter over the tiny model with random non-zero weights (the merge changes q/k/v and MLP weights)."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from tc3.prompts import load_tokenizer
-    from transformers import AutoModelForCausalLM
+    from conftest import build_random_adapter
 
-    out = tmp_path_factory.mktemp("adapter")
-    torch.manual_seed(2)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
-                           LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "down_proj"]))
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0, 0.5)
-    model.save_pretrained(out)
-    load_tokenizer(str(tiny_model_dir)).save_pretrained(out)
-    return out
+    targets = ["q_proj", "k_proj", "v_proj", "down_proj"]
+    return build_random_adapter(tiny_model_dir, tmp_path_factory.mktemp("adapter"), targets, seed=2)
 
 
 @pytest.fixture(scope="module")
