@@ -88,8 +88,13 @@ def test_docs_key_table_is_the_schema():
 
 def test_configs_are_package_data_and_load_by_name():
     assert set(shipped_configs()) == {"llama3-8b-qlora", "llama3-8b-qlora-80gb", "tiny-cpu"}
-    assert Path(str(SHIPPED)).parent == ROOT / "python" / "tc3"  # inside the package maturin ships
-    assert not (ROOT / "configs").exists()  # one copy only
+    import tc3
+
+    # inside the package (installed or from the source tree), and one copy only in the repository
+    assert Path(str(SHIPPED)).parent == Path(tc3.__file__).parent
+    assert sorted(p.name for p in (ROOT / "python" / "tc3" / "configs").glob("*.yaml")) == \
+        sorted(f"{name}.yaml" for name in shipped_configs())
+    assert not (ROOT / "configs").exists()
     assert load_config("llama3-8b-qlora") == load_config()
     assert load_config("tiny-cpu.yaml") == load_config(Path(str(SHIPPED)) / "tiny-cpu.yaml")
     assert load_config("tiny-cpu").backend == "hf"
