@@ -103,13 +103,14 @@ def launch(app, port: int | None = None, block: bool = True, host: str = HOST) -
     Returns the local URL; with `block`, first says in one line where the page is and serves until Ctrl-C."""
     _, url, _ = app.launch(server_name=host, server_port=port, share=False, prevent_thread_lock=True, quiet=True,
                            footer_links=["api"])
-    if block:
+    if not block:
+        return url
+    try:  # from here on, Ctrl-C at any point closes the server (its threads would keep the process alive)
         print(f"tc3-demo: serving on {url} (Ctrl-C stops it)", file=sys.stderr)
         if host != HOST:
             print(f"tc3-demo: listening on {host}: anyone who can reach this machine can use the page (no login)",
                   file=sys.stderr)
-        try:
-            threading.Event().wait()  # until Ctrl-C (Gradio's block_thread prints its own farewell)
-        finally:
-            app.close()
+        threading.Event().wait()  # until Ctrl-C (Gradio's block_thread prints its own farewell)
+    finally:
+        app.close()
     return url
