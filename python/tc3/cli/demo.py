@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from tc3.cli.args import make_parser
@@ -57,7 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         launch(app, port=args.port, host=args.host)
     except KeyboardInterrupt:  # Ctrl-C is how a server is stopped
-        pass
+        # The server is closed; leave now rather than wait on threads that libraries started and never stop (seen:
+        # the process lingering after Ctrl-C on a machine without network).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 
