@@ -18,10 +18,7 @@ cases where the results differ):
 """
 from __future__ import annotations
 
-import argparse
 import json
-import sys
-import time
 from pathlib import Path
 
 import duckdb
@@ -29,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
+from baseline_cli import run_baseline
 from reference_python import MALFORMED_KINDS, unescape
 
 from tc3._rust_clean import HTML_TAG_PATTERN
@@ -146,20 +144,7 @@ def run(path: Path, out_dir: Path, val_fraction=0.01, seed=3407, min_title=3, ma
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("input", type=Path, help="trn.json, gzip or not")
-    ap.add_argument("-o", "--out-dir", type=Path, required=True)
-    ap.add_argument("--val-fraction", type=float, default=0.01)
-    ap.add_argument("--seed", type=int, default=3407)
-    ap.add_argument("--drop-pattern", action="append", default=[], dest="drop_patterns")
-    ap.add_argument("--threads", type=int, help="DuckDB threads (default: its own, one per core)")
-    args = ap.parse_args(argv)
-    t0 = time.perf_counter()
-    stats = run(args.input, args.out_dir, args.val_fraction, args.seed, drop_patterns=args.drop_patterns,
-                threads=args.threads)
-    print(f"kept {stats['kept']} of {stats['lines']} records in {time.perf_counter() - t0:.1f} s -> {args.out_dir}",
-          file=sys.stderr)
-
+    run_baseline(run, __doc__.split("\n\n")[0], argv, threads_help="DuckDB threads (default: its own, one per core)")
 
 if __name__ == "__main__":
     main()

@@ -14,16 +14,14 @@ Known differences from docs/cleaning.md (the data of the benchmark has none of t
 """
 from __future__ import annotations
 
-import argparse
 import html
 import json
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import xxhash
+from baseline_cli import run_baseline
 
 WHITESPACE = r"[\s\p{Cc}\x{200B}\x{2060}\x{FEFF}]+"
 TAGS = r"(?s)<!--.*?-->|</?[A-Za-z][^<>]*>"
@@ -112,18 +110,7 @@ def run(path: Path, out_dir: Path, val_fraction=0.01, seed=3407, min_title=3, ma
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("input", type=Path, help="trn.json, gzip or not")
-    ap.add_argument("-o", "--out-dir", type=Path, required=True)
-    ap.add_argument("--val-fraction", type=float, default=0.01)
-    ap.add_argument("--seed", type=int, default=3407)
-    ap.add_argument("--drop-pattern", action="append", default=[], dest="drop_patterns")
-    args = ap.parse_args(argv)
-    t0 = time.perf_counter()
-    stats = run(args.input, args.out_dir, args.val_fraction, args.seed, drop_patterns=args.drop_patterns)
-    print(f"kept {stats['kept']} of {stats['lines']} records in {time.perf_counter() - t0:.1f} s -> {args.out_dir}",
-          file=sys.stderr)
-
+    run_baseline(run, __doc__.split("\n\n")[0], argv)
 
 if __name__ == "__main__":
     main()
