@@ -54,12 +54,93 @@ static METADATA: LazyLock<Regex> = LazyLock::new(|| {
     .expect("metadata pattern")
 });
 
-static BIO_CUE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(
-        r"(?i)\b(?:was born|born in|grew up|was educated|died\b|served in|is the author of|has written|has published|(?:he|she) (?:lives|lived|died|is married|has|divides)|lives (?:in|with|near|outside)|(?:is|was) (?:now |currently |also )?(?:an?|the|one of)\b[^.]{0,80}\b(?:writer|author|novelist|journalist|professor|teacher|illustrator|photographer|consultant|expert|chef|editor|artist|publisher|leader|physician|attorney|archaeologist|cartoonist|founder)|(?:his|her) (?:books|novels|bestsellers|works|first novel) (?:include|have)|founded in|has been (?:teaching|a|an)|was (?:a|an) [^.]{0,60}(?:writer|author|physician|founder))",
-    )
-    .expect("bio pattern")
+/// A biography cue, in three parts: phrases, and "is a ... writer" and "was a ... founder" with a gap
+/// of up to 80 or 60 characters without a full stop (a test puts them back in one pattern). In one
+/// pattern the gaps made the regex crate's lazy DFA rebuild its states all the time.
+const BIO_PHRASES: &str = r"\b(?:was born|born in|grew up|was educated|died\b|served in|is the author of|has written|has published|(?:he|she) (?:lives|lived|died|is married|has|divides)|lives (?:in|with|near|outside)|(?:his|her) (?:books|novels|bestsellers|works|first novel) (?:include|have)|founded in|has been (?:teaching|a|an))";
+const IS_A: &str = r"\b(?:is|was) (?:now |currently |also )?(?:an?|the|one of)\b";
+const IS_A_GAP: usize = 80;
+const PROFESSIONS: &[&str] = &[
+    "writer", "author", "novelist", "journalist", "professor", "teacher", "illustrator", "photographer", "consultant",
+    "expert", "chef", "editor", "artist", "publisher", "leader", "physician", "attorney", "archaeologist", "cartoonist",
+    "founder",
+];
+const WAS_A: &str = r"\bwas (?:a|an) ";
+const WAS_A_GAP: usize = 60;
+const WAS_A_PROFESSIONS: &[&str] = &["writer", "author", "physician", "founder"];
+
+/// A head, a gap of at most so many characters without a full stop, and one of the words after it,
+/// which start at a word boundary or anywhere.
+struct Gapped {
+    head: Regex,
+    gap: usize,
+    words: Regex,
+    longest_word: usize,
+}
+
+impl Gapped {
+    fn new(head: &str, gap: usize, words: &[&str], boundary: bool) -> Self {
+        let start = if boundary { r"\b" } else { "" };
+        Gapped {
+            head: Regex::new(head).expect("bio head"),
+            gap,
+            words: Regex::new(&format!("{start}(?:{})", words.join("|"))).expect("bio words"),
+            longest_word: words.iter().map(|w| w.len()).max().unwrap_or(0),
+        }
+    }
+
+    /// Whether the lowercase ASCII `text` matches `{head}[^.]{0,gap}{words}`. A match of the head
+    /// never starts inside another one, so its matches one after the other are all there are.
+    fn is_match(&self, text: &str) -> bool {
+        self.head.find_iter(text).any(|h| {
+            let stop = memchr::memchr(b'.', &text.as_bytes()[h.end()..]).map_or(text.len(), |i| h.end() + i);
+            let last_start = stop.min(h.end() + self.gap);
+            // A word starting by `last_start` ends within the slice; the search looks no further.
+            let window = &text[..(last_start + self.longest_word).min(text.len())];
+            self.words.find_at(window, h.end()).is_some_and(|w| w.start() <= last_start)
+        })
+    }
+}
+
+struct BioCue {
+    phrases: Regex,
+    is_a: Gapped,
+    was_a: Gapped,
+}
+
+static BIO_CUE: LazyLock<BioCue> = LazyLock::new(|| BioCue {
+    phrases: Regex::new(BIO_PHRASES).expect("bio phrases"),
+    is_a: Gapped::new(IS_A, IS_A_GAP, PROFESSIONS, true),
+    was_a: Gapped::new(WAS_A, WAS_A_GAP, WAS_A_PROFESSIONS, false),
 });
+
+/// Whether `text` holds a biography cue, ignoring case. The regex crate's fast engine gives up on
+/// Unicode `\b` at the first non-ASCII byte, and the engine it falls back to made this search most of
+/// tc3-prep's time; the search runs on `ascii_shadow(text)` instead, with the same answer, and with
+/// lowercase patterns, which the regex crate can find by their literals.
+fn has_bio_cue(text: &str) -> bool {
+    let text = ascii_shadow(text);
+    let cue = &*BIO_CUE;
+    cue.phrases.is_match(&text) || cue.is_a.is_match(&text) || cue.was_a.is_match(&text)
+}
+
+/// `text` in lowercase, with each non-ASCII character replaced by one ASCII character that matches
+/// the same parts of the bio patterns: a letter it equals ignoring case (`ſ` is `s`, the Kelvin sign `K`
+/// is `k`), else `_` for a word character (`\w`, which decides `\b`) and `#` for any other.
+/// Characters are counted as before, so a gap spans the same text.
+fn ascii_shadow(text: &str) -> String {
+    if text.is_ascii() {
+        return text.to_ascii_lowercase();
+    }
+    let shadow = |c: char| match c {
+        c if c.is_ascii() => c.to_ascii_lowercase(),
+        '\u{17F}' => 's',
+        '\u{212A}' => 'k',
+        c if regex_syntax::is_word_character(c) => '_',
+        _ => '#',
+    };
+    text.chars().map(shadow).collect()
+}
 
 static PRONOUN_START: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^(?:He|She|His|Her|They)\b").expect("pronoun pattern"));
 
@@ -131,10 +212,16 @@ pub fn classify(text: &str) -> Kind {
     }
     // A sentence about a person: a biography cue, or one starting with a pronoun, or a first
     // sentence whose subject is a name. A pronoun alone does not make a biography.
-    let sentences = sentences(text);
+    // A cue in a sentence is a cue in the whole text (where a match may also run over a sentence end),
+    // so one search over the text rules out most texts.
+    let bio_anywhere = has_bio_cue(text);
+    if !bio_anywhere && !sentences(text).next().is_some_and(|s| NAME_SUBJECT.is_match(s)) {
+        return Kind::Description;
+    }
+    let sentences: Vec<&str> = sentences(text).collect();
     let (mut about_person, mut cued) = (0, false);
     for (k, s) in sentences.iter().enumerate() {
-        let cue = BIO_CUE.is_match(s) || (k == 0 && NAME_SUBJECT.is_match(s));
+        let cue = (bio_anywhere && has_bio_cue(s)) || (k == 0 && NAME_SUBJECT.is_match(s));
         cued |= cue;
         about_person += usize::from(cue || PRONOUN_START.is_match(s));
     }
@@ -229,11 +316,14 @@ fn is_source(gap: &str, dashed: bool) -> bool {
         .trim_end_matches(['.', ',', ';', ' ']);
     let Some(first) = name.chars().next() else { return false };
     let (max_words, max_chars) = if dashed { (25, 200) } else { (16, 120) };
+    // The gap may be the rest of a long text: its length is checked first, counting no further.
+    if name.chars().nth(max_chars).is_some() {
+        return false;
+    }
     let words = name.split_whitespace().count();
     // A name is mostly capitalised words; prose after a quoted phrase is not.
     let capitalised = name.split_whitespace().filter(|w| w.starts_with(|c: char| c.is_uppercase() || c.is_ascii_digit())).count();
-    name.chars().count() <= max_chars
-        && words <= max_words
+    words <= max_words
         && (words <= 4 || capitalised * 2 >= words)
         && (first.is_uppercase() || first.is_ascii_digit() || first == '(')
         && !SENTENCE_INSIDE.is_match(name)
@@ -242,22 +332,27 @@ fn is_source(gap: &str, dashed: bool) -> bool {
 /// Byte ranges of quoted text, marks included: each opening mark looks for a closing mark of its
 /// family (double or single).
 fn quote_spans(text: &str) -> Vec<(usize, usize)> {
-    let chars: Vec<(usize, char)> = text.char_indices().collect();
     let mut spans = Vec::new();
-    let mut i = 0;
-    while i < chars.len() {
-        let (start, c) = chars[i];
-        if let Some(close) = closing_mark(c).filter(|_| can_open(&chars, i)) {
-            if let Some(j) = (i + 2..chars.len()).find(|&j| can_close(&chars, j, close)) {
-                let (end, mark) = chars[j];
-                spans.push((start, end + mark.len_utf8()));
-                i = j + 1;
-                continue;
-            }
+    let mut marks = quote_marks(text, 0);
+    while let Some((start, c)) = marks.next() {
+        let Some(close) = closing_mark(c).filter(|_| can_open(text, start, c)) else { continue };
+        // The closing mark comes one character after the first quoted one at the earliest.
+        let first = start + c.len_utf8();
+        let body = first + text[first..].chars().next().map_or(0, char::len_utf8);
+        if let Some((end, mark)) = quote_marks(text, body).find(|&(j, m)| can_close(text, j, m, close)) {
+            spans.push((start, end + mark.len_utf8()));
+            marks = quote_marks(text, end + mark.len_utf8());
         }
-        i += 1;
     }
     spans
+}
+
+/// The quote marks of `text` from byte `from` on, with their byte offsets: found by a byte search for
+/// their first bytes, since most of a text holds none.
+fn quote_marks(text: &str, from: usize) -> impl Iterator<Item = (usize, char)> + '_ {
+    memchr::memchr3_iter(b'"', b'\'', 0xE2, &text.as_bytes()[from..])
+        .map(move |i| (from + i, text[from + i..].chars().next().expect("a char boundary")))
+        .filter(|&(_, c)| matches!(c, '"' | '\'' | '“' | '”' | '‘' | '’'))
 }
 
 fn closing_mark(open: char) -> Option<char> {
@@ -268,37 +363,39 @@ fn closing_mark(open: char) -> Option<char> {
     }
 }
 
-fn can_open(chars: &[(usize, char)], i: usize) -> bool {
-    let Some(&(_, next)) = chars.get(i + 1) else { return false };
+/// Whether the mark `c` at byte `i` opens a quote.
+fn can_open(text: &str, i: usize, c: char) -> bool {
+    let Some(next) = text[i + c.len_utf8()..].chars().next() else { return false };
     if next.is_whitespace() {
         // `" Richard Scarry's brilliant books ..."`: a stray space after the opening mark of the text.
-        return i == 0 && chars[i].1 == '"';
+        return i == 0 && c == '"';
     }
-    if chars[i].1 != '\'' {
+    if c != '\'' {
         return true;
     }
     // A straight single quote opens at a word start, or glued to a source before a capital
     // ("THE EXPRESS'Tony Buzan"), but not in a name such as O'Brien.
-    let prev = if i == 0 { ' ' } else { chars[i - 1].1 };
-    let initial = prev.is_uppercase() && (i < 2 || !chars[i - 2].1.is_alphanumeric());
+    let mut before = text[..i].chars().rev();
+    let prev = before.next().unwrap_or(' ');
+    let initial = prev.is_uppercase() && before.next().is_none_or(|c| !c.is_alphanumeric());
     !prev.is_alphanumeric() || (next.is_uppercase() && !initial)
 }
 
+/// Whether the mark `c` at byte `j` closes a quote opened with a mark whose closing mark is `close`.
 /// Straight and curly marks close each other's quotes (`“...…"Phil Catalfo`); a single one closes
 /// only where an apostrophe could not be (not before a lowercase word: "Dobbs' books").
-fn can_close(chars: &[(usize, char)], j: usize, close: char) -> bool {
-    let c = chars[j].1;
+fn can_close(text: &str, j: usize, c: char, close: char) -> bool {
     let same_family = match close {
         '”' => c == '"' || c == '”',
         _ => c == '\'' || c == '’',
     };
-    if !same_family || chars[j - 1].1.is_whitespace() {
+    if !same_family || text[..j].chars().next_back().is_some_and(char::is_whitespace) {
         return false;
     }
     if close == '”' {
         return true;
     }
-    let next = chars[j + 1..].iter().map(|&(_, c)| c).find(|&c| c != ' ');
+    let next = text[j + c.len_utf8()..].chars().find(|&c| c != ' ');
     !next.is_some_and(char::is_lowercase)
 }
 
@@ -321,18 +418,16 @@ fn longest_plain_run(text: &str, spans: &[(usize, usize)]) -> usize {
     longest
 }
 
-fn sentences(text: &str) -> Vec<&str> {
+fn sentences(text: &str) -> impl Iterator<Item = &str> {
     static END: LazyLock<Regex> = LazyLock::new(|| Regex::new(r#"[.!?]["”’']?\s+[A-Z]"#).expect("sentence end"));
-    let mut out = Vec::new();
+    // Each sentence ends before the capital that starts the next.
     let mut start = 0;
-    for m in END.find_iter(text) {
-        let capital = m.end() - 1;
-        out.push(text[start..capital].trim());
-        start = capital;
-    }
-    out.push(text[start..].trim());
-    out.retain(|s| !s.is_empty());
-    out
+    END.find_iter(text).map(|m| m.end() - 1).chain([text.len()]).map(move |end| {
+        let sentence = text[start..end].trim();
+        start = end;
+        sentence
+    })
+    .filter(|s| !s.is_empty())
 }
 
 #[cfg(test)]
@@ -361,6 +456,61 @@ mod tests {
         assert_eq!(attributed_praise(lead).spans.first(), Some(&(0, 26)));
         assert_eq!(attribution_sources(lead), ["The Times", "Daily Mail"]);
         assert_eq!(attribution_sources("\"Wide appeal.\"--\"Washington Post\" \"Thrilling.\" -- Daily Mail."), ["Washington Post", "Daily Mail"]);
+    }
+
+    #[test]
+    fn the_ascii_shadow_finds_what_the_pattern_finds() {
+        // Only these two characters equal an ASCII letter ignoring case, and `_` stands for exactly the
+        // word characters.
+        let letter = Regex::new(r"(?i)^[a-z]$").unwrap();
+        let word = Regex::new(r"^\w$").unwrap();
+        for c in ('\u{80}'..=char::MAX).map(String::from) {
+            let shadow = ascii_shadow(&c);
+            assert_eq!(letter.is_match(&c), matches!(c.as_str(), "\u{17F}" | "\u{212A}"), "{c:?}");
+            assert_eq!(word.is_match(&c), letter.is_match(&c) || shadow == "_", "{c:?}");
+        }
+        let one_pattern = Regex::new(&format!(
+            r"(?i){BIO_PHRASES}|{IS_A}[^.]{{0,{IS_A_GAP}}}\b(?:{})|{WAS_A}[^.]{{0,{WAS_A_GAP}}}(?:{})",
+            PROFESSIONS.join("|"),
+            WAS_A_PROFESSIONS.join("|")
+        ))
+        .unwrap();
+        for text in [
+            "Café owner who was born in Lyon",
+            "Cafèwas born there",
+            "She was born éverywhere",
+            "he ſerved in the navy",
+            "He served\u{A0}in the navy",
+            "She is the ΑUTHOR of many books",
+            "was a \u{212A}ind and famous writer",
+            "is one of the most célèbre writers",
+            "is one ofé writers",
+            "He is a — so they say — gifted cartoonist",
+            "She is a gifted and wonderful, and still very much loved, teacher of many, many, many children in a town by the sea",
+            "Es war ein Autor. Er starb 1950.",
+            "He is a man. He is not a writer",
+            &format!("He is a {} writer", "x".repeat(78)),
+            &format!("He is a {} writer", "x".repeat(79)),
+            &format!("She was an {}founder", "é".repeat(60)),
+            &format!("She was an {}founder", "é".repeat(61)),
+        ] {
+            assert_eq!(has_bio_cue(text), one_pattern.is_match(text), "{text:?}");
+        }
+        // And on the bundled real records, whole and sentence by sentence.
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../python/tc3/samples/amazon_titles_sample500.jsonl.gz");
+        let mut lines = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap()), &mut lines).unwrap();
+        let mut cues = 0;
+        for line in lines.lines() {
+            let record: serde_json::Value = serde_json::from_str(line).unwrap();
+            let text = crate::text::clean_text(record["content"].as_str().unwrap_or(""), &mut Default::default());
+            for part in sentences(&text).chain([text.as_str()]) {
+                assert_eq!(has_bio_cue(part), one_pattern.is_match(part), "{part:?}");
+                cues += usize::from(has_bio_cue(part));
+            }
+        }
+        assert!(cues > 20, "{cues} cues");
+        assert!(has_bio_cue("Renée was born in Québec") && !has_bio_cue("Renée wasborn in Québec"));
     }
 
     #[test]
