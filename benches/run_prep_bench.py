@@ -1,7 +1,8 @@
 """Times tc3-prep against the Python reference, polars and DuckDB on one input, in one run.
 
-    python benches/run_prep_bench.py --records 2248619 --gz     # generated trn.json (cached in benches/data/)
+    python benches/run_prep_bench.py --records 2248619 --gz --name full   # generated trn.json (cached in benches/data/)
     python benches/run_prep_bench.py path/to/trn.json.gz --skip-reference
+    python benches/run_prep_bench.py --threads 1,2,4,8 ...   # also tc3-prep at each thread count
 
 Each tool runs as a child process on a warm page cache; wall seconds, peak RSS and CPU seconds are the
 child's own (/usr/bin/time, else os.wait4). With a gzip input (or --gz, which adds INPUT.gz) it also times
@@ -10,7 +11,8 @@ MB/s are of the uncompressed input.
 Writes benches/results/prep-<name>.json and a .md table beside it.
 
 Exits 1 when a run fails or when tc3-prep's output (rows of each split, in order, and the counts of stats.json)
-differs from the reference's, or the .gz run's from the plain run's: CI relies on it. How polars' and DuckDB's
+differs from the reference's, or the .gz run's or another thread count's from the plain run's (another thread
+count's Parquet files must be byte-identical): CI relies on it. How polars' and DuckDB's
 outputs differ from the reference's is recorded too, for information (their scripts list what they cannot do
 exactly).
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import hashlib
+import importlib.util
 import json
 import os
 import platform
@@ -146,6 +149,14 @@ def rows_diff(got: Path, want: Path) -> list[str]:
     return out
 
 
+def files_diff(got: Path, want: Path) -> list[str]:
+    """The Parquet files of output dir `got` that are missing or not byte-identical in `want`."""
+    def digests(out: Path) -> dict[str, str]:
+        return {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted((out / "data").glob("*.parquet"))}
+    a, b = digests(got), digests(want)
+    return [f"{name}: not byte-identical" for name in sorted(a.keys() | b.keys()) if a.get(name) != b.get(name)]
+
+
 def output_diff(got: Path, want: Path, counts: bool = True) -> list[str]:
     """How output dir `got` differs from `want`: rows, and (counts) stats.json's counts; [] when they agree."""
     out = rows_diff(got, want)
@@ -182,12 +193,18 @@ def resolve_inputs(args) -> tuple[Path | None, Path | None]:
 
 def planned_runs(args, plain: Path | None, gz: Path | None, out: Path) -> list[tuple[str, list[str]]]:
     main_input = plain or gz
-    tc3 = shutil.which("tc3-prep")
+    # The installed command, else the module (a checkout on PYTHONPATH, as on a machine without the entry point).
+    tc3 = ([shutil.which("tc3-prep")] if shutil.which("tc3-prep")
+           else [sys.executable, "-m", "tc3.cli.prep"] if importlib.util.find_spec("tc3") else None)
     if not tc3 and not args.skip_tc3:
         sys.exit("tc3-prep not found on PATH (pip install . / maturin develop), or give --skip-tc3")
     runs = []
     if tc3 and not args.skip_tc3:
-        runs.append(("tc3-prep", [tc3, str(main_input), "-o", str(out / "tc3-prep"), "--force", *args.tc3_arg]))
+        runs.append(("tc3-prep", [*tc3, str(main_input), "-o", str(out / "tc3-prep"), "--force", *args.tc3_arg]))
+        for n in args.threads:
+            name = f"tc3-prep-t{n}"
+            runs.append((name, [*tc3, str(main_input), "-o", str(out / name), "--force", "--threads", str(n),
+                                *args.tc3_arg]))
     if not args.skip_reference:
         runs.append(("reference", [sys.executable, str(BENCHES / "reference_python.py"), str(main_input),
                                    "-o", str(out / "reference")]))
@@ -199,7 +216,7 @@ def planned_runs(args, plain: Path | None, gz: Path | None, out: Path) -> list[t
         if not args.skip_gzip:
             runs.append(("gzip -dc", ["gzip", "-dc", str(gz)]))
         if tc3 and not args.skip_tc3 and plain:
-            runs.append(("tc3-prep-gz", [tc3, str(gz), "-o", str(out / "tc3-prep-gz"), "--force", *args.tc3_arg]))
+            runs.append(("tc3-prep-gz", [*tc3, str(gz), "-o", str(out / "tc3-prep-gz"), "--force", *args.tc3_arg]))
     return runs
 
 
@@ -242,8 +259,11 @@ def parity_checks(results: dict, out: Path) -> dict[str, list[str]]:
     checks = {}
     if {"tc3-prep", "reference"} <= ok:
         checks["tc3-prep vs reference"] = output_diff(out / "tc3-prep", out / "reference")
-    if {"tc3-prep-gz", "tc3-prep"} <= ok:
-        checks["tc3-prep-gz vs tc3-prep"] = output_diff(out / "tc3-prep-gz", out / "tc3-prep", counts=False)
+    for other in sorted(name for name in ok if name.startswith("tc3-prep-")):
+        if "tc3-prep" in ok:
+            checks[f"{other} vs tc3-prep"] = output_diff(out / other, out / "tc3-prep", counts=False)
+            if other.startswith("tc3-prep-t"):  # another thread count: the same files, byte for byte
+                checks[f"{other} vs tc3-prep"] += files_diff(out / other, out / "tc3-prep")
     for engine in ("polars", "duckdb"):
         if {engine, "reference"} <= ok:
             checks[f"{engine} vs reference{INFORMATIONAL}"] = output_diff(out / engine, out / "reference")
@@ -263,6 +283,9 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-duckdb", action="store_true")
     ap.add_argument("--skip-gzip", action="store_true")
     ap.add_argument("--tc3-arg", action="append", default=[], help="extra argument for tc3-prep (repeatable)")
+    ap.add_argument("--threads", type=lambda v: [int(n) for n in v.split(",")], default=[],
+                    help="also run tc3-prep with each of these thread counts (comma list, e.g. 1,2,4); each "
+                         "output must equal the default run's")
     ap.add_argument("--name", help="results name (default: from the input)")
     ap.add_argument("--out", type=Path, help="result JSON (default: benches/results/prep-<name>.json)")
     ap.add_argument("--keep-outputs", action="store_true", help="keep the Parquet outputs (printed path)")

@@ -99,3 +99,41 @@ def test_the_benchmark_exits_non_zero_when_a_run_fails_or_differs(
     # a committed result names no absolute local path: the input and outputs here all lie outside the repository
     assert str(tmp_path) not in json.dumps(report) and sys.executable not in json.dumps(report)
     assert report["input"]["path"] == "trn.json" and report["runs"]["reference"]["cmd"][1] == "benches/reference_python.py"
+
+
+def test_other_thread_counts_must_write_the_same_bytes(trn, tmp_path, monkeypatch, capsys):
+    # A tc3-prep whose runs with --threads re-encode their Parquet files: the same rows in other bytes.
+    bin_dir = tmp_path / "bin"
+    fake_tc3_prep(bin_dir, f'exec "{sys.executable}" "{bin_dir / "prep.py"}" "$@"')
+    (bin_dir / "prep.py").write_text(
+        "import sys\nfrom pathlib import Path\nimport pyarrow.parquet as pq\nfrom tc3.cli import prep\n"
+        "try:\n    prep.main(sys.argv[1:])\nexcept SystemExit as e:\n    assert not e.code\n"
+        "if '--threads' in sys.argv:\n"
+        "    for f in (Path(sys.argv[sys.argv.index('-o') + 1]) / 'data').glob('*.parquet'):\n"
+        "        pq.write_table(pq.read_table(f), f, compression='gzip')\n"
+    )
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(bench, "DATA", tmp_path / "data")
+    argv = [str(trn), "--skip-reference", "--skip-polars", "--skip-duckdb", "--skip-gzip", "--threads", "1,2",
+            "--out", str(tmp_path / "result.json")]
+    assert bench.main(argv) == 1
+    parity = json.loads((tmp_path / "result.json").read_text())["parity"]
+    assert set(parity) == {"tc3-prep-t1 vs tc3-prep", "tc3-prep-t2 vs tc3-prep"}
+    assert all(diff and all(d.endswith(": not byte-identical") for d in diff) for diff in parity.values())
+    assert "benchmark FAILED: tc3-prep-t1 vs tc3-prep, tc3-prep-t2 vs tc3-prep" in capsys.readouterr().err
+
+    # The real tc3-prep writes the same files at every thread count.
+    fake_tc3_prep(tmp_path / "real", f'exec "{sys.executable}" -m tc3.cli.prep "$@"')
+    monkeypatch.setenv("PATH", f"{tmp_path / 'real'}{os.pathsep}{os.environ['PATH']}")
+    assert bench.main(argv) == 0
+    report = json.loads((tmp_path / "result.json").read_text())
+    assert report["parity"] == {"tc3-prep-t1 vs tc3-prep": [], "tc3-prep-t2 vs tc3-prep": []}
+    assert report["runs"]["tc3-prep-t1"]["cmd"][-2:] == ["--threads", "1"]
+
+
+def test_without_the_command_the_module_runs(monkeypatch, tmp_path):
+    monkeypatch.setattr(bench.shutil, "which", lambda name: None)
+    args = bench.argparse.Namespace(skip_tc3=False, skip_reference=True, skip_polars=True, skip_duckdb=True,
+                                    skip_gzip=True, tc3_arg=[], threads=[])
+    (name, cmd), = bench.planned_runs(args, tmp_path / "trn.json", None, tmp_path)
+    assert name == "tc3-prep" and cmd[:3] == [sys.executable, "-m", "tc3.cli.prep"]

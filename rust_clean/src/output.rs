@@ -101,7 +101,8 @@ struct Job {
     batch: RecordBatch,
 }
 
-/// Encodes shards on their own threads, so the ordering thread never waits on zstd.
+/// Encodes shards on their own threads, so the ordering thread waits on zstd only when every encoder is busy
+/// and a shard is already waiting.
 pub struct Encoders {
     jobs: Option<SyncSender<Job>>,
     threads: Vec<JoinHandle<Result<(), PrepError>>>,
@@ -109,7 +110,8 @@ pub struct Encoders {
 
 impl Encoders {
     pub fn new(count: usize) -> Self {
-        let (tx, rx) = sync_channel::<Job>(count);
+        // One shard waits while all are busy: the ordering thread then waits too, instead of memory growing.
+        let (tx, rx) = sync_channel::<Job>(1);
         let rx = Arc::new(Mutex::new(rx));
         let threads = (0..count.max(1))
             .map(|_| {

@@ -23,6 +23,9 @@ use crate::text::Changes;
 use crate::{Dedup, Options, PrepError, Source};
 
 const CHUNK_BYTES: u64 = 4 << 20;
+/// Each encoder holds a shard of about 100 MB while it compresses it (one encoder a thread pair put 16 threads
+/// at 1.3 GB peak); three keep up with 16 workers (benches/results/prep-device-16-cores.md).
+const MAX_ENCODERS: usize = 3;
 const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 
 /// What the caller is told while the run goes on; an `Err` from the callback aborts the run.
@@ -117,7 +120,7 @@ pub fn run(
         stats: Stats::new(inputs, opts),
         deduper: Deduper::new(opts.dedup != Dedup::None, opts.dedup == Dedup::Near),
         sample: BinaryHeap::new(),
-        encoders: Encoders::new((threads / 2).max(1)),
+        encoders: Encoders::new((threads / 2).clamp(1, MAX_ENCODERS)),
         train: SplitWriter::new("train", &out_dir.join("data")),
         validation: SplitWriter::new("validation", &out_dir.join("data")),
         rejects,
