@@ -23,8 +23,8 @@ use crate::text::Changes;
 use crate::{Dedup, Options, PrepError, Source};
 
 const CHUNK_BYTES: u64 = 4 << 20;
-/// Each encoder holds a shard of about 100 MB while it compresses it (one encoder a thread pair put 16 threads
-/// at 1.3 GB peak); three keep up with 16 workers (benches/results/prep-device-16-cores.md).
+/// Each encoder holds a shard of about 100 MB while it compresses it, so their count is capped (one a thread
+/// pair would be 32 shards at 64 threads); three keep up with 16 workers (benches/results/prep-device-16-cores.md).
 const MAX_ENCODERS: usize = 3;
 const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 
