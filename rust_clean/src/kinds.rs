@@ -511,6 +511,28 @@ mod tests {
         }
         assert!(cues > 20, "{cues} cues");
         assert!(has_bio_cue("Renée was born in Québec") && !has_bio_cue("Renée wasborn in Québec"));
+        // And on random texts made of cue words, their neighbours and the characters that matter.
+        let pieces = [
+            "was", "is", "born", "in", "a", "an", "the", "one of", "now", "also", "writer", "founder", "died", "he", "she",
+            "lives", "has", "been", "teaching", "author", "of", "his", "books", "include", "ſ", "\u{212A}", "é", "Ω", "_",
+            "xx", "WAS", "Is", "X",
+        ];
+        let separators = [" ", " ", " ", " ", " ", "", ".", "\u{A0}", "-"];
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        let mut cues = 0;
+        for _ in 0..20_000 {
+            let len = 1 + next(40);
+            let text: String = (0..len).map(|_| [pieces[next(pieces.len())], separators[next(separators.len())]].concat()).collect();
+            assert_eq!(has_bio_cue(&text), one_pattern.is_match(&text), "{text:?}");
+            cues += usize::from(has_bio_cue(&text));
+        }
+        assert!(cues > 1000, "{cues} of 20,000 random texts hold a cue");
     }
 
     #[test]
