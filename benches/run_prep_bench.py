@@ -194,17 +194,19 @@ def resolve_inputs(args) -> tuple[Path | None, Path | None]:
 def planned_runs(args, plain: Path | None, gz: Path | None, out: Path) -> list[tuple[str, list[str]]]:
     main_input = plain or gz
     # The installed command, else the module (a checkout on PYTHONPATH, as on a machine without the entry point).
-    tc3 = ([shutil.which("tc3-prep")] if shutil.which("tc3-prep")
-           else [sys.executable, "-m", "tc3.cli.prep"] if importlib.util.find_spec("tc3") else None)
+    command = shutil.which("tc3-prep")
+    tc3 = [command] if command else [sys.executable, "-m", "tc3.cli.prep"] if importlib.util.find_spec("tc3") else None
     if not tc3 and not args.skip_tc3:
         sys.exit("tc3-prep not found on PATH (pip install . / maturin develop), or give --skip-tc3")
+    with_tc3 = tc3 and not args.skip_tc3
+
+    def tc3_run(name: str, source: Path, *extra: str) -> tuple[str, list[str]]:
+        return name, [*tc3, str(source), "-o", str(out / name), "--force", *extra, *args.tc3_arg]
+
     runs = []
-    if tc3 and not args.skip_tc3:
-        runs.append(("tc3-prep", [*tc3, str(main_input), "-o", str(out / "tc3-prep"), "--force", *args.tc3_arg]))
-        for n in args.threads:
-            name = f"tc3-prep-t{n}"
-            runs.append((name, [*tc3, str(main_input), "-o", str(out / name), "--force", "--threads", str(n),
-                                *args.tc3_arg]))
+    if with_tc3:
+        runs.append(tc3_run("tc3-prep", main_input))
+        runs += [tc3_run(f"tc3-prep-t{n}", main_input, "--threads", str(n)) for n in args.threads]
     if not args.skip_reference:
         runs.append(("reference", [sys.executable, str(BENCHES / "reference_python.py"), str(main_input),
                                    "-o", str(out / "reference")]))
@@ -215,9 +217,17 @@ def planned_runs(args, plain: Path | None, gz: Path | None, out: Path) -> list[t
     if gz:
         if not args.skip_gzip:
             runs.append(("gzip -dc", ["gzip", "-dc", str(gz)]))
-        if tc3 and not args.skip_tc3 and plain:
-            runs.append(("tc3-prep-gz", [*tc3, str(gz), "-o", str(out / "tc3-prep-gz"), "--force", *args.tc3_arg]))
+        if with_tc3 and plain:
+            runs.append(tc3_run("tc3-prep-gz", gz))
     return runs
+
+
+def thread_counts(value: str) -> list[int]:
+    """`--threads 1,2,4`: positive thread counts."""
+    counts = [int(n) for n in value.split(",")]
+    if min(counts) < 1:
+        raise ValueError(value)
+    return counts
 
 
 def ratios(results: dict, gz_only: bool) -> dict:
@@ -283,7 +293,7 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-duckdb", action="store_true")
     ap.add_argument("--skip-gzip", action="store_true")
     ap.add_argument("--tc3-arg", action="append", default=[], help="extra argument for tc3-prep (repeatable)")
-    ap.add_argument("--threads", type=lambda v: [int(n) for n in v.split(",")], default=[],
+    ap.add_argument("--threads", type=thread_counts, default=[],
                     help="also run tc3-prep with each of these thread counts (comma list, e.g. 1,2,4); each "
                          "output must equal the default run's")
     ap.add_argument("--name", help="results name (default: from the input)")
