@@ -53,7 +53,7 @@ pub fn clean_batch(batch: &RecordBatch, filters: &Filters) -> Result<(RecordBatc
             Outcome::Kept { record, changes } => {
                 stats.changed(changes);
                 stats.kinds[record.kind as usize] += 1;
-                kept.push(&record);
+                kept.push(record.borrowed());
             }
             Outcome::Dropped { reason, changes, .. } => {
                 stats.changed(changes);

@@ -133,14 +133,23 @@ fn ascii_shadow(text: &str) -> String {
     if text.is_ascii() {
         return text.to_ascii_lowercase();
     }
-    let shadow = |c: char| match c {
-        c if c.is_ascii() => c.to_ascii_lowercase(),
-        '\u{17F}' => 's',
-        '\u{212A}' => 'k',
-        c if regex_syntax::is_word_character(c) => '_',
-        _ => '#',
-    };
-    text.chars().map(shadow).collect()
+    let mut shadow = String::with_capacity(text.len());
+    let mut rest = text;
+    // ASCII runs, most of any text, are copied whole; each other character is replaced.
+    while let Some(at) = rest.bytes().position(|b| !b.is_ascii()) {
+        shadow.push_str(&rest[..at]);
+        let c = rest[at..].chars().next().expect("a char boundary");
+        shadow.push(match c {
+            '\u{17F}' => 's',
+            '\u{212A}' => 'k',
+            c if regex_syntax::is_word_character(c) => '_',
+            _ => '#',
+        });
+        rest = &rest[at + c.len_utf8()..];
+    }
+    shadow.push_str(rest);
+    shadow.make_ascii_lowercase();
+    shadow
 }
 
 static PRONOUN_START: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^(?:He|She|His|Her|They)\b").expect("pronoun pattern"));

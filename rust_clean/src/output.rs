@@ -13,7 +13,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
-use crate::record::Cleaned;
+use crate::record::CleanedRef;
 use crate::PrepError;
 
 /// Uncompressed text bytes in one shard; a shard is one file of one row group.
@@ -50,12 +50,12 @@ impl Default for Columns {
 }
 
 impl Columns {
-    pub fn push(&mut self, r: &Cleaned) {
-        self.uid.append_option(r.uid.as_deref());
-        self.title.append_value(&r.title);
-        self.description.append_value(&r.description);
+    pub fn push(&mut self, r: CleanedRef) {
+        self.uid.append_option(r.uid);
+        self.title.append_value(r.title);
+        self.description.append_value(r.description);
         self.kind.append_value(r.kind.name());
-        self.bytes += r.uid.as_ref().map_or(0, String::len) + r.title.len() + r.description.len();
+        self.bytes += r.uid.map_or(0, str::len) + r.title.len() + r.description.len();
     }
 
     pub fn len(&self) -> usize {
@@ -165,7 +165,7 @@ impl SplitWriter {
         self.data_dir.join(format!("{}-{k:05}.parquet", self.split))
     }
 
-    pub fn push(&mut self, r: &Cleaned, encoders: &Encoders) -> Result<(), PrepError> {
+    pub fn push(&mut self, r: CleanedRef, encoders: &Encoders) -> Result<(), PrepError> {
         self.columns.push(r);
         self.rows += 1;
         if self.columns.bytes >= SHARD_BYTES {

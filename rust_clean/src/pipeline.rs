@@ -4,6 +4,7 @@
 //! the thread count.
 
 use std::collections::{BTreeMap, BinaryHeap};
+use std::ops::Range;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,14 +18,16 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use crate::dedup::{exact_key, Deduper, MinHasher, Signature, Verdict};
 use crate::output::{prepare_out_dir, Encoders, SplitWriter, StagedFile};
-use crate::record::{process_line, Cleaned, MalformedKind, Original, Outcome, Reason};
+use crate::kinds::Kind;
+use crate::record::{process_line, Cleaned, CleanedRef, MalformedKind, Original, Outcome, Reason};
 use crate::stats::{write_dataset_card, Stats};
 use crate::text::Changes;
 use crate::{Dedup, Options, PrepError, Source};
 
 const CHUNK_BYTES: u64 = 4 << 20;
-/// Each encoder holds a shard of about 100 MB while it compresses it, so their count is capped (one a thread
-/// pair would be 32 shards at 64 threads); three keep up with 16 workers (benches/results/prep-device-16-cores.md).
+/// One encoder a thread, up to this many: each holds a shard of about 100 MB while it compresses it, and
+/// three keep up with 16 workers (benches/results/prep-device-16-cores.md). Two at two threads compress the
+/// last shards of both splits, which wait for the end of the input, at once.
 const MAX_ENCODERS: usize = 3;
 const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 
@@ -44,7 +47,7 @@ struct Chunk {
 
 enum Item {
     Blank,
-    Kept { record: Cleaned, changes: Changes, key: u128, signature: Option<Box<Signature>>, validation: bool },
+    Kept { record: Stored, changes: Changes, key: u128, signature: Option<Box<Signature>>, validation: bool },
     Dropped { reason: Reason, changes: Changes, original: Option<Original> },
     Malformed { kind: MalformedKind, error: String, text: Option<String> },
 }
@@ -53,6 +56,36 @@ struct ChunkResult {
     seq: u64,
     file: usize,
     items: Vec<Item>,
+    /// The text of the chunk's kept records (`Stored`).
+    text: String,
+}
+
+/// A kept record, its text in its chunk's `text`: one allocation a chunk, freed at once by the ordering
+/// thread (a record's own strings, freed there one by one, each cost the allocator a lock).
+struct Stored {
+    uid: Option<Range<usize>>,
+    title: Range<usize>,
+    description: Range<usize>,
+    kind: Kind,
+}
+
+impl Stored {
+    fn store(record: &Cleaned, text: &mut String) -> Stored {
+        let mut put = |s: &str| {
+            text.push_str(s);
+            text.len() - s.len()..text.len()
+        };
+        Stored { uid: record.uid.as_deref().map(&mut put), title: put(&record.title), description: put(&record.description), kind: record.kind }
+    }
+
+    fn get<'a>(&self, text: &'a str) -> CleanedRef<'a> {
+        CleanedRef {
+            uid: self.uid.clone().map(|r| &text[r]),
+            title: &text[self.title.clone()],
+            description: &text[self.description.clone()],
+            kind: self.kind,
+        }
+    }
 }
 
 /// Where a record came from: input file index and 1-based line number, packed for the dedup tables.
@@ -120,7 +153,7 @@ pub fn run(
         stats: Stats::new(inputs, opts),
         deduper: Deduper::new(opts.dedup != Dedup::None, opts.dedup == Dedup::Near),
         sample: BinaryHeap::new(),
-        encoders: Encoders::new((threads / 2).clamp(1, MAX_ENCODERS)),
+        encoders: Encoders::new(threads.clamp(1, MAX_ENCODERS)),
         train: SplitWriter::new("train", &out_dir.join("data")),
         validation: SplitWriter::new("validation", &out_dir.join("data")),
         rejects,
@@ -194,15 +227,15 @@ impl Sequencer<'_> {
         for result in results {
             let result = result?;
             pending.insert(result.seq, result);
-            while let Some(chunk) = pending.remove(&next_seq) {
+            while let Some(ChunkResult { file, items, text, .. }) = pending.remove(&next_seq) {
                 next_seq += 1;
-                for item in chunk.items {
+                for item in items {
                     if self.opts.limit.is_some_and(|limit| self.stats.records >= limit) {
                         stop.store(true, Ordering::Relaxed);
                         return Ok(());
                     }
-                    line_in_file[chunk.file] += 1;
-                    self.take(item, chunk.file, line_in_file[chunk.file])?;
+                    line_in_file[file] += 1;
+                    self.take(item, &text, file, line_in_file[file])?;
                 }
                 if last_report.elapsed() >= PROGRESS_EVERY {
                     last_report = Instant::now();
@@ -213,7 +246,7 @@ impl Sequencer<'_> {
         progress(self.stats.records, self.stats.kept_before_sampling)
     }
 
-    fn take(&mut self, item: Item, file: usize, line: u64) -> Result<(), PrepError> {
+    fn take(&mut self, item: Item, text: &str, file: usize, line: u64) -> Result<(), PrepError> {
         self.stats.lines += 1;
         let record_no = self.stats.records;
         match item {
@@ -245,6 +278,7 @@ impl Sequencer<'_> {
                 }
             }
             Item::Kept { record, changes, key, signature, validation } => {
+                let record = record.get(text);
                 self.stats.changed(changes);
                 let here = location(file, line);
                 let duplicate = match self.deduper.check(here, key, signature.as_deref()) {
@@ -265,7 +299,7 @@ impl Sequencer<'_> {
                     self.stats.kept_before_sampling += 1;
                     match self.opts.sample {
                         Some(n) => self.offer_sample(n, record_no, record, validation),
-                        None => self.write(&record, validation)?,
+                        None => self.write(record, validation)?,
                     }
                 }
             }
@@ -275,17 +309,17 @@ impl Sequencer<'_> {
     }
 
     /// Keeps the `n` records of smallest seeded priority seen so far: a uniform draw in one pass.
-    fn offer_sample(&mut self, n: u64, record_no: u64, record: Cleaned, validation: bool) {
+    fn offer_sample(&mut self, n: u64, record_no: u64, record: CleanedRef, validation: bool) {
         let priority = xxh3_64_with_seed(&record_no.to_le_bytes(), self.sample_hasher_seed);
         if (self.sample.len() as u64) < n {
-            self.sample.push(Sampled { priority, record_no, record, validation });
+            self.sample.push(Sampled { priority, record_no, record: record.to_owned(), validation });
         } else if self.sample.peek().is_some_and(|top| priority < top.priority) {
             self.sample.pop();
-            self.sample.push(Sampled { priority, record_no, record, validation });
+            self.sample.push(Sampled { priority, record_no, record: record.to_owned(), validation });
         }
     }
 
-    fn write(&mut self, record: &Cleaned, validation: bool) -> Result<(), PrepError> {
+    fn write(&mut self, record: CleanedRef, validation: bool) -> Result<(), PrepError> {
         self.stats.kinds[record.kind as usize] += 1;
         let split = if validation { &mut self.validation } else { &mut self.train };
         split.push(record, &self.encoders)
@@ -308,7 +342,7 @@ impl Sequencer<'_> {
             self.stats.sampled_out = self.stats.kept_before_sampling - sampled.len() as u64;
         }
         for s in sampled {
-            self.write(&s.record, s.validation)?;
+            self.write(s.record.borrowed(), s.validation)?;
         }
         self.stats.kept_train = self.train.rows;
         self.stats.kept_validation = self.validation.rows;
@@ -337,15 +371,20 @@ fn work(chunks: &Mutex<Receiver<Result<Chunk, PrepError>>>, results: &SyncSender
             Ok(c) => c,
             Err(_) => return,
         };
-        let out = chunk.map(|c| ChunkResult { seq: c.seq, file: c.file, items: clean_chunk(&c.data, opts, hasher.as_ref()) });
+        let out = chunk.map(|c| {
+            let (items, text) = clean_chunk(&c.data, opts, hasher.as_ref());
+            ChunkResult { seq: c.seq, file: c.file, items, text }
+        });
         if results.send(out).is_err() {
             return;
         }
     }
 }
 
-fn clean_chunk(data: &[u8], opts: &Options, hasher: Option<&MinHasher>) -> Vec<Item> {
+fn clean_chunk(data: &[u8], opts: &Options, hasher: Option<&MinHasher>) -> (Vec<Item>, String) {
     let keep_original = opts.rejects.is_some();
+    // Cleaning only shortens texts, or nearly: the chunk's size is room enough for most.
+    let mut text = String::with_capacity(data.len());
     let body = data.strip_suffix(b"\n").unwrap_or(data);
     // memchr finds the newlines a word at a time (slice::split tests each byte).
     let mut start = 0;
@@ -354,7 +393,7 @@ fn clean_chunk(data: &[u8], opts: &Options, hasher: Option<&MinHasher>) -> Vec<I
         start = end + 1;
         line
     });
-    lines
+    let items = lines
         .map(|line| {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             if line.iter().all(u8::is_ascii_whitespace) {
@@ -365,7 +404,7 @@ fn clean_chunk(data: &[u8], opts: &Options, hasher: Option<&MinHasher>) -> Vec<I
                     key: exact_key(&record.description),
                     signature: hasher.map(|h| Box::new(h.signature(&record.description))),
                     validation: is_validation(record.uid.as_deref(), &record.title, opts.seed, opts.val_fraction),
-                    record,
+                    record: Stored::store(&record, &mut text),
                     changes,
                 },
                 Outcome::Dropped { reason, changes, original } => Item::Dropped { reason, changes, original },
@@ -376,7 +415,8 @@ fn clean_chunk(data: &[u8], opts: &Options, hasher: Option<&MinHasher>) -> Vec<I
                 },
             }
         })
-        .collect()
+        .collect();
+    (items, text)
 }
 
 /// Counts bytes as they come off the underlying file, before any decompression.
@@ -409,6 +449,8 @@ fn read_inputs(inputs: &[Source], chunks: &SyncSender<Result<Chunk, PrepError>>,
                 return Ok(());
             }
             let mut buf = std::mem::take(&mut carry);
+            // Room for the whole chunk up front: `read_to_end` would grow it by doubling, copying as it goes.
+            buf.reserve(CHUNK_BYTES as usize);
             let before = buf.len();
             let n = match (&mut reader).take(CHUNK_BYTES).read_to_end(&mut buf) {
                 Ok(n) => n,
@@ -465,8 +507,19 @@ mod tests {
 
     const DESC: &str = "A description long enough for the forty character minimum";
 
-    fn items(data: &str) -> Vec<Item> {
-        clean_chunk(data.as_bytes(), &Options::default(), None)
+    /// The items of a chunk, with each kept record's fields.
+    fn items(data: &str) -> Vec<(Item, Option<Cleaned>)> {
+        let (items, text) = clean_chunk(data.as_bytes(), &Options::default(), None);
+        items
+            .into_iter()
+            .map(|item| {
+                let kept = match &item {
+                    Item::Kept { record, .. } => Some(record.get(&text).to_owned()),
+                    _ => None,
+                };
+                (item, kept)
+            })
+            .collect()
     }
 
     #[test]
@@ -479,11 +532,11 @@ mod tests {
         let got = items(&data);
         assert_eq!(got.len(), 4);
         match &got[0] {
-            Item::Kept { record, .. } => assert_eq!(record.title, "A B C D"),
+            (Item::Kept { .. }, Some(record)) => assert_eq!(record.title, "A B C D"),
             _ => panic!("the first line is a record"),
         }
-        assert!(matches!(got[1], Item::Blank));
-        assert!(got[2..].iter().all(|i| matches!(i, Item::Malformed { kind: MalformedKind::InvalidJson, .. })));
+        assert!(matches!(got[1].0, Item::Blank));
+        assert!(got[2..].iter().all(|(i, _)| matches!(i, Item::Malformed { kind: MalformedKind::InvalidJson, .. })));
     }
 
     #[test]
@@ -493,7 +546,7 @@ mod tests {
         let keys: Vec<(String, u128)> = items(&data)
             .into_iter()
             .map(|i| match i {
-                Item::Kept { record, key, .. } => (record.description, key),
+                (Item::Kept { key, .. }, Some(record)) => (record.description, key),
                 _ => panic!("kept"),
             })
             .collect();

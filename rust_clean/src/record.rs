@@ -143,6 +143,27 @@ pub struct Cleaned {
     pub kind: Kind,
 }
 
+impl Cleaned {
+    pub fn borrowed(&self) -> CleanedRef<'_> {
+        CleanedRef { uid: self.uid.as_deref(), title: &self.title, description: &self.description, kind: self.kind }
+    }
+}
+
+/// A cleaned record's fields, borrowed: what the output columns take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CleanedRef<'a> {
+    pub uid: Option<&'a str>,
+    pub title: &'a str,
+    pub description: &'a str,
+    pub kind: Kind,
+}
+
+impl CleanedRef<'_> {
+    pub fn to_owned(self) -> Cleaned {
+        Cleaned { uid: self.uid.map(str::to_owned), title: self.title.to_owned(), description: self.description.to_owned(), kind: self.kind }
+    }
+}
+
 /// The fields of a line as read, kept for the rejects file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Original {
