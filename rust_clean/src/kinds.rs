@@ -8,7 +8,7 @@
 
 use std::sync::LazyLock;
 
-use regex::Regex;
+use crate::pattern::Pattern;
 
 /// The `kind` column of the output, in the order of `stats.json` `kinds`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -47,11 +47,10 @@ const MIXED_PLAIN_CHARS: usize = 250;
 /// Metadata is short: longer text is prose even when it starts with "By ...".
 const METADATA_MAX_CHARS: usize = 160;
 
-static METADATA: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(
+static METADATA: LazyLock<Pattern> = LazyLock::new(|| {
+    Pattern::new(
         r"^(?:By [A-Z][^.]*?(?:,\s*Illustrated by [^.]*)?|Text: .*|Original Language: .*|(?:Paperback|Hardcover|VHS Tape|DVD|Audio ?CD|Audio Cassette|Board book|Mass Market Paperback)\.?)$",
     )
-    .expect("metadata pattern")
 });
 
 /// A biography cue, in three parts: phrases, and "is a ... writer" and "was a ... founder" with a gap
@@ -72,9 +71,9 @@ const WAS_A_PROFESSIONS: &[&str] = &["writer", "author", "physician", "founder"]
 /// A head, a gap of at most so many characters without a full stop, and one of the words after it,
 /// which start at a word boundary or anywhere.
 struct Gapped {
-    head: Regex,
+    head: Pattern,
     gap: usize,
-    words: Regex,
+    words: Pattern,
     longest_word: usize,
 }
 
@@ -82,9 +81,9 @@ impl Gapped {
     fn new(head: &str, gap: usize, words: &[&str], boundary: bool) -> Self {
         let start = if boundary { r"\b" } else { "" };
         Gapped {
-            head: Regex::new(head).expect("bio head"),
+            head: Pattern::new(head),
             gap,
-            words: Regex::new(&format!("{start}(?:{})", words.join("|"))).expect("bio words"),
+            words: Pattern::new(&format!("{start}(?:{})", words.join("|"))),
             longest_word: words.iter().map(|w| w.len()).max().unwrap_or(0),
         }
     }
@@ -104,13 +103,13 @@ impl Gapped {
 }
 
 struct BioCue {
-    phrases: Regex,
+    phrases: Pattern,
     is_a: Gapped,
     was_a: Gapped,
 }
 
 static BIO_CUE: LazyLock<BioCue> = LazyLock::new(|| BioCue {
-    phrases: Regex::new(BIO_PHRASES).expect("bio phrases"),
+    phrases: Pattern::new(BIO_PHRASES),
     is_a: Gapped::new(IS_A, IS_A_GAP, PROFESSIONS, true),
     was_a: Gapped::new(WAS_A, WAS_A_GAP, WAS_A_PROFESSIONS, false),
 });
@@ -152,31 +151,23 @@ fn ascii_shadow(text: &str) -> String {
     shadow
 }
 
-static PRONOUN_START: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^(?:He|She|His|Her|They)\b").expect("pronoun pattern"));
+static PRONOUN_START: LazyLock<Pattern> = LazyLock::new(|| Pattern::new(r"^(?:He|She|His|Her|They)\b"));
 
 /// A first sentence whose subject is a person's name: "Jill Barklem was born ...".
-static NAME_SUBJECT: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^(?:[\w ,]{0,30}, )?[A-Z][\w.-]+(?: [A-Z][\w.-]*){1,4}(?: \([\d-]+\))?,? (?:is|was|has|had|grew|served|wrote|brought|died|published|lives)\b")
-        .expect("name pattern")
-});
+static NAME_SUBJECT: LazyLock<Pattern> = LazyLock::new(|| Pattern::new(r"^(?:[\w ,]{0,30}, )?[A-Z][\w.-]+(?: [A-Z][\w.-]*){1,4}(?: \([\d-]+\))?,? (?:is|was|has|had|grew|served|wrote|brought|died|published|lives)\b"));
 
 /// Words that show the text is about the product, so not a biography.
-static PRODUCT_CUE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)\bthis (?:book|novel|volume|collection|guide|edition|series|title|story|thriller|cookbook)\b")
-        .expect("product pattern")
-});
+static PRODUCT_CUE: LazyLock<Pattern> = LazyLock::new(|| Pattern::new(r"(?i)\bthis (?:book|novel|volume|collection|guide|edition|series|title|story|thriller|cookbook)\b"));
 
 /// A lead-in to the praise: "Praise for Philippa Gregory:", "Reviews of the first edition".
-static PRAISE_LEAD: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r#"^(?:[^.!?'"‘“]{0,60}:|Reviews? (?:of|for) [^'"‘“]{0,60}|Praise for [^'"‘“]{0,60})\s*$"#).expect("lead pattern")
-});
+static PRAISE_LEAD: LazyLock<Pattern> = LazyLock::new(|| Pattern::new(r#"^(?:[^.!?'"‘“]{0,60}:|Reviews? (?:of|for) [^'"‘“]{0,60}|Praise for [^'"‘“]{0,60})\s*$"#));
 
 /// Sentence ends inside a would-be source name: "... Times. He spins ..." is prose, not a source.
-static SENTENCE_INSIDE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"[.!?]\s+[A-Z][a-z]+\s+[a-z]").expect("sentence pattern"));
+static SENTENCE_INSIDE: LazyLock<Pattern> = LazyLock::new(|| Pattern::new(r"[.!?]\s+[A-Z][a-z]+\s+[a-z]"));
 
 /// Quote marks other than an apostrophe inside a word.
-static QUOTE_MARK: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r#"["“”‘]|(?:^|[^A-Za-z])['’]|['’](?:[^A-Za-z]|$)"#).expect("quote mark pattern"));
+static QUOTE_MARK: LazyLock<Pattern> =
+    LazyLock::new(|| Pattern::new(r#"["“”‘]|(?:^|[^A-Za-z])['’]|['’](?:[^A-Za-z]|$)"#));
 
 /// Attributed praise found in a text: byte ranges of the praise (each quote with its source, and a
 /// lead-in), and of each source alone (with the dashes and punctuation around it).
@@ -429,7 +420,7 @@ fn longest_plain_run(text: &str, spans: &[(usize, usize)]) -> usize {
 }
 
 fn sentences(text: &str) -> impl Iterator<Item = &str> {
-    static END: LazyLock<Regex> = LazyLock::new(|| Regex::new(r#"[.!?]["”’']?\s+[A-Z]"#).expect("sentence end"));
+    static END: LazyLock<Pattern> = LazyLock::new(|| Pattern::new(r#"[.!?]["”’']?\s+[A-Z]"#));
     // Each sentence ends before the capital that starts the next.
     let mut start = 0;
     END.find_iter(text).map(|m| m.end() - 1).chain([text.len()]).map(move |end| {
@@ -442,6 +433,8 @@ fn sentences(text: &str) -> impl Iterator<Item = &str> {
 
 #[cfg(test)]
 mod tests {
+    use regex::Regex;
+
     use super::*;
 
     #[test]

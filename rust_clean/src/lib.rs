@@ -7,6 +7,7 @@ pub mod dedup;
 mod entities;
 pub mod kinds;
 pub mod output;
+mod pattern;
 pub mod pipeline;
 pub mod record;
 pub mod stats;

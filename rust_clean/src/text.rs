@@ -7,6 +7,7 @@ use regex::Regex;
 use unicode_normalization::char::is_combining_mark;
 use unicode_normalization::{is_nfc_quick, IsNormalized, UnicodeNormalization};
 
+use crate::pattern::Pattern;
 use crate::unescape::unescape_twice;
 
 /// The element names of HTML (the WHATWG standard's, and the obsolete ones old pages still use): only a
@@ -38,16 +39,15 @@ pub fn html_tag_pattern() -> String {
     format!(r"(?s)<!--.*?-->|(?i:</?(?:{names})(?:{SPACE}+{attribute})*{SPACE}*/?>)")
 }
 
-static TAG: LazyLock<Regex> = LazyLock::new(|| Regex::new(&html_tag_pattern()).unwrap());
+static TAG: LazyLock<Pattern> = LazyLock::new(|| Pattern::new(&html_tag_pattern()));
 /// The literal of rule 5; the rule removes from the dashes and spaces before its first match to the end.
-static THIS_TEXT_REFERS_TO: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)this text refers to").unwrap());
+static THIS_TEXT_REFERS_TO: LazyLock<Pattern> = LazyLock::new(|| Pattern::new(r"(?i)this text refers to"));
 /// Rule 6 runs only where this literal is: a cheap scan instead of the full pattern on every text.
-static REED_LITERAL: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)reed business information").unwrap());
-static REED_FOOTER: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(
+static REED_LITERAL: LazyLock<Pattern> = LazyLock::new(|| Pattern::new(r"(?i)reed business information"));
+static REED_FOOTER: LazyLock<Pattern> = LazyLock::new(|| {
+    Pattern::new(
         r"(?i)(?:(?:copyright|\(c\)|©)[\s\d,.()-]*)+(?:by\s+)?reed business information(?:,?\s*inc\.?|,?\s*a division of reed elsevier,?\s*inc\.?)?(?:\s*all rights reserved\.?)?",
     )
-    .unwrap()
 });
 
 /// Names of the rules, as counted in `stats.json` `cleaned`, in the order they run.
@@ -118,7 +118,7 @@ pub fn strip_boilerplate(desc: String, drop_patterns: &[Regex], changes: &mut Ch
         changes.mark(Changes::THIS_TEXT_REFERS_TO, true);
         removed = true;
     }
-    let reed = REED_LITERAL.is_match(&text).then_some((Changes::REED_FOOTER, &*REED_FOOTER));
+    let reed = REED_LITERAL.is_match(&text).then_some((Changes::REED_FOOTER, &**REED_FOOTER));
     for (rule, pattern) in reed.into_iter().chain(drop_patterns.iter().map(|p| (Changes::DROP_PATTERN, p))) {
         // Owned also after an empty match (`--drop-pattern 'x*'`), which removed nothing.
         if let Cow::Owned(s) = pattern.replace_all(&text, "") {
