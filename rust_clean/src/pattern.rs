@@ -28,3 +28,18 @@ impl Deref for Pattern {
         self.clones.get_or(|| self.regex.clone())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_thread_searches_with_a_clone_of_its_own() {
+        let pattern = Pattern::new(r"\bcat\b");
+        let here = &*pattern as *const Regex as usize;
+        assert_eq!(here, &*pattern as *const Regex as usize, "one clone a thread, made once");
+        let there = std::thread::scope(|s| s.spawn(|| (&*pattern as *const Regex as usize, pattern.is_match("a cat"))).join().unwrap());
+        assert_ne!(there.0, here);
+        assert!(there.1 && !pattern.is_match("cats"));
+    }
+}

@@ -540,6 +540,18 @@ mod tests {
     }
 
     #[test]
+    fn kept_records_read_back_from_their_chunk_text() {
+        let data = format!(
+            "{{\"uid\": \"B01\", \"title\": \"First  title\", \"content\": \"{DESC}\"}}\n{{\"title\": \"x\"}}\n\
+             {{\"title\": \"Second title\", \"content\": \"{DESC}, again\"}}\n"
+        );
+        let kept: Vec<Cleaned> = items(&data).into_iter().filter_map(|(_, kept)| kept).collect();
+        let fields: Vec<_> = kept.iter().map(|r| (r.uid.as_deref(), r.title.as_str(), r.description.as_str())).collect();
+        let again = format!("{DESC}, again");
+        assert_eq!(fields, [(Some("B01"), "First title", DESC), (None, "Second title", again.as_str())]);
+    }
+
+    #[test]
     fn composed_and_decomposed_text_has_one_key() {
         let line = |d: &str| format!("{{\"title\": \"Coffee\", \"content\": \"{DESC} caf{d}\"}}\n");
         let data = [line("\u{e9}"), line("e\u{301}"), line("e")].concat();
