@@ -91,7 +91,7 @@ impl Gapped {
     /// Whether the lowercase ASCII `text` matches `{head}[^.]{0,gap}{words}`. A match of the head
     /// never starts inside another one, so its matches one after the other are all there are.
     fn is_match(&self, text: &str) -> bool {
-        self.head.find_iter(text).any(|h| {
+        self.head.local().find_iter(text).any(|h| {
             // The gap ends at the first full stop within it (the text is ASCII: bytes are characters).
             let gap = &text.as_bytes()[h.end()..(h.end() + self.gap).min(text.len())];
             let last_start = h.end() + memchr::memchr(b'.', gap).unwrap_or(gap.len());
@@ -422,8 +422,15 @@ fn longest_plain_run(text: &str, spans: &[(usize, usize)]) -> usize {
 fn sentences(text: &str) -> impl Iterator<Item = &str> {
     static END: LazyLock<Pattern> = LazyLock::new(|| Pattern::new(r#"[.!?]["”’']?\s+[A-Z]"#));
     // Each sentence ends before the capital that starts the next.
+    let end = END.local();
+    let mut from = 0;
+    let ends = std::iter::from_fn(move || {
+        let m = end.find_at(text, from)?;
+        from = m.end();
+        Some(m.end() - 1)
+    });
     let mut start = 0;
-    END.find_iter(text).map(|m| m.end() - 1).chain([text.len()]).map(move |end| {
+    ends.chain([text.len()]).map(move |end| {
         let sentence = text[start..end].trim();
         start = end;
         sentence

@@ -4,9 +4,9 @@
 //! the thread count.
 
 use std::collections::{BTreeMap, BinaryHeap};
-use std::ops::Range;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
@@ -17,19 +17,21 @@ use serde_json::json;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use crate::dedup::{exact_key, Deduper, MinHasher, Signature, Verdict};
-use crate::output::{prepare_out_dir, Encoders, SplitWriter, StagedFile};
 use crate::kinds::Kind;
+use crate::output::{prepare_out_dir, Encoders, SplitWriter, StagedFile};
 use crate::record::{process_line, Cleaned, CleanedRef, MalformedKind, Original, Outcome, Reason};
 use crate::stats::{write_dataset_card, Stats};
 use crate::text::Changes;
 use crate::{Dedup, Options, PrepError, Source};
 
-const CHUNK_BYTES: u64 = 4 << 20;
+/// Bytes of input a chunk holds (more for a longer line). Small in tests, so that small inputs fill the queues.
+const CHUNK_BYTES: u64 = if cfg!(test) { 4 << 10 } else { 4 << 20 };
 /// One encoder a thread, up to this many: each holds a shard of about 100 MB while it compresses it, and
 /// three keep up with 16 workers (benches/results/prep-device-16-cores.md). Two at two threads compress the
 /// last shards of both splits, which wait for the end of the input, at once.
 const MAX_ENCODERS: usize = 3;
-const PROGRESS_EVERY: Duration = Duration::from_millis(200);
+/// Between progress reports; in tests after every chunk.
+const PROGRESS_EVERY: Duration = Duration::from_millis(if cfg!(test) { 0 } else { 200 });
 
 /// What the caller is told while the run goes on; an `Err` from the callback aborts the run.
 pub struct Progress {
@@ -146,7 +148,8 @@ pub fn run(
             std::thread::spawn(move || work(&rx, &tx, &opts))
         })
         .collect();
-    drop(result_tx);
+    // Only the workers hold the chunk queue: when a run ends early they end, and the reader's next send fails.
+    drop((result_tx, chunk_rx));
 
     let mut order = Sequencer {
         opts,
@@ -246,7 +249,7 @@ impl Sequencer<'_> {
         progress(self.stats.records, self.stats.kept_before_sampling)
     }
 
-    fn take(&mut self, item: Item, text: &str, file: usize, line: u64) -> Result<(), PrepError> {
+    fn take(&mut self, item: Item, chunk_text: &str, file: usize, line: u64) -> Result<(), PrepError> {
         self.stats.lines += 1;
         let record_no = self.stats.records;
         match item {
@@ -278,7 +281,7 @@ impl Sequencer<'_> {
                 }
             }
             Item::Kept { record, changes, key, signature, validation } => {
-                let record = record.get(text);
+                let record = record.get(chunk_text);
                 self.stats.changed(changes);
                 let here = location(file, line);
                 let duplicate = match self.deduper.check(here, key, signature.as_deref()) {
@@ -308,14 +311,15 @@ impl Sequencer<'_> {
         Ok(())
     }
 
-    /// Keeps the `n` records of smallest seeded priority seen so far: a uniform draw in one pass.
+    /// Keeps the `n` records of smallest seeded priority seen so far: a uniform draw in one pass. A record
+    /// that enters the sample is copied out of its chunk's text.
     fn offer_sample(&mut self, n: u64, record_no: u64, record: CleanedRef, validation: bool) {
         let priority = xxh3_64_with_seed(&record_no.to_le_bytes(), self.sample_hasher_seed);
         if (self.sample.len() as u64) < n {
-            self.sample.push(Sampled { priority, record_no, record: record.to_owned(), validation });
+            self.sample.push(Sampled { priority, record_no, record: record.to_cleaned(), validation });
         } else if self.sample.peek().is_some_and(|top| priority < top.priority) {
             self.sample.pop();
-            self.sample.push(Sampled { priority, record_no, record: record.to_owned(), validation });
+            self.sample.push(Sampled { priority, record_no, record: record.to_cleaned(), validation });
         }
     }
 
@@ -514,7 +518,7 @@ mod tests {
             .into_iter()
             .map(|item| {
                 let kept = match &item {
-                    Item::Kept { record, .. } => Some(record.get(&text).to_owned()),
+                    Item::Kept { record, .. } => Some(record.get(&text).to_cleaned()),
                     _ => None,
                 };
                 (item, kept)
@@ -537,6 +541,43 @@ mod tests {
         }
         assert!(matches!(got[1].0, Item::Blank));
         assert!(got[2..].iter().all(|(i, _)| matches!(i, Item::Malformed { kind: MalformedKind::InvalidJson, .. })));
+    }
+
+    /// Runs `run` on its own thread, the caller stopping it (as Ctrl-C does) at its `reports`th progress
+    /// report: an `Err` if it has not returned within a minute.
+    fn run_within_a_minute(input: &std::path::Path, opts: Options, reports: usize) -> Result<Result<Stats, PrepError>, &'static str> {
+        let (input, out) = (input.to_path_buf(), input.with_extension("out"));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = std::fs::remove_dir_all(&out);
+            let mut count = 0;
+            let mut progress = |_: &Progress| {
+                count += 1;
+                if count < reports { Ok(()) } else { Err(PrepError::Interrupted) }
+            };
+            let _ = tx.send(run(&[Source::Path(input)], &out, &opts, &mut progress));
+        });
+        rx.recv_timeout(Duration::from_secs(60)).map_err(|_| "the run did not return")
+    }
+
+    #[test]
+    fn a_run_that_ends_early_returns_while_the_reader_has_more() {
+        // Hundreds of chunks, far more than the queues hold; the run ends after thousands of records, by when
+        // the workers have filled their queue and stop as soon as the run does, with the reader waiting.
+        let dir = std::env::temp_dir().join(format!("tc3-early-end-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let input = dir.join("trn.json");
+        let record = format!("{{\"title\": \"A title\", \"content\": \"{DESC}\"}}\n");
+        std::fs::write(&input, [record.repeat(5000), "not json\n".repeat(3), record.repeat(15_000)].concat()).unwrap();
+        for threads in [1, 3] {
+            let opts = || Options { threads, ..Options::default() };
+            let limited = run_within_a_minute(&input, Options { limit: Some(5000), ..opts() }, usize::MAX);
+            assert_eq!(limited.map(|r| r.map(|stats| stats.records)), Ok(Ok(5000)));
+            let strict = run_within_a_minute(&input, Options { max_errors: Some(1), ..opts() }, usize::MAX);
+            assert!(matches!(strict, Ok(Err(PrepError::Input(ref e))) if e.contains("more than 1 malformed")), "{strict:?}");
+            assert_eq!(run_within_a_minute(&input, opts(), 100).map(|r| r.err()), Ok(Some(PrepError::Interrupted)));
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

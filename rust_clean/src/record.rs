@@ -159,7 +159,7 @@ pub struct CleanedRef<'a> {
 }
 
 impl CleanedRef<'_> {
-    pub fn to_owned(self) -> Cleaned {
+    pub fn to_cleaned(self) -> Cleaned {
         Cleaned { uid: self.uid.map(str::to_owned), title: self.title.to_owned(), description: self.description.to_owned(), kind: self.kind }
     }
 }

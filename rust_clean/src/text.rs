@@ -118,8 +118,8 @@ pub fn strip_boilerplate(desc: String, drop_patterns: &[Regex], changes: &mut Ch
         changes.mark(Changes::THIS_TEXT_REFERS_TO, true);
         removed = true;
     }
-    let reed = REED_LITERAL.is_match(&text).then_some((Changes::REED_FOOTER, &**REED_FOOTER));
-    for (rule, pattern) in reed.into_iter().chain(drop_patterns.iter().map(|p| (Changes::DROP_PATTERN, p))) {
+    let reed = REED_LITERAL.is_match(&text).then(|| REED_FOOTER.local());
+    for (rule, pattern) in reed.iter().map(|p| (Changes::REED_FOOTER, &**p)).chain(drop_patterns.iter().map(|p| (Changes::DROP_PATTERN, p))) {
         // Owned also after an empty match (`--drop-pattern 'x*'`), which removed nothing.
         if let Cow::Owned(s) = pattern.replace_all(&text, "") {
             if s != text {
