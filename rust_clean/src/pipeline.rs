@@ -77,7 +77,8 @@ impl Stored {
             text.push_str(s);
             text.len() - s.len()..text.len()
         };
-        Stored { uid: record.uid.as_deref().map(&mut put), title: put(&record.title), description: put(&record.description), kind: record.kind }
+        let uid = record.uid.as_deref().map(&mut put);
+        Stored { uid, title: put(&record.title), description: put(&record.description), kind: record.kind }
     }
 
     fn get<'a>(&self, text: &'a str) -> CleanedRef<'a> {
@@ -545,7 +546,11 @@ mod tests {
 
     /// Runs `run` on its own thread, the caller stopping it (as Ctrl-C does) at its `reports`th progress
     /// report: an `Err` if it has not returned within a minute.
-    fn run_within_a_minute(input: &std::path::Path, opts: Options, reports: usize) -> Result<Result<Stats, PrepError>, &'static str> {
+    fn run_within_a_minute(
+        input: &std::path::Path,
+        opts: Options,
+        reports: usize,
+    ) -> Result<Result<Stats, PrepError>, &'static str> {
         let (input, out) = (input.to_path_buf(), input.with_extension("out"));
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
