@@ -421,7 +421,8 @@ fn longest_plain_run(text: &str, spans: &[(usize, usize)]) -> usize {
 
 fn sentences(text: &str) -> impl Iterator<Item = &str> {
     static END: LazyLock<Pattern> = LazyLock::new(|| Pattern::new(r#"[.!?]["”’']?\s+[A-Z]"#));
-    // Each sentence ends before the capital that starts the next.
+    // Each sentence ends before the capital that starts the next. The iterator owns this thread's clone of
+    // the pattern and searches on from each match (`find_iter` would borrow the clone).
     let end = END.local();
     let mut from = 0;
     let ends = std::iter::from_fn(move || {
