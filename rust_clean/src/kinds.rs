@@ -91,13 +91,14 @@ impl Gapped {
     /// Whether the lowercase ASCII `text` matches `{head}[^.]{0,gap}{words}`. A match of the head
     /// never starts inside another one, so its matches one after the other are all there are.
     fn is_match(&self, text: &str) -> bool {
+        let words = self.words.local();
         self.head.local().find_iter(text).any(|h| {
             // The gap ends at the first full stop within it (the text is ASCII: bytes are characters).
             let gap = &text.as_bytes()[h.end()..(h.end() + self.gap).min(text.len())];
             let last_start = h.end() + memchr::memchr(b'.', gap).unwrap_or(gap.len());
             // A word starting by `last_start` ends within the slice; the search looks no further.
             let window = &text[..(last_start + self.longest_word).min(text.len())];
-            self.words.find_at(window, h.end()).is_some_and(|w| w.start() <= last_start)
+            words.find_at(window, h.end()).is_some_and(|w| w.start() <= last_start)
         })
     }
 }

@@ -49,10 +49,6 @@ impl Pattern {
         self.local().find(haystack)
     }
 
-    pub fn find_at<'h>(&self, haystack: &'h str, start: usize) -> Option<Match<'h>> {
-        self.local().find_at(haystack, start)
-    }
-
     pub fn replace_all<'h>(&self, haystack: &'h str, replacement: &str) -> Cow<'h, str> {
         self.local().replace_all(haystack, replacement)
     }
