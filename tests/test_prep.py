@@ -7,8 +7,10 @@ import hashlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -143,6 +145,25 @@ def test_gzip_and_stdin_give_the_same_output(crafted: Path, tmp_path: Path) -> N
     assert result.returncode == 0, result.stderr
     assert plain["dropped"] == packed["dropped"]
     assert kept_rows(tmp_path / "a") == kept_rows(tmp_path / "b") == kept_rows(tmp_path / "c")
+
+
+def test_ctrl_c_stops_a_run_whose_stdin_gives_nothing(tmp_path: Path) -> None:
+    """A producer on stdin that has stalled (it writes nothing and does not end): Ctrl-C stops tc3-prep at once."""
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "tc3.cli.prep", "-", "-o", str(out), "-q"],
+                            stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not any(tmp_path.iterdir()) and time.monotonic() < deadline:  # the staged output: the run has begun
+            time.sleep(0.1)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=15) == 130  # stdin still open
+        assert proc.stderr.read().decode().splitlines()[-1] == "tc3-prep: interrupted; no output written"
+        assert not any(tmp_path.iterdir()), "output or staging left behind"
+    finally:
+        proc.kill()
+        proc.communicate()
 
 
 def digest(out: Path) -> dict[str, str]:

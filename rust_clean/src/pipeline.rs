@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{channel, sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,6 +32,12 @@ const CHUNK_BYTES: u64 = if cfg!(test) { 4 << 10 } else { 4 << 20 };
 const MAX_ENCODERS: usize = 3;
 /// Between progress reports; in tests after every chunk.
 const PROGRESS_EVERY: Duration = Duration::from_millis(if cfg!(test) { 0 } else { 200 });
+/// While no chunk comes (a pipe that gives nothing), the progress callback is still called this often, so
+/// that Ctrl-C, which it reports, is noticed.
+const IDLE_REPORT: Duration = Duration::from_millis(200);
+/// How long a run that ended early waits for the reader to see it. A read from a pipe that gives nothing
+/// never returns: such a reader is left to end on its own, with the workers waiting on it.
+const READER_GRACE: Duration = Duration::from_secs(1);
 
 /// What the caller is told while the run goes on; an `Err` from the callback aborts the run.
 pub struct Progress {
@@ -136,10 +142,15 @@ pub fn run(
 
     let (chunk_tx, chunk_rx) = sync_channel::<Result<Chunk, PrepError>>(threads * 2);
     let (result_tx, result_rx) = sync_channel::<Result<ChunkResult, PrepError>>(threads * 2);
+    let (reader_done_tx, reader_done) = channel::<()>();
     let reader = {
         let inputs = inputs.to_vec();
         let (bytes_read, stop) = (Arc::clone(&bytes_read), Arc::clone(&stop));
-        std::thread::spawn(move || read_inputs(&inputs, &chunk_tx, &bytes_read, &stop))
+        std::thread::spawn(move || {
+            let result = read_inputs(&inputs, &chunk_tx, &bytes_read, &stop);
+            drop(reader_done_tx);
+            result
+        })
     };
     let chunk_rx = Arc::new(Mutex::new(chunk_rx));
     let workers: Vec<_> = (0..threads)
@@ -167,15 +178,20 @@ pub fn run(
     let outcome = order.consume(&result_rx, &stop, &mut |records, kept| {
         progress(&Progress { bytes_read: bytes_read.load(Ordering::Relaxed), bytes_total, records, kept })
     });
-    // Unblock and join the other threads whatever happened, so no thread outlives the run.
+    // Unblock and join the other threads whatever happened, so that no thread outlives the run, unless the
+    // reader is stuck in a read (then it and the workers end when the read returns).
     stop.store(true, Ordering::Relaxed);
     drop(result_rx);
-    let reader_result = reader.join().map_err(|_| PrepError::Io("the reader thread panicked".into()))?;
-    for w in workers {
-        w.join().map_err(|_| PrepError::Io("a worker thread panicked".into()))?;
+    if let Err(RecvTimeoutError::Timeout) = reader_done.recv_timeout(READER_GRACE) {
+        outcome?;
+    } else {
+        let reader_result = reader.join().map_err(|_| PrepError::Io("the reader thread panicked".into()))?;
+        for w in workers {
+            w.join().map_err(|_| PrepError::Io("a worker thread panicked".into()))?;
+        }
+        outcome?;
+        reader_result?;
     }
-    outcome?;
-    reader_result?;
     order.finish(out_dir, started)
 }
 
@@ -228,8 +244,16 @@ impl Sequencer<'_> {
         let mut next_seq = 0;
         let mut line_in_file = vec![0u64; self.inputs.len()];
         let mut last_report = Instant::now();
-        for result in results {
-            let result = result?;
+        loop {
+            let result = match results.recv_timeout(IDLE_REPORT) {
+                Ok(result) => result?,
+                Err(RecvTimeoutError::Timeout) => {
+                    last_report = Instant::now();
+                    progress(self.stats.records, self.stats.kept_before_sampling)?;
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
             pending.insert(result.seq, result);
             while let Some(ChunkResult { file, items, text, .. }) = pending.remove(&next_seq) {
                 next_seq += 1;
@@ -582,6 +606,32 @@ mod tests {
             assert!(matches!(strict, Ok(Err(PrepError::Input(ref e))) if e.contains("more than 1 malformed")), "{strict:?}");
             assert_eq!(run_within_a_minute(&input, opts(), 100).map(|r| r.err()), Ok(Some(PrepError::Interrupted)));
         }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_run_ends_early_while_the_input_gives_nothing() {
+        // Pipes whose writer has stopped writing, as stdin from a stalled producer: the reader waits in `read`.
+        let dir = std::env::temp_dir().join(format!("tc3-stalled-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let stalled = |name: &str| {
+            let fifo = dir.join(name);
+            assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+            // Opened for reading and writing: opening waits for no other end, and the pipe does not end.
+            let writer = std::fs::OpenOptions::new().read(true).write(true).open(&fifo).unwrap();
+            (fifo, writer)
+        };
+        // Ctrl-C before any input: noticed although no chunk comes.
+        let (fifo, _writer) = stalled("empty.fifo");
+        let interrupted = run_within_a_minute(&fifo, Options::default(), 1);
+        assert_eq!(interrupted.map(|r| r.err()), Ok(Some(PrepError::Interrupted)));
+        // `--limit` reached within the first chunk, the reader waiting for more.
+        let (fifo, mut writer) = stalled("one-chunk.fifo");
+        let record = format!("{{\"title\": \"A title\", \"content\": \"{DESC}\"}}\n");
+        writer.write_all(record.repeat(CHUNK_BYTES as usize / record.len() + 1).as_bytes()).unwrap();
+        let limited = run_within_a_minute(&fifo, Options { limit: Some(5), ..Options::default() }, usize::MAX);
+        assert_eq!(limited.map(|r| r.map(|stats| stats.records)), Ok(Ok(5)));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
