@@ -150,8 +150,10 @@ def test_gzip_and_stdin_give_the_same_output(crafted: Path, tmp_path: Path) -> N
 def test_ctrl_c_stops_a_run_whose_stdin_gives_nothing(tmp_path: Path) -> None:
     """A producer on stdin that has stalled (it writes nothing and does not end): Ctrl-C stops tc3-prep at once."""
     out = tmp_path / "out"
+    # Ctrl-C as in a terminal, also where this test runs with SIGINT ignored (a shell's background job).
     proc = subprocess.Popen([sys.executable, "-m", "tc3.cli.prep", "-", "-o", str(out), "-q"],
-                            stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdin=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 60
         while not any(tmp_path.iterdir()) and time.monotonic() < deadline:  # the staged output: the run has begun

@@ -68,7 +68,9 @@ def run(
     file; `rejects` may not lie inside `out_dir`. `progress(bytes_read, bytes_total, records, kept)` is called a
     few times a second. `drop_kinds` (names from `CONTENT_KINDS`) drops kept records of those kinds, counted as
     `kind_<name>`; `strip_attributed_quotes` removes quoted praise with its source before the length filters.
-    Mistakes and unreadable inputs raise UserError (status 2 and 1).
+    Mistakes and unreadable inputs raise UserError (status 2 and 1). A run that ends early (`limit`, an error,
+    Ctrl-C) while a pipe or stdin gives nothing returns within about a second; its reading thread then waits in
+    the background until the pipe gives data or ends, and may take that data.
     """
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]

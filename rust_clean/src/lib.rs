@@ -191,9 +191,10 @@ impl Source {
         }
     }
 
+    /// Bytes in a regular file; `None` for standard input and pipes, whose size is not known in advance.
     pub fn size(&self) -> Option<u64> {
         match self {
-            Source::Path(p) => std::fs::metadata(p).ok().map(|m| m.len()),
+            Source::Path(p) => std::fs::metadata(p).ok().filter(|m| m.is_file()).map(|m| m.len()),
             Source::Stdin => None,
         }
     }
@@ -207,10 +208,14 @@ impl Source {
 
     /// Fails early, naming the file, when an input is missing or unreadable.
     pub fn check(&self) -> Result<(), PrepError> {
-        match self {
-            Source::Path(p) if p.is_dir() => Err(PrepError::Usage(format!("{} is a directory, not an input file", p.display()))),
-            Source::Path(p) => File::open(p).map(drop).map_err(|e| PrepError::Usage(format!("cannot read {}: {e}", p.display()))),
-            Source::Stdin => Ok(()),
+        let Source::Path(p) = self else { return Ok(()) };
+        let cannot_read = |e: io::Error| PrepError::Usage(format!("cannot read {}: {e}", p.display()));
+        match std::fs::metadata(p).map_err(cannot_read)? {
+            m if m.is_dir() => Err(PrepError::Usage(format!("{} is a directory, not an input file", p.display()))),
+            // A named pipe (or `<(...)`) is opened once, by the reader: opening it here would wait for its
+            // writer, and closing it again would end the writer's output before the reader opens it.
+            m if !m.is_file() => Ok(()),
+            _ => File::open(p).map(drop).map_err(cannot_read),
         }
     }
 }

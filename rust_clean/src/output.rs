@@ -258,15 +258,14 @@ mod tests {
 
     #[test]
     fn an_output_dir_that_is_not_empty_is_refused_and_left_alone() {
-        let dir = std::env::temp_dir().join(format!("tc3-output-test-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         fs::create_dir_all(dir.join("sub")).unwrap();
         fs::write(dir.join("sub").join("thesis.tex"), "years of work").unwrap();
-        assert!(matches!(prepare_out_dir(&dir), Err(PrepError::Usage(_))));
+        assert!(matches!(prepare_out_dir(dir), Err(PrepError::Usage(_))));
         assert_eq!(fs::read_to_string(dir.join("sub").join("thesis.tex")).unwrap(), "years of work");
         let fresh = dir.join("fresh");
         prepare_out_dir(&fresh).unwrap();
         assert!(fresh.join("data").is_dir());
-        fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -35,8 +35,8 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(if cfg!(test) { 0 } else 
 /// While no chunk comes (a pipe that gives nothing), the progress callback is still called this often, so
 /// that Ctrl-C, which it reports, is noticed.
 const IDLE_REPORT: Duration = Duration::from_millis(200);
-/// How long a run that ended early waits for the reader to see it. A read from a pipe that gives nothing
-/// never returns: such a reader is left to end on its own, with the workers waiting on it.
+/// How long a run that ended early waits for the reader to see it. A read from a pipe blocks until the
+/// producer writes or ends: such a reader is left to end then, with the workers waiting on it.
 const READER_GRACE: Duration = Duration::from_secs(1);
 
 /// What the caller is told while the run goes on; an `Err` from the callback aborts the run.
@@ -115,6 +115,8 @@ pub fn is_validation(uid: Option<&str>, title: &str, seed: u64, fraction: f64) -
 /// Cleans `inputs` into `out_dir`, which must be absent or empty (`prepare_out_dir`): the caller stages it and
 /// puts it in place, and removes it when this returns an error (it then holds a partial output without
 /// `stats.json`). Nothing outside `out_dir` and the rejects file is written, and nothing is deleted.
+/// After a run that ended early (`--limit`, an error, an `Err` from `progress`) on a pipe that gives nothing,
+/// the reader and worker threads outlive the call, writing nothing, until the pipe gives data or ends.
 pub fn run(
     inputs: &[Source],
     out_dir: &std::path::Path,
@@ -142,14 +144,14 @@ pub fn run(
 
     let (chunk_tx, chunk_rx) = sync_channel::<Result<Chunk, PrepError>>(threads * 2);
     let (result_tx, result_rx) = sync_channel::<Result<ChunkResult, PrepError>>(threads * 2);
+    // Nothing is sent on `reader_done`: the reader drops its end when it returns, which a wait can see.
     let (reader_done_tx, reader_done) = channel::<()>();
     let reader = {
         let inputs = inputs.to_vec();
         let (bytes_read, stop) = (Arc::clone(&bytes_read), Arc::clone(&stop));
         std::thread::spawn(move || {
-            let result = read_inputs(&inputs, &chunk_tx, &bytes_read, &stop);
-            drop(reader_done_tx);
-            result
+            let _done = reader_done_tx;
+            read_inputs(&inputs, &chunk_tx, &bytes_read, &stop)
         })
     };
     let chunk_rx = Arc::new(Mutex::new(chunk_rx));
@@ -178,20 +180,22 @@ pub fn run(
     let outcome = order.consume(&result_rx, &stop, &mut |records, kept| {
         progress(&Progress { bytes_read: bytes_read.load(Ordering::Relaxed), bytes_total, records, kept })
     });
-    // Unblock and join the other threads whatever happened, so that no thread outlives the run, unless the
-    // reader is stuck in a read (then it and the workers end when the read returns).
+    // Unblock and join the other threads whatever happened. Only after an early end can the reader still be
+    // waiting in a read from a pipe: it is not waited for (see `READER_GRACE`).
     stop.store(true, Ordering::Relaxed);
     drop(result_rx);
-    if let Err(RecvTimeoutError::Timeout) = reader_done.recv_timeout(READER_GRACE) {
-        outcome?;
-    } else {
-        let reader_result = reader.join().map_err(|_| PrepError::Io("the reader thread panicked".into()))?;
+    let reader_ended = !matches!(reader_done.recv_timeout(READER_GRACE), Err(RecvTimeoutError::Timeout));
+    let reader_result = if reader_ended {
+        let result = reader.join().map_err(|_| PrepError::Io("the reader thread panicked".into()))?;
         for w in workers {
             w.join().map_err(|_| PrepError::Io("a worker thread panicked".into()))?;
         }
-        outcome?;
-        reader_result?;
-    }
+        result
+    } else {
+        Ok(())
+    };
+    outcome?;
+    reader_result?;
     order.finish(out_dir, started)
 }
 
@@ -258,12 +262,17 @@ impl Sequencer<'_> {
             while let Some(ChunkResult { file, items, text, .. }) = pending.remove(&next_seq) {
                 next_seq += 1;
                 for item in items {
-                    if self.opts.limit.is_some_and(|limit| self.stats.records >= limit) {
+                    if self.limit_reached() {
                         stop.store(true, Ordering::Relaxed);
                         return Ok(());
                     }
                     line_in_file[file] += 1;
                     self.take(item, &text, file, line_in_file[file])?;
+                }
+                // Also at a chunk's end: the next chunk may be long in coming (a pipe).
+                if self.limit_reached() {
+                    stop.store(true, Ordering::Relaxed);
+                    return Ok(());
                 }
                 if last_report.elapsed() >= PROGRESS_EVERY {
                     last_report = Instant::now();
@@ -272,6 +281,10 @@ impl Sequencer<'_> {
             }
         }
         progress(self.stats.records, self.stats.kept_before_sampling)
+    }
+
+    fn limit_reached(&self) -> bool {
+        self.opts.limit.is_some_and(|limit| self.stats.records >= limit)
     }
 
     fn take(&mut self, item: Item, chunk_text: &str, file: usize, line: u64) -> Result<(), PrepError> {
@@ -593,9 +606,8 @@ mod tests {
     fn a_run_that_ends_early_returns_while_the_reader_has_more() {
         // Hundreds of chunks, far more than the queues hold; the run ends after thousands of records, by when
         // the workers have filled their queue and stop as soon as the run does, with the reader waiting.
-        let dir = std::env::temp_dir().join(format!("tc3-early-end-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let input = dir.join("trn.json");
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("trn.json");
         let record = format!("{{\"title\": \"A title\", \"content\": \"{DESC}\"}}\n");
         std::fs::write(&input, [record.repeat(5000), "not json\n".repeat(3), record.repeat(15_000)].concat()).unwrap();
         for threads in [1, 3] {
@@ -606,17 +618,15 @@ mod tests {
             assert!(matches!(strict, Ok(Err(PrepError::Input(ref e))) if e.contains("more than 1 malformed")), "{strict:?}");
             assert_eq!(run_within_a_minute(&input, opts(), 100).map(|r| r.err()), Ok(Some(PrepError::Interrupted)));
         }
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[cfg(unix)]
     #[test]
     fn a_run_ends_early_while_the_input_gives_nothing() {
         // Pipes whose writer has stopped writing, as stdin from a stalled producer: the reader waits in `read`.
-        let dir = std::env::temp_dir().join(format!("tc3-stalled-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = tempfile::tempdir().unwrap();
         let stalled = |name: &str| {
-            let fifo = dir.join(name);
+            let fifo = dir.path().join(name);
             assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
             // Opened for reading and writing: opening waits for no other end, and the pipe does not end.
             let writer = std::fs::OpenOptions::new().read(true).write(true).open(&fifo).unwrap();
@@ -626,13 +636,29 @@ mod tests {
         let (fifo, _writer) = stalled("empty.fifo");
         let interrupted = run_within_a_minute(&fifo, Options::default(), 1);
         assert_eq!(interrupted.map(|r| r.err()), Ok(Some(PrepError::Interrupted)));
-        // `--limit` reached within the first chunk, the reader waiting for more.
+        // `--limit` reached at the last record of the first chunk, the reader waiting for more.
         let (fifo, mut writer) = stalled("one-chunk.fifo");
         let record = format!("{{\"title\": \"A title\", \"content\": \"{DESC}\"}}\n");
-        writer.write_all(record.repeat(CHUNK_BYTES as usize / record.len() + 1).as_bytes()).unwrap();
-        let limited = run_within_a_minute(&fifo, Options { limit: Some(5), ..Options::default() }, usize::MAX);
-        assert_eq!(limited.map(|r| r.map(|stats| stats.records)), Ok(Ok(5)));
-        std::fs::remove_dir_all(&dir).unwrap();
+        let first_chunk = (CHUNK_BYTES as usize / record.len()) as u64;
+        writer.write_all(record.repeat(first_chunk as usize + 1).as_bytes()).unwrap();
+        let limited = run_within_a_minute(&fifo, Options { limit: Some(first_chunk), ..Options::default() }, usize::MAX);
+        assert_eq!(limited.map(|r| r.map(|stats| stats.records)), Ok(Ok(first_chunk)));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_named_pipe_is_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("in.fifo");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let record = format!("{{\"title\": \"A title\", \"content\": \"{DESC}\"}}\n");
+        let writer = {
+            let (fifo, data) = (fifo.clone(), record.repeat(1000));
+            std::thread::spawn(move || std::fs::write(fifo, data))
+        };
+        let read = run_within_a_minute(&fifo, Options::default(), usize::MAX);
+        assert_eq!(read.map(|r| r.map(|stats| (stats.records, stats.kept_train + stats.kept_validation))), Ok(Ok((1000, 1))));
+        writer.join().unwrap().unwrap();
     }
 
     #[test]

@@ -150,15 +150,14 @@ mod tests {
 
     #[test]
     fn card_front_matter_keeps_its_indentation() {
-        let dir = std::env::temp_dir().join(format!("tc3-card-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
-        write_dataset_card(&dir, &Stats::default(), "## Notes\nfrom the caller").unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        write_dataset_card(dir, &Stats::default(), "## Notes\nfrom the caller").unwrap();
         let card = fs::read_to_string(dir.join("README.md")).unwrap();
         assert!(card.starts_with("---\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n    path: data/train-*\n"));
         assert!(card.contains("\n| train | 0 |\n"));
         assert!(card.contains("\n| entity_without_semicolon | 0 |\n| double_escaped | 0 |\n"));
         assert!(card.contains("\n| nfc_normalised | 0 |\n"));
         assert!(card.ends_with("Repository.\n\n## Notes\nfrom the caller\n"));
-        fs::remove_dir_all(dir).unwrap();
     }
 }
