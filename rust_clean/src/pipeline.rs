@@ -263,13 +263,12 @@ impl Sequencer<'_> {
                 next_seq += 1;
                 for item in items {
                     if self.limit_reached() {
-                        stop.store(true, Ordering::Relaxed);
-                        return Ok(());
+                        break;
                     }
                     line_in_file[file] += 1;
                     self.take(item, &text, file, line_in_file[file])?;
                 }
-                // Also at a chunk's end: the next chunk may be long in coming (a pipe).
+                // Also when the limit falls on a chunk's last record: the next chunk may be long in coming (a pipe).
                 if self.limit_reached() {
                     stop.store(true, Ordering::Relaxed);
                     return Ok(());
@@ -641,7 +640,8 @@ mod tests {
         let record = format!("{{\"title\": \"A title\", \"content\": \"{DESC}\"}}\n");
         let first_chunk = (CHUNK_BYTES as usize / record.len()) as u64;
         writer.write_all(record.repeat(first_chunk as usize + 1).as_bytes()).unwrap();
-        let limited = run_within_a_minute(&fifo, Options { limit: Some(first_chunk), ..Options::default() }, usize::MAX);
+        let limit = Options { limit: Some(first_chunk), ..Options::default() };
+        let limited = run_within_a_minute(&fifo, limit, usize::MAX);
         assert_eq!(limited.map(|r| r.map(|stats| stats.records)), Ok(Ok(first_chunk)));
     }
 
@@ -657,7 +657,9 @@ mod tests {
             std::thread::spawn(move || std::fs::write(fifo, data))
         };
         let read = run_within_a_minute(&fifo, Options::default(), usize::MAX);
-        assert_eq!(read.map(|r| r.map(|stats| (stats.records, stats.kept_train + stats.kept_validation))), Ok(Ok((1000, 1))));
+        // All the same record: one kept, the rest duplicates.
+        let counts = read.map(|r| r.map(|stats| (stats.records, stats.kept_train + stats.kept_validation)));
+        assert_eq!(counts, Ok(Ok((1000, 1))));
         writer.join().unwrap().unwrap();
     }
 
