@@ -580,6 +580,16 @@ mod tests {
         assert!(got[2..].iter().all(|(i, _)| matches!(i, Item::Malformed { kind: MalformedKind::InvalidJson, .. })));
     }
 
+    /// One JSON line of a record that is kept.
+    fn record_line() -> String {
+        format!("{{\"title\": \"A title\", \"content\": \"{DESC}\"}}\n")
+    }
+
+    #[cfg(unix)]
+    fn mkfifo(path: &std::path::Path) {
+        assert!(std::process::Command::new("mkfifo").arg(path).status().unwrap().success());
+    }
+
     /// Runs `run` on its own thread, the caller stopping it (as Ctrl-C does) at its `reports`th progress
     /// report: an `Err` if it has not returned within a minute.
     fn run_within_a_minute(
@@ -607,7 +617,7 @@ mod tests {
         // the workers have filled their queue and stop as soon as the run does, with the reader waiting.
         let dir = tempfile::tempdir().unwrap();
         let input = dir.path().join("trn.json");
-        let record = format!("{{\"title\": \"A title\", \"content\": \"{DESC}\"}}\n");
+        let record = record_line();
         std::fs::write(&input, [record.repeat(5000), "not json\n".repeat(3), record.repeat(15_000)].concat()).unwrap();
         for threads in [1, 3] {
             let opts = || Options { threads, ..Options::default() };
@@ -626,7 +636,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let stalled = |name: &str| {
             let fifo = dir.path().join(name);
-            assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+            mkfifo(&fifo);
             // Opened for reading and writing: opening waits for no other end, and the pipe does not end.
             let writer = std::fs::OpenOptions::new().read(true).write(true).open(&fifo).unwrap();
             (fifo, writer)
@@ -637,7 +647,7 @@ mod tests {
         assert_eq!(interrupted.map(|r| r.err()), Ok(Some(PrepError::Interrupted)));
         // `--limit` reached at the last record of the first chunk, the reader waiting for more.
         let (fifo, mut writer) = stalled("one-chunk.fifo");
-        let record = format!("{{\"title\": \"A title\", \"content\": \"{DESC}\"}}\n");
+        let record = record_line();
         let first_chunk = (CHUNK_BYTES as usize / record.len()) as u64;
         writer.write_all(record.repeat(first_chunk as usize + 1).as_bytes()).unwrap();
         let limit = Options { limit: Some(first_chunk), ..Options::default() };
@@ -650,8 +660,8 @@ mod tests {
     fn a_named_pipe_is_read_whole() {
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("in.fifo");
-        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
-        let record = format!("{{\"title\": \"A title\", \"content\": \"{DESC}\"}}\n");
+        mkfifo(&fifo);
+        let record = record_line();
         let writer = {
             let (fifo, data) = (fifo.clone(), record.repeat(1000));
             std::thread::spawn(move || std::fs::write(fifo, data))
