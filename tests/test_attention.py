@@ -47,6 +47,38 @@ def test_plan_follows_versions_and_config(
     assert chosen.unsloth_adapter is adapter and chosen.hf_implementation == hf_impl
 
 
+def test_hf_plan_of_an_fp32_run_is_padded_and_a_16_bit_one_names_its_dtype(monkeypatch):
+    """FlashAttention kernels compute in bf16 or fp16 only: an fp32 run attends over padded batches."""
+    monkeypatch.setattr(attention, "torch_varlen_params", lambda: TORCH_2_11)
+    assert attention.plan("hf", True, True, "fp32").hf_implementation is None
+    assert "the run is fp32" in attention.plan("hf", True, True, "fp32").path
+    assert attention.plan("hf", True, True, "fp16").compute_dtype == "fp16"
+
+
+def test_hf_varlen_attention_computes_fp32_inputs_in_the_runs_16_bit_dtype(monkeypatch):
+    """A 4-bit base prepared for training keeps its norms, so its activations, in fp32: the kernels (which take only
+    bf16 and fp16) get the run's 16-bit dtype and the layer gets its own dtype back."""
+    import torch.nn.attention.varlen as varlen
+
+    seen = []
+
+    def kernel(q, k, v, *args, **kwargs):
+        seen.append({x.dtype for x in (q, k, v)})
+        assert all(x.dtype in (torch.bfloat16, torch.float16) for x in (q, k, v))
+        return per_sequence_varlen(q, k, v, *args, **kwargs)
+
+    monkeypatch.setattr(varlen, "varlen_attn", kernel)
+    query, key, value = (torch.randn(1, h, 7, 16) for h in (4, 2, 2))
+    position_ids = torch.tensor([[0, 1, 2, 0, 1, 2, 3]])
+    out, _ = attention.hf_varlen_attention(None, query, key, value, None, position_ids=position_ids,
+                                           compute_dtype=torch.bfloat16)
+    assert seen == [{torch.bfloat16}] and out.dtype == torch.float32
+    cu, longest = attention.sequence_bounds(position_ids)
+    q, k, v = (x.squeeze(0).transpose(0, 1) for x in (query, key, value))
+    reference = per_sequence_varlen(q, k, v, cu, cu, longest, longest, window_size=(-1, 0))
+    torch.testing.assert_close(out[0], reference, atol=3e-2, rtol=3e-2)  # bf16
+
+
 def test_unsloth_switch_off_by_its_own_variable(monkeypatch):
     monkeypatch.setattr(attention, "torch_varlen_params", lambda: TORCH_2_11)
     monkeypatch.setattr(attention, "_installed", lambda package: "2026.10.9")

@@ -77,7 +77,7 @@ def test_tc3_export_names_the_answer_end_everywhere_keeps_fp32_and_measures_depa
     out = tmp_path / "merged"
     assert main([str(adapter), str(out), "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
-    assert "fp32 merged model against the adapter" in printed and "4 greedy answers agree" in printed
+    assert "fp32 merged model against the adapter" in printed and "8 greedy answers agree" in printed
     tokenizer = AutoTokenizer.from_pretrained(out)
     eot = tokenizer.convert_tokens_to_ids("<|eot_id|>")
     assert json.loads((out / "config.json").read_text())["eos_token_id"] == eot
@@ -89,6 +89,7 @@ def test_tc3_export_names_the_answer_end_everywhere_keeps_fp32_and_measures_depa
     check = json.loads((out / "export_check.json").read_text())
     assert check["dtype"] == "fp32" and check["greedy_agree"] == len(check["titles"])
     assert check["max_logit_diff"] < 1e-3
+    assert check["decisive_agree"] == check["decisive_positions"] > 0 and check["top1_agree"] == check["positions"]
 
     # transformers stops on the end token alone, with no tc3 code: greedy with an eot-only generation config
     from transformers import AutoModelForCausalLM

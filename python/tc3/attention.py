@@ -35,11 +35,13 @@ PADDED = "SDPA over padded batches"
 @dataclass(frozen=True)
 class AttentionPlan:
     """The attention path of a run: `path` in words (log line, dry run, model card), the `attn_implementation` an
-    hf-backend model is loaded with (None: transformers' default), and whether unsloth needs tc3's adapter."""
+    hf-backend model is loaded with (None: transformers' default) with the dtype its kernels compute in, and whether
+    unsloth needs tc3's adapter."""
 
     path: str
     hf_implementation: str | None = None
     unsloth_adapter: bool = False
+    compute_dtype: str | None = None  # bf16 or fp16: what the hf backend's attention function computes in
 
 
 def torch_varlen_params() -> set[str] | None:
@@ -62,9 +64,10 @@ def _installed(package: str) -> str | None:
         return None
 
 
-def plan(backend: str, padding_free: bool, varlen_attention: bool) -> AttentionPlan:
-    """The attention path for a backend (`unsloth` or `hf`) and the config's `padding_free` (unsloth) and
-    `varlen_attention`, decided from versions and signatures alone: nothing is loaded or changed."""
+def plan(backend: str, padding_free: bool, varlen_attention: bool, precision: str = "bf16") -> AttentionPlan:
+    """The attention path for a backend (`unsloth` or `hf`), the config's `padding_free` (unsloth) and
+    `varlen_attention`, and the run's precision (bf16, fp16 or fp32), decided from versions and signatures alone:
+    nothing is loaded or changed."""
     params = torch_varlen_params()
     usable = params is not None and "window_size" in params  # torch >= 2.11, on CUDA
     if backend == "hf":
@@ -72,7 +75,9 @@ def plan(backend: str, padding_free: bool, varlen_attention: bool) -> AttentionP
             return AttentionPlan(f"{PADDED} (varlen_attention is false)")
         if not usable:
             return AttentionPlan(f"{PADDED} (variable-length attention needs CUDA and torch >= 2.11)")
-        return AttentionPlan(HF_VARLEN_PATH, hf_implementation=HF_VARLEN)
+        if precision == "fp32":  # FlashAttention kernels compute in 16 bits only
+            return AttentionPlan(f"{PADDED} (variable-length attention needs bf16 or fp16, the run is fp32)")
+        return AttentionPlan(HF_VARLEN_PATH, hf_implementation=HF_VARLEN, compute_dtype=precision)
     if not padding_free:
         return AttentionPlan(f"{PADDED} (padding_free is false)")
     if not usable:
@@ -103,7 +108,7 @@ def apply(chosen: AttentionPlan) -> str:
     """Make the planned path run: on the unsloth backend (after `import unsloth`) hand unsloth's dispatch the adapted
     `varlen_attn`; on the hf backend register `HF_VARLEN` with transformers. Returns the path the run uses."""
     if chosen.hf_implementation == HF_VARLEN:
-        register_hf_varlen()
+        register_hf_varlen(chosen.compute_dtype)
     if not chosen.unsloth_adapter:
         return chosen.path
     from torch.nn.attention.varlen import varlen_attn
@@ -131,22 +136,32 @@ def sequence_bounds(position_ids):
     return cu, int((cu[1:] - cu[:-1]).max())
 
 
-def hf_varlen_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+def hf_varlen_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, compute_dtype=None,
+                        **kwargs):
     """transformers attention function: query (1, H, T, D), key/value (1, H_kv, T, D) of a padding-free row ->
-    ((1, T, H, D), None), causal within each sequence. Needs `position_ids` among the kwargs."""
+    ((1, T, H, D), None) in the query's dtype, causal within each sequence. Needs `position_ids` among the kwargs.
+    Query, key and value in fp32 (a 4-bit base prepared for training keeps its norms, hence its activations, in fp32)
+    are computed in `compute_dtype` (a torch dtype), the 16-bit type the FlashAttention kernels take."""
     from torch.nn.attention.varlen import varlen_attn
 
     cu, longest = sequence_bounds(kwargs["position_ids"])
-    q, k, v = (x.squeeze(0).transpose(0, 1).contiguous() for x in (query, key, value))  # (T, H, D)
+    dtype = compute_dtype if compute_dtype is not None and query.dtype.itemsize > 2 else query.dtype
+    q, k, v = (x.squeeze(0).transpose(0, 1).to(dtype).contiguous() for x in (query, key, value))  # (T, H, D)
     # Called as unsloth calls it: window (-1, 0) is causal; the kernels take fewer key/value heads as they are.
     out = varlen_attn(q, k, v, cu, cu, longest, longest, scale=scaling, window_size=(-1, 0))
-    return out.unsqueeze(0), None
+    return out.to(query.dtype).unsqueeze(0), None
 
 
-def register_hf_varlen() -> None:
-    """Register `HF_VARLEN` with transformers, with no mask function: the sequence bounds replace the mask."""
+def register_hf_varlen(compute_dtype: str | None = None) -> None:
+    """Register `HF_VARLEN` with transformers, with no mask function: the sequence bounds replace the mask.
+    `compute_dtype` (bf16, fp16; None: the inputs' own) is what fp32 inputs are computed in."""
+    import functools
+
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface
 
-    AttentionInterface.register(HF_VARLEN, hf_varlen_attention)
+    from tc3.train import torch_dtype
+
+    dtype = torch_dtype(compute_dtype) if compute_dtype else None
+    AttentionInterface.register(HF_VARLEN, functools.partial(hf_varlen_attention, compute_dtype=dtype))
     AttentionMaskInterface.register(HF_VARLEN, lambda *args, **kwargs: None)

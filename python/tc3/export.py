@@ -26,7 +26,10 @@ QUANTIZED_SUFFIX = "-bnb-4bit"  # unsloth's pre-quantized repos; the 16-bit weig
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 # Titles the merged model and the adapter both answer to measure how far apart they are.
 CHECK_TITLES = ("Mog's Kittens", "Girls Ballet Tutu Neon Pink", "Anker PowerCore 10000 Portable Charger",
-                "The Prophet (Hardcover)")
+                "The Prophet (Hardcover)", "Stainless Steel Garlic Press", "Harry Potter and the Goblet of Fire",
+                "Yoga Mat with Carrying Strap, 6 mm", "The Very Hungry Caterpillar (Board Book)")
+# A greedy choice whose lead over the runner-up is under this many logits is a near-tie: rounding may flip it.
+NEAR_TIE = 0.1
 CHECK_NEW_TOKENS = 32
 CHECK_FILE = "export_check.json"
 
@@ -84,8 +87,10 @@ def name_end_token(model, tokenizer) -> int:
 
 
 def departure(adapter, merged, titles=CHECK_TITLES, max_new_tokens: int = CHECK_NEW_TOKENS) -> dict:
-    """How far the merged model is from the adapter it came from (both LoadedModel): greedy answers to ``titles``
-    (how many agree) and the largest absolute logit difference over each prompt and the adapter's answer."""
+    """How far the merged model is from the adapter it came from (both LoadedModel), on ``titles``: how many greedy
+    answers agree; the largest absolute logit difference over each prompt and the adapter's answer; and, at each
+    position of the adapter's answers, whether the merged model's first choice is the adapter's, counted apart where
+    the adapter's lead over its runner-up is over ``NEAR_TIE`` logits (``decisive_*``: there the two must agree)."""
     import torch
 
     from tc3.generate import GenerationSettings, generate_batch
@@ -94,19 +99,32 @@ def departure(adapter, merged, titles=CHECK_TITLES, max_new_tokens: int = CHECK_
     settings = GenerationSettings(max_new_tokens=max_new_tokens)
     theirs = generate_batch(adapter, titles, settings)
     ours = generate_batch(merged, titles, settings)
-    largest = 0.0
+    largest, positions, agree, decisive, decisive_agree = 0.0, 0, 0, 0, 0
     for title, answer in zip(titles, theirs):
-        ids = prompt_ids(adapter.tokenizer, title, settings.instruction)
-        ids += adapter.tokenizer(answer.description, add_special_tokens=False)["input_ids"]
+        prompt = prompt_ids(adapter.tokenizer, title, settings.instruction)
+        ids = prompt + adapter.tokenizer(answer.description, add_special_tokens=False)["input_ids"]
         with torch.inference_mode():
-            a = adapter.model(input_ids=torch.tensor([ids], device=adapter.device)).logits.float().cpu()
-            b = merged.model(input_ids=torch.tensor([ids], device=merged.device)).logits.float().cpu()
+            a = adapter.model(input_ids=torch.tensor([ids], device=adapter.device)).logits.float().cpu()[0]
+            b = merged.model(input_ids=torch.tensor([ids], device=merged.device)).logits.float().cpu()[0]
         largest = max(largest, float((a - b).abs().max()))
+        answer_logits = slice(len(prompt) - 1, len(ids))  # the positions that chose each answer token and the end
+        top2 = a[answer_logits].topk(2, dim=-1).values
+        same = a[answer_logits].argmax(-1) == b[answer_logits].argmax(-1)
+        sure = (top2[:, 0] - top2[:, 1]) > NEAR_TIE
+        positions += len(same)
+        agree += int(same.sum())
+        decisive += int(sure.sum())
+        decisive_agree += int((same & sure).sum())
     return {
         "titles": list(titles),
         "max_new_tokens": max_new_tokens,
         "greedy_agree": sum(x.description == y.description for x, y in zip(theirs, ours)),
         "max_logit_diff": largest,
+        "positions": positions,
+        "top1_agree": agree,
+        "near_tie": NEAR_TIE,
+        "decisive_positions": decisive,
+        "decisive_agree": decisive_agree,
         "answers": [{"title": t, "adapter": x.description, "merged": y.description}
                     for t, x, y in zip(titles, theirs, ours)],
     }

@@ -19,7 +19,7 @@ from pathlib import Path
 from tc3.config import ConfigError, TrainConfig
 from tc3.models import check_model_ref, fit_embeddings, go_offline_if_possible, load_source, model_dir
 from tc3.outputs import check_dest, claim_dir
-from tc3.template_tokens import expose_head_bias, trainable_token_indices
+from tc3.template_tokens import expose_head_bias, make_rows_trainable, trainable_token_indices
 
 CONFIG_NAME = "tc3_config.yaml"
 LOG_NAME = "train_log.jsonl"
@@ -183,7 +183,9 @@ def dry_run(config: TrainConfig) -> None:
         print(f"# max_length {max_length}, {name}: {describe_fits(fits, config)}")
     token_rows = rows_to_train_on_disk(model_dir(config.model), tokenizer)
     print(f"# template token rows: {describe_token_rows(tokenizer, token_rows)}")
-    print(f"# backend {backend}, attention: {attention.plan(backend, config.padding_free, config.varlen_attention).path}")
+    planned = attention.plan(backend, config.padding_free, config.varlen_attention,
+                             mixed_precision(config, cuda_available()))
+    print(f"# backend {backend}, attention: {planned.path}")
     for i in range(min(3, len(train))):
         print(f"\n# example {i + 1}\n{render_example(tokenizer, train[i])}")
 
@@ -235,6 +237,7 @@ def load_unsloth(config: TrainConfig, max_length: int, precision: str, offline: 
         random_state=config.seed,
         **extra,
     )
+    make_rows_trainable(model, token_rows)
     expose_head_bias(model)
     return model, tokenizer, token_rows
 
@@ -300,6 +303,7 @@ def load_hf(config: TrainConfig, precision: str, on_cuda: bool, attn_implementat
         trainable_token_indices=trainable_token_indices(model, token_rows),
     )
     model = get_peft_model(model, lora)
+    make_rows_trainable(model, token_rows)
     expose_head_bias(model)
     return model, tokenizer, token_rows
 
@@ -615,7 +619,7 @@ def build_run(config: TrainConfig, resume: bool = False, callbacks=()) -> Run:
         facts = {"train": content_digest(train_set), "eval": content_digest(eval_set), "max_length": max_length}
         check_processes_agree(state, facts)
 
-    planned = attention.plan(backend, config.padding_free, config.varlen_attention)
+    planned = attention.plan(backend, config.padding_free, config.varlen_attention, precision)
     attention_path = attention.apply(planned)
     say(f"tc3-train: attention: {attention_path}")
     if backend == "unsloth":

@@ -51,8 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_check:
         check = json.loads((out / CHECK_FILE).read_text())
         print(f"tc3-export: {check['dtype']} merged model against the adapter on {len(check['titles'])} titles: "
-              f"{check['greedy_agree']} greedy answers agree, largest logit difference {check['max_logit_diff']:.4g} "
-              f"({out / CHECK_FILE})")
+              f"{check['greedy_agree']} greedy answers agree; first choices agree at {check['decisive_agree']} of "
+              f"{check['decisive_positions']} answer positions where the adapter's lead is over {check['near_tie']} "
+              f"logits; largest logit difference {check['max_logit_diff']:.4g} ({out / CHECK_FILE})")
     return 0
 
 
