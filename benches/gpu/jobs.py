@@ -8,6 +8,8 @@ On the GPU host, from the repository root (the bundle and the built extension be
     python benches/gpu/jobs.py tests         # every `gpu` test, then train / --resume / generate / 4-bit generate /
                                              # export / plain-transformers generate on a Llama-3-8B-shaped model
     python benches/gpu/jobs.py bench         # QLoRA throughput of the setups on the 8B-shaped model
+    python benches/gpu/jobs.py multigpu      # on 2+ GPUs: the same QLoRA run on 1 and on 2 GPUs, then a 2-GPU run
+                                             # stopped after its first checkpoint and resumed (multigpu.json)
     python benches/gpu/jobs.py stage DIR...  # park pieces of a file (the SmolLM2 GGUF) in the work folder
     python benches/gpu/jobs.py proof         # SmolLM2-135M-Instruct (real weights, from the staged GGUF): QLoRA on a
                                              # 4-bit base, the merged model checked against the adapter
@@ -273,6 +275,53 @@ def job_bench(args) -> int:
     return 0
 
 
+def job_multigpu(args) -> int:
+    """The same QLoRA run (config, data, global batch, steps) on 1 GPU and on 2 (torchrun, NVLink multicast off),
+    then a 2-GPU run interrupted after its first complete checkpoint and resumed; multigpu_summary.py compares."""
+    import signal
+
+    job = Job(Path(args.out), Path(args.work))
+    job.say(f"multigpu on {job.device()}")
+    model, data = job.model_8b(), job.corpus(args.records)
+    nvls_off = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
+    steps = 16
+    runs = job.work / "runs-mg"
+    shutil.rmtree(runs, ignore_errors=True)
+    common = ["--config", "llama3-8b-qlora", f"model={model}", f"data={data}", "train_samples=8192",
+              "eval_samples=256", f"max_steps={steps}", "logging_steps=4", f"eval_steps={steps}",
+              f"save_steps={steps // 2}", "backend=unsloth"]  # fmt: skip
+    batch = int(job.capture("-c", "from tc3.config import load_config; "
+                                  "print(load_config('llama3-8b-qlora').per_device_batch_size)"))
+    torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "tc3.cli.train"]
+    half = f"per_device_batch_size={batch // 2}"
+    commands = [f"CUDA_VISIBLE_DEVICES=0 tc3-train {' '.join(common)} output_dir=RUN1",
+                f"torchrun --standalone --nproc_per_node 2 -m tc3.cli.train {' '.join(common)} output_dir=RUN2 {half}",
+                f"the same with output_dir=RUN3, stopped after checkpoint-{steps // 2}, then with --resume"]
+    job.say(f"1 GPU, batch {batch}")
+    job.python("-m", "tc3.cli.train", *common, f"output_dir={runs / 'one'}", log="log_1gpu.txt",
+               env={**nvls_off, "CUDA_VISIBLE_DEVICES": "0"})
+    job.say(f"2 GPUs, {batch // 2} each")
+    job.python(*torchrun, *common, f"output_dir={runs / 'two'}", half, log="log_2gpu.txt", env=nvls_off)
+    job.say(f"2 GPUs, stopped after the checkpoint at step {steps // 2}, then --resume")
+    resumed = runs / "resumed"
+    cut = subprocess.Popen([sys.executable, *torchrun, *common, f"output_dir={resumed}", half], cwd=ROOT,
+                           env={**job.env, **nvls_off}, stdout=(job.out / "log_2gpu_cut.txt").open("w"),
+                           stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    marker = resumed / f"checkpoint-{steps // 2}" / "tc3_checkpoint_complete"
+    while not marker.exists() and cut.poll() is None:
+        time.sleep(1)
+    for sig in (signal.SIGINT, signal.SIGKILL):  # the launcher and its workers: their own process group
+        if cut.poll() is None:
+            os.killpg(cut.pid, sig)
+            time.sleep(5)
+    cut.wait()
+    job.python(*torchrun, *common, f"output_dir={resumed}", half, "--resume", log="log_2gpu_resume.txt", env=nvls_off)
+    (job.out / "multigpu_commands.txt").write_text("\n".join(commands) + "\n")
+    job.python("benches/gpu/multigpu_summary.py", job.out, runs / "one", runs / "two", resumed,
+               job.out / "multigpu_commands.txt")
+    return 0
+
+
 def job_stage(args) -> int:
     """Copy the files of the given folders into WORK/parts (a file too large for one call travels in pieces)."""
     parts = Path(args.work) / "parts"
@@ -332,7 +381,7 @@ def job_proof(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("job", choices=["bundle", "tests", "bench", "stage", "proof"])
+    parser.add_argument("job", choices=["bundle", "tests", "bench", "multigpu", "stage", "proof"])
     parser.add_argument("dirs", nargs="*", help="stage: the folders whose files to park")
     parser.add_argument("--out", default=os.environ.get("OUT") or "/tmp/tc3-gpu/out")
     parser.add_argument("--work", default="/tmp/tc3-gpu")
@@ -340,7 +389,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help="bench: the labels to run, comma-separated")
     parser.add_argument("--deadline", type=float, default=480, help="bench: start no setup after this many seconds")
     args = parser.parse_args(argv)
-    jobs = {"bundle": job_bundle, "tests": job_tests, "bench": job_bench, "stage": job_stage, "proof": job_proof}
+    jobs = {"bundle": job_bundle, "tests": job_tests, "bench": job_bench, "multigpu": job_multigpu, "stage": job_stage,
+            "proof": job_proof}
     return jobs[args.job](args)
 
 

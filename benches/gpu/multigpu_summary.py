@@ -1,4 +1,4 @@
-"""benches/results/multigpu.json from the runs of `scripts/gpu_job.sh multigpu`: the same QLoRA run (same config,
+"""benches/results/multigpu.json from the runs of `benches/gpu/jobs.py multigpu`: the same QLoRA run (same config,
 data, global batch and optimizer steps) on 1 and on 2 GPUs, and a 2-GPU run interrupted and resumed.
 
     python benches/gpu/multigpu_summary.py OUT_DIR RUN_1GPU RUN_2GPU RUN_RESUMED COMMANDS_FILE
