@@ -118,6 +118,37 @@ def test_a_remade_prep_dir_is_not_read_from_a_stale_cache(prep_dir, tmp_path):
     assert len(load_splits(other)["validation"]) == 5
 
 
+def test_the_examples_cache_follows_the_prompts_and_rendering(tiny_model_dir, prep_dir, tmp_path, monkeypatch):
+    """datasets keys its cache by imported functions' names alone (datasets#3297): an edited instruction or end-of-
+    turn list (as an upgrade of tc3 makes) must give new examples on the same prep dir, not the cached ones."""
+    from tc3 import prompts
+    from tc3.data import load_splits, to_prompt_completion, tokenize_examples
+
+    data = tmp_path / "prep"
+    shutil.copytree(prep_dir, data)  # a cache of its own
+    config = tiny_config(tiny_model_dir, data, tmp_path / "run", "questions=fixed", "instruction=en")
+    tokenizer = prompts.load_tokenizer(str(tiny_model_dir))
+    rows = load_splits(data)["validation"].select(range(4))
+
+    def examples():
+        pairs = to_prompt_completion(rows, config)
+        return pairs, tokenize_examples(pairs, tokenizer, 256, "trim")[0]
+
+    before, before_ids = examples()
+    assert len(before.cache_files) == 1  # on disk: a second run would read it back
+    monkeypatch.setitem(prompts.INSTRUCTIONS, "en", "Tell me about this product.")
+    after, after_ids = examples()
+    assert before[0]["prompt"][0]["content"].startswith("Based on the product title")
+    assert after[0]["prompt"][0]["content"].startswith("Tell me about this product.")
+    assert after_ids[0]["input_ids"] != before_ids[0]["input_ids"]
+    # the end-of-turn markers decide where a completion ends: without <|eot_id|> among them, EOS is appended
+    monkeypatch.setattr(prompts, "END_OF_TURN_TOKENS", ("<|end_of_text|>",))
+    _, closed = examples()
+    assert closed[0]["input_ids"][-1] == tokenizer.eos_token_id != after_ids[0]["input_ids"][-1]
+    monkeypatch.undo()
+    assert examples()[0].cache_files == before.cache_files  # the same inputs still hit the same cache
+
+
 def test_model_sources(tmp_path):
     from tc3.models import hub_id, load_source
 
