@@ -418,7 +418,7 @@ def _all_reduce(value, op: str):
     tensor = torch.as_tensor(value, dtype=torch.float64 if op == "mean" else torch.int64)
     if dist.is_available() and dist.is_initialized():
         device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else "cpu"
-        tensor = tensor.to(device)
+        tensor = tensor.to(device).clone()  # all_reduce works in place: never on the running count itself
         dist.all_reduce(tensor)
         if op == "mean":
             tensor = tensor / dist.get_world_size()
