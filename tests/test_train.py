@@ -272,9 +272,10 @@ def interrupt_at(step: int, event: str):
 
 
 def test_an_interrupted_run_leaves_an_honest_record(tiny_model_dir, prep_dir, tmp_path):
-    """A fresh run into a folder whose run died before its first checkpoint starts a new log; a run killed after a
-    checkpoint leaves no placeholder model card; its resumed log has each step once, tokens counted on, and the
+    """A fresh run into a folder whose run died before its first complete checkpoint starts a new log (and replaces
+    a half-saved checkpoint, which --resume cannot use); a run killed after a checkpoint leaves no placeholder model card; its resumed log has each step once, tokens counted on, and the
     train loss is the mean of every step's loss, the steps before the resume included."""
+    from tc3.config import ConfigError
     from tc3.train import train
 
     out = tmp_path / "run"
@@ -284,9 +285,14 @@ def test_an_interrupted_run_leaves_an_honest_record(tiny_model_dir, prep_dir, tm
     with pytest.raises(Interrupted):
         train(config, callbacks=[interrupt_at(1, "on_log")])
     assert [e["step"] for e in read_log(out)] == [1]
+    (out / "checkpoint-2").mkdir()  # and killed again while saving its first checkpoint
+    (out / "checkpoint-2" / "stale.bin").write_bytes(b"cut short")
+    with pytest.raises(ConfigError, match="no complete checkpoint .* run without --resume"):
+        train(config, resume=True)
     with pytest.raises(Interrupted):
         train(config, callbacks=[interrupt_at(3, "on_log")])  # a fresh run: nothing to resume
     assert [e["step"] for e in read_log(out)] == [1, 2, 3]
+    assert not (out / "checkpoint-2" / "stale.bin").exists()
     assert not list(out.rglob("README.md"))  # neither TRL's card in out nor PEFT's in checkpoint-2
     metrics = train(config, resume=True)
     log = read_log(out)

@@ -438,12 +438,16 @@ def read_log(log_path: Path) -> list[dict]:
     return records
 
 
-def start_log(log_path: Path, resume_from: Path | None) -> None:
-    """The log a run appends to. A fresh run starts a new one (a run interrupted before its first checkpoint left
-    nothing to resume, and its log is not this run's). A resumed run keeps the records up to its checkpoint's step:
-    the steps after it are trained again and logged then, once; an earlier end's summary (`train_loss`) goes too."""
-    kept = []
-    if resume_from is not None:
+def start_record(output_dir: Path, resume_from: Path | None) -> None:
+    """The log (LOG_NAME) a run appends to, and its checkpoints. A fresh run starts a new log and removes the half-saved
+    checkpoints of a run interrupted before its first complete one (nothing of it could be resumed; its log is not
+    this run's). A resumed run keeps the records up to its checkpoint's step: the steps after it are trained again
+    and logged then, once; an earlier end's summary (`train_loss`) goes too."""
+    log_path, kept = output_dir / LOG_NAME, []
+    if resume_from is None:
+        for checkpoint in output_dir.glob("checkpoint-*"):  # none complete: check_output_dir saw to it
+            shutil.rmtree(checkpoint)
+    else:
         step = checkpoint_step(resume_from)
         kept = [r for r in read_log(log_path) if r["step"] <= step and "train_loss" not in r]
     staged = log_path.with_name(log_path.name + ".partial")
@@ -517,12 +521,14 @@ def check_output_dir(config: TrainConfig, resume: bool) -> Path | None:
     check_dest(output_dir, "tc3-train")  # a folder of the user's, or of another command, is never trained into
     saved = output_dir / CONFIG_NAME
     if not resume:
-        if (output_dir / "adapter_model.safetensors").exists() or any(output_dir.glob("checkpoint-*")):
+        # a run that died before its first checkpoint was complete left nothing to resume: a fresh run replaces it
+        if (output_dir / "adapter_model.safetensors").exists() or complete_checkpoints(output_dir):
             raise ConfigError(f"{output_dir} already holds a run: pass --resume, or choose another output_dir")
         return None
     checkpoints = complete_checkpoints(output_dir)
     if not checkpoints:
-        raise ConfigError(f"--resume: no complete checkpoint in {output_dir}")
+        raise ConfigError(f"--resume: no complete checkpoint in {output_dir} (the run stopped before its first was "
+                          "saved): run without --resume to start it again")
     from tc3.config import load_config
 
     before = load_config(saved).to_dict() if saved.exists() else {}
@@ -708,7 +714,7 @@ def build_run(config: TrainConfig, resume: bool = False, callbacks=()) -> Run:
     if state.is_main_process:
         claim_dir(output_dir, "tc3-train")
         resolved.save(output_dir / CONFIG_NAME)
-        start_log(output_dir / LOG_NAME, resume_from)
+        start_record(output_dir, resume_from)
     args = SFTConfig(
         output_dir=str(output_dir),
         num_train_epochs=config.epochs,
