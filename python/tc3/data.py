@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 from pathlib import Path
 
-from tc3 import prompts
+from tc3.cache_keys import code_digest, prompt_values
 from tc3.config import ConfigError
 from tc3.prompts import choose_question, completion_messages, encode_example, prompt_messages, seeded_unit
 
 COLUMNS = ("uid", "title", "description")
 
-# What turns rows into examples, besides the config and the tokenizer: the module-level values the rendering reads
-# (as they are at run time) and the source of the modules that render.
-RENDERING_VALUES = ("INSTRUCTIONS", "QUESTION_TEMPLATES", "CONTEXT_TEMPLATE", "CONTEXT_DESCRIPTION_CHARS",
-                    "LLAMA3_CHAT_TEMPLATE", "LLAMA3_TEMPLATE_TOKENS", "END_OF_TURN_TOKENS", "ANSWER_MARK")
-RENDERING_MODULES = ("tc3.prompts", "tc3.data")
+RENDERING_MODULES = ("tc3.prompts", "tc3.data")  # the code that turns rows into examples
 
 
 def cache_dir_for(prep_dir: Path) -> str:
@@ -31,28 +26,14 @@ def cache_dir_for(prep_dir: Path) -> str:
     return str(Path(config.HF_DATASETS_CACHE) / "tc3-prep" / key)
 
 
-@functools.cache
-def rendering_source_digest() -> str:
-    """sha256 of tc3's version and the source files of RENDERING_MODULES."""
-    import importlib
-
-    import tc3
-
-    digest = hashlib.sha256(tc3.__version__.encode())
-    for name in RENDERING_MODULES:
-        digest.update(Path(importlib.import_module(name).__file__).read_bytes())
-    return digest.hexdigest()
-
-
 def rendering_fingerprint(dataset, step: str, **inputs) -> str:
     """The datasets cache key of one rendering `step` of `dataset`'s rows: their fingerprint, tc3's version and
-    rendering source, the rendering values of `tc3.prompts` and `inputs` (config values, the tokenizer). datasets'
-    own key hashes imported functions by name alone (datasets#3297): an edited template, or an upgrade of tc3, would
-    load the examples of the old prompts from the cache. 16 hex digits, as datasets' own fingerprints."""
+    rendering source, the prompt values of `tc3.prompts` (`tc3.cache_keys`) and `inputs` (config values, the
+    tokenizer). datasets' own key hashes imported functions by name alone (datasets#3297): an edited template, or an
+    upgrade of tc3, would load the examples of the old prompts from the cache. 16 hex digits, as datasets' own."""
     from datasets.fingerprint import Hasher
 
-    values = {name: getattr(prompts, name) for name in RENDERING_VALUES}
-    key = [dataset._fingerprint, step, rendering_source_digest(), values, sorted(inputs.items())]
+    key = [dataset._fingerprint, step, code_digest(*RENDERING_MODULES), prompt_values(), sorted(inputs.items())]
     return Hasher.hash(key)
 
 
