@@ -275,8 +275,9 @@ def interrupt_at(step: int, event: str):
 
 def test_an_interrupted_run_leaves_an_honest_record(tiny_model_dir, prep_dir, tmp_path):
     """A fresh run into a folder whose run died before its first complete checkpoint starts a new log (and replaces
-    a half-saved checkpoint, which --resume cannot use); a run killed after a checkpoint leaves no placeholder model card; its resumed log has each step once, tokens counted on, and the
-    train loss is the mean of every step's loss, the steps before the resume included."""
+    a half-saved checkpoint, which --resume cannot use); a run killed after a checkpoint leaves no placeholder model
+    card; its resumed log has each step once, tokens counted on, and the train loss is the mean of every step's
+    loss, the steps before the resume included."""
     from tc3.config import ConfigError
     from tc3.train import train
 
