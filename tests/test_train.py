@@ -273,7 +273,7 @@ def interrupt_at(step: int, event: str):
     return Interrupt()
 
 
-def test_an_interrupted_run_leaves_an_honest_record(tiny_model_dir, prep_dir, tmp_path):
+def test_an_interrupted_run_leaves_an_honest_record(tiny_model_dir, prep_dir, tmp_path, capsys):
     """A fresh run into a folder whose run died before its first complete checkpoint starts a new log (and replaces
     a half-saved checkpoint, which --resume cannot use); a run killed after a checkpoint leaves no placeholder model
     card; its resumed log has each step once, tokens counted on, and the train loss is the mean of every step's
@@ -296,8 +296,11 @@ def test_an_interrupted_run_leaves_an_honest_record(tiny_model_dir, prep_dir, tm
         train(config, callbacks=[interrupt_at(3, "on_log")])  # a fresh run: nothing to resume
     assert [e["step"] for e in read_log(out)] == [1, 2, 3]
     assert not (out / "checkpoint-2" / "stale.bin").exists()
+    assert "starting afresh (its 1 log record(s) and 1 half-saved checkpoint(s) replaced)" in capsys.readouterr().out
     assert not list(out.rglob("README.md"))  # neither TRL's card in out nor PEFT's in checkpoint-2
     metrics = train(config, resume=True)
+    assert "resuming from checkpoint-2; the log goes on from step 2 (1 record(s) after it dropped" in (
+        capsys.readouterr().out)
     log = read_log(out)
     losses = [e["loss"] for e in log if "loss" in e]
     tokens = [e["tokens"] for e in log if "tokens" in e]

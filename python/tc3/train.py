@@ -444,12 +444,20 @@ def start_record(output_dir: Path, resume_from: Path | None) -> None:
     this run's). A resumed run keeps the records up to its checkpoint's step: the steps after it are trained again
     and logged then, once; an earlier end's summary (`train_loss`) goes too."""
     log_path, kept = output_dir / LOG_NAME, []
+    records = read_log(log_path)
     if resume_from is None:
-        for checkpoint in output_dir.glob("checkpoint-*"):  # none complete: check_output_dir saw to it
+        half_saved = list(output_dir.glob("checkpoint-*"))  # none complete: check_output_dir saw to it
+        for checkpoint in half_saved:
             shutil.rmtree(checkpoint)
+        if records or half_saved:
+            say(f"tc3-train: {output_dir} held a run stopped before its first complete checkpoint: starting afresh "
+                f"(its {len(records)} log record(s) and {len(half_saved)} half-saved checkpoint(s) replaced)")
     else:
         step = checkpoint_step(resume_from)
-        kept = [r for r in read_log(log_path) if r["step"] <= step and "train_loss" not in r]
+        kept = [r for r in records if r["step"] <= step and "train_loss" not in r]
+        dropped = len(records) - len(kept)
+        say(f"tc3-train: resuming from {resume_from.name}; the log goes on from step {step}"
+            + (f" ({dropped} record(s) after it dropped: those steps train again)" if dropped else ""))
     staged = log_path.with_name(log_path.name + ".partial")
     staged.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
     os.replace(staged, log_path)
