@@ -99,7 +99,12 @@ def test_ranks_end_with_the_adapter_rank0_saved(ddp_run):
     assert steps_logged == [4, 8, 12, 16, 20, 24, 28, 32]  # one writer: no line twice
     for checkpoint in ("checkpoint-16", "checkpoint-32"):
         assert {p.name for p in (out / checkpoint).glob("rng_state_*.pth")} == {"rng_state_0.pth", "rng_state_1.pth"}
-        assert json.loads((out / checkpoint / "tc3_checkpoint_complete").read_text()) == {"world_size": 2}
+        marker = json.loads((out / checkpoint / "tc3_checkpoint_complete").read_text())
+        # and the run's totals there, of both processes: as the log (a loss record every 4 steps) counts them
+        step = int(checkpoint.split("-")[1])
+        logged = [e for e in read_log(out) if "loss" in e and e["step"] <= step]
+        assert marker["world_size"] == 2 and marker["tokens"] == logged[-1]["tokens"]
+        assert marker["loss_sum"] == pytest.approx(sum(4 * e["loss"] for e in logged), rel=1e-5)
 
 
 def test_two_processes_retrace_one_process_with_the_same_global_batch(ddp_run, one_process_run):
@@ -119,6 +124,11 @@ def test_two_processes_retrace_one_process_with_the_same_global_batch(ddp_run, o
     grad_norms = [e["grad_norm"] for e in log if "grad_norm" in e]
     assert grad_norms == pytest.approx([e["grad_norm"] for e in single_log if "grad_norm" in e], rel=1e-3)
     assert eval_losses == pytest.approx([e["eval_loss"] for e in single_log if "eval_loss" in e], abs=0.05)
+    # the same sequences: the same real tokens at every log, and the same mean train loss of the run
+    assert [e["tokens"] for e in log if "tokens" in e] == [e["tokens"] for e in single_log if "tokens" in e]
+    metrics, single_metrics = (json.loads((o / "metrics.json").read_text()) for o in (out, single_out))
+    assert metrics["trained_tokens"] == single_metrics["trained_tokens"]
+    assert metrics["train_loss"] == pytest.approx(single_metrics["train_loss"], abs=1e-3)
 
 
 def test_resume_refuses_another_number_of_processes(tmp_path, monkeypatch):

@@ -308,3 +308,29 @@ def test_cache_key_covers_revision_base_device_and_references(tiny_model_dir, pt
     import os
     os.utime(snapshots / "bbbb" / "config.json", (2**31, 2**31))  # the newer snapshot
     assert key(name="org/model") != first
+
+
+def test_cache_key_covers_the_prompts_and_tc3_itself(pt_adapter, monkeypatch):
+    """Answers cached before an edited question template or an upgrade of tc3 are not reused: they were asked
+    another question, or made by other code."""
+    import tc3
+    from tc3 import prompts
+    from tc3.cache_keys import code_digest
+    from tc3.evaluate import _cache_key
+    from tc3.generate import GenerationSettings
+
+    def key():
+        return _cache_key(str(pt_adapter), None, [{"title": "A", "description": "one"}], GenerationSettings(), 8)
+
+    before = key()
+    monkeypatch.setitem(prompts.INSTRUCTIONS, "pt", "Descreva o produto.")
+    assert key() != before
+    monkeypatch.undo()
+    assert key() == before
+    monkeypatch.setattr(tc3, "__version__", "99.0")
+    code_digest.cache_clear()
+    try:
+        assert key() != before
+    finally:
+        monkeypatch.undo()
+        code_digest.cache_clear()

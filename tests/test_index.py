@@ -146,6 +146,76 @@ def test_results_do_not_depend_on_the_build_threads(tmp_path):
             assert hits[0] == shared[r["title"]][0]
 
 
+W39, W40, W41 = "Quasiautobiographicalhistoriographymaxi"[:39], "Q" * 40, "R" * 41  # bytes, as written
+UNICODE_TITLES = [
+    "İstanbul Travel Guide",
+    "Die Straße der Ölsardinen",
+    "Café Olé: Recettes de Cuisine Française",
+    "Işık ve Gölge Üzerine Denemeler",
+    "ΟΔΟΣ ΠΡΟΣ ΤΗΝ ΕΛΕΥΘΕΡΙΑ",  # a final capital sigma: tantivy lower-cases it to σ, Python's str.lower to ς
+    "東京タワー 写真集",
+    "I ❤️ Cats 😺 Coloring Book",
+    "Zażółć Gęślą Jaźń",
+    f"Lexicon {W39} Edition",
+    f"Almanac {W40} Volume",
+    f"Gazetteer {W41} Atlas",
+    "İİİİİİİİİİİİİİİİİİİ Marble",  # 38 bytes as written (kept), 57 once lower-cased
+]
+
+
+@pytest.fixture(scope="module")
+def unicode_index(tmp_path_factory):
+    """An index of the real records and the UNICODE_TITLES, built through tc3-prep: (index, {title: uid})."""
+    from conftest import realdata_records
+    from tc3.prep import run
+
+    work = tmp_path_factory.mktemp("unicode")
+    extra = [{"uid": f"U{i:09d}", "title": t, "content": f"A record about {t}, written for the index tests."}
+             for i, t in enumerate(UNICODE_TITLES)]
+    (work / "trn.json").write_text("".join(json.dumps(r) + "\n" for r in realdata_records() + extra))
+    run(inputs=[str(work / "trn.json")], out_dir=str(work / "prep"), val_fraction=0.1)
+    build_index(work / "prep")
+    uids = {r["title"]: r["uid"] for r in records(work / "prep") if r["uid"].startswith("U")}
+    assert len(uids) == len(UNICODE_TITLES)  # tc3-prep kept every one, its title unchanged
+    return ProductIndex.open(work / "prep"), uids
+
+
+@pytest.mark.parametrize("title", UNICODE_TITLES)
+def test_a_title_in_any_script_is_found_as_typed(unicode_index, title):
+    """Index and query share one analyzer: a title typed back exactly, or typed decomposed (NFD), is found, and
+    every word of it that the query uses is a term the index holds."""
+    import unicodedata
+
+    ix, uids = unicode_index
+    for typed in (title, unicodedata.normalize("NFD", title)):
+        assert all(ix._searcher.doc_freq("title", w) for w in index.words(typed)), typed
+        hit = ix.lookup(typed)
+        assert hit is not None and hit.uid == uids[title] and hit.coverage == 1.0, typed
+
+
+def test_words_are_the_terms_tantivy_indexes():
+    """40 bytes as written is the limit (tantivy drops a word of 40 bytes or more before lower-casing)."""
+    assert index.words(f"a {W39} {W40} {W41}") == ["a", W39.lower()]
+    assert index.words("İstanbul ΟΔΟΣ Straße ıI") == ["i̇stanbul", "οδοσ", "straße", "ıi"]
+    assert index.words("I ❤️ Cats 😺 東京タワー 写真集") == ["i", "cats", "東京タワー", "写真集"]
+    assert index.words("Cafe\u0301 o\u0308l") == ["café", "öl"]  # NFD as typed, NFC as indexed
+
+
+def test_query_operators_are_words(unicode_index):
+    """Query text never becomes a query operator: quotes, AND/OR/NOT, `field:`, wildcards, ranges and boosts are
+    separators or plain words, so a query that would mean something else to a query parser finds the same title."""
+    ix, uids = unicode_index
+    uid = uids["İstanbul Travel Guide"]
+    for text in ['"İstanbul Travel Guide"', "İstanbul AND Travel AND Guide", "İstanbul* Travel? Guide~",
+                 "+İstanbul -Travel Guide^", "(İstanbul OR Travel) Guide", "[İstanbul TO Travel] Guide"]:
+        hit = ix.lookup(text)
+        assert hit is not None and hit.uid == uid, text
+    # a field name is a word like any other: the best hit, covering 3 of the 4 words (not enough to match)
+    assert [h.uid for h in ix.search("title:İstanbul Travel Guide", k=1)] == [uid]
+    assert ix.lookup("title:İstanbul Travel Guide") is None
+    assert ix.lookup("uid:U000000001") is None and ix.lookup("* OR *") is None
+
+
 def test_existing_index_is_kept_without_force(prep_copy):
     build_index(prep_copy)
     meta_file = prep_copy / "index" / index.META_NAME

@@ -65,6 +65,8 @@ def test_loss_falls(trained):
     assert train_losses[-1] < train_losses[0] - 0.3
     assert eval_losses[-1] < eval_losses[0]
     assert metrics["global_step"] == 32 and metrics["eval_loss"] == pytest.approx(eval_losses[-1], abs=1e-4)
+    # every step is in one logged window of 4: the run's train loss is their mean, as the Trainer's own
+    assert metrics["train_loss"] == pytest.approx(sum(train_losses) / 8, abs=1e-4) == log[-1]["train_loss"]
     assert all({"step", "loss", "learning_rate"} <= e.keys() for e in log if "loss" in e)
     assert any("tokens_per_s" in e for e in log)
 
@@ -116,6 +118,37 @@ def test_a_remade_prep_dir_is_not_read_from_a_stale_cache(prep_dir, tmp_path):
     pq.write_table(table.slice(0, 5), other / "data" / "validation-00000-of-00001.parquet")
     assert len(load_splits(prep_dir)["validation"]) == table.num_rows
     assert len(load_splits(other)["validation"]) == 5
+
+
+def test_the_examples_cache_follows_the_prompts_and_rendering(tiny_model_dir, prep_dir, tmp_path, monkeypatch):
+    """datasets keys its cache by imported functions' names alone (datasets#3297): an edited instruction or end-of-
+    turn list (as an upgrade of tc3 makes) must give new examples on the same prep dir, not the cached ones."""
+    from tc3 import prompts
+    from tc3.data import load_splits, to_prompt_completion, tokenize_examples
+
+    data = tmp_path / "prep"
+    shutil.copytree(prep_dir, data)  # a cache of its own
+    config = tiny_config(tiny_model_dir, data, tmp_path / "run", "questions=fixed", "instruction=en")
+    tokenizer = prompts.load_tokenizer(str(tiny_model_dir))
+    rows = load_splits(data)["validation"].select(range(4))
+
+    def examples():
+        pairs = to_prompt_completion(rows, config)
+        return pairs, tokenize_examples(pairs, tokenizer, 256, "trim")[0]
+
+    before, before_ids = examples()
+    assert len(before.cache_files) == 1  # on disk: a second run would read it back
+    monkeypatch.setitem(prompts.INSTRUCTIONS, "en", "Tell me about this product.")
+    after, after_ids = examples()
+    assert before[0]["prompt"][0]["content"].startswith("Based on the product title")
+    assert after[0]["prompt"][0]["content"].startswith("Tell me about this product.")
+    assert after_ids[0]["input_ids"] != before_ids[0]["input_ids"]
+    # the end-of-turn markers decide where a completion ends: without <|eot_id|> among them, EOS is appended
+    monkeypatch.setattr(prompts, "END_OF_TURN_TOKENS", ("<|end_of_text|>",))
+    _, closed = examples()
+    assert closed[0]["input_ids"][-1] == tokenizer.eos_token_id != after_ids[0]["input_ids"][-1]
+    monkeypatch.undo()
+    assert examples()[0].cache_files == before.cache_files  # the same inputs still hit the same cache
 
 
 def test_model_sources(tmp_path):
@@ -182,21 +215,101 @@ def test_adapter_reloads_with_the_same_logits(trained, tiny_model_dir):
 
 def test_resume_continues_at_the_right_step(trained, tiny_model_dir, prep_dir, tmp_path):
     """Killed after step 16 while saving step 32: --resume skips the half-written checkpoint, restarts at 16 and
-    retraces the uninterrupted run (same data order, optimizer and schedule)."""
+    retraces the uninterrupted run (same data order, optimizer and schedule). Its record reads as the uninterrupted
+    run's: each step logged once, tokens counted on from the checkpoint, the whole run's mean train loss."""
     from tc3.train import train
 
-    original, _, _ = trained
+    original, original_metrics, _ = trained
     out = tmp_path / "tiny"
-    shutil.copytree(original, out)
+    shutil.copytree(original, out)  # its log runs to step 32: the steps after 16 are trained and logged again
     (out / "checkpoint-32" / "tc3_checkpoint_complete").unlink()  # saving was interrupted
-    before = len(read_log(out))
     metrics = train(tiny_config(tiny_model_dir, prep_dir, out, *TINY_RUN), resume=True)
-    resumed = [e for e in read_log(out)[before:] if "loss" in e]
-    uninterrupted = {e["step"]: e["loss"] for e in read_log(original) if "loss" in e}
-    assert [e["step"] for e in resumed] == [20, 24, 28, 32]
-    assert metrics["global_step"] == 32
-    for e in resumed:
-        assert e["loss"] == pytest.approx(uninterrupted[e["step"]], abs=1e-3)
+    timing = ("tokens_per_s", "s_per_step")
+    resumed, uninterrupted = ([{k: v for k, v in e.items() if k not in timing} for e in read_log(run)]
+                              for run in (out, original))
+    assert [sorted(e) for e in resumed] == [sorted(e) for e in uninterrupted]
+    assert [e["step"] for e in resumed if "loss" in e] == list(range(4, 33, 4))
+    for r, u in zip(resumed, uninterrupted):
+        assert r == pytest.approx(u, rel=1e-3)
+    assert metrics["global_step"] == 32 and metrics["trained_tokens"] == original_metrics["trained_tokens"]
+    assert metrics["train_loss"] == pytest.approx(original_metrics["train_loss"], abs=1e-3)
+    assert metrics["train_loss"] == pytest.approx(resumed[-1]["train_loss"], abs=1e-4)  # the log's summary
+
+
+def test_totals_of_a_checkpoint_from_before_they_were_recorded(tmp_path):
+    """A marker holding only world_size: the loss sum from the checkpoint's log history (each logged mean loss
+    times the steps it covers), the tokens from the last log record up to the checkpoint's step."""
+    from tc3.train import COMPLETE_MARKER, RunTotals
+
+    checkpoint = tmp_path / "checkpoint-6"
+    checkpoint.mkdir()
+    (checkpoint / COMPLETE_MARKER).write_text(json.dumps({"world_size": 1}))
+    history = [{"step": 2, "loss": 3.0}, {"step": 2, "eval_loss": 9.0}, {"step": 6, "loss": 1.5}]
+    (checkpoint / "trainer_state.json").write_text(json.dumps({"log_history": history}))
+    log = tmp_path / "train_log.jsonl"
+    log.write_text("".join(json.dumps(r) + "\n" for r in [{"step": 2, "tokens": 100}, {"step": 6, "tokens": 310},
+                                                          {"step": 8, "tokens": 400}]) + '{"step": 9, "tok')
+    totals = RunTotals.from_checkpoint(checkpoint, log)
+    assert (totals.base_tokens, totals.base_loss_sum) == (310, 3.0 * 2 + 1.5 * 4)
+    assert totals.total() == 310 and totals.mean_loss(6) == 2.0
+
+
+class Interrupted(Exception):
+    pass
+
+
+def interrupt_at(step: int, event: str):
+    """A callback that stops training by an exception at `event` ("on_log", "on_save") of optimizer step `step`."""
+    from transformers import TrainerCallback
+
+    class Interrupt(TrainerCallback):
+        pass
+
+    def stop(self, args, state, control, **kwargs):
+        if state.global_step == step:
+            raise Interrupted(f"{event} of step {step}")
+
+    setattr(Interrupt, event, stop)
+    return Interrupt()
+
+
+def test_an_interrupted_run_leaves_an_honest_record(tiny_model_dir, prep_dir, tmp_path, capsys):
+    """A fresh run into a folder whose run died before its first complete checkpoint starts a new log (and replaces
+    a half-saved checkpoint, which --resume cannot use); a run killed after a checkpoint leaves no placeholder model
+    card; its resumed log has each step once, tokens counted on, and the train loss is the mean of every step's
+    loss, the steps before the resume included."""
+    from tc3.config import ConfigError
+    from tc3.train import train
+
+    out = tmp_path / "run"
+    steps = ["per_device_batch_size=2", "max_length_cap=64", "train_samples=32", "eval_samples=4",
+             "logging_steps=1", "eval_steps=100", "save_steps=2", "max_steps=4"]  # a log record every step
+    config = tiny_config(tiny_model_dir, prep_dir, out, *steps)
+    with pytest.raises(Interrupted):
+        train(config, callbacks=[interrupt_at(1, "on_log")])
+    assert [e["step"] for e in read_log(out)] == [1]
+    (out / "checkpoint-2").mkdir()  # and killed again while saving its first checkpoint
+    (out / "checkpoint-2" / "stale.bin").write_bytes(b"cut short")
+    with pytest.raises(ConfigError, match="no complete checkpoint .* run without --resume"):
+        train(config, resume=True)
+    with pytest.raises(Interrupted):
+        train(config, callbacks=[interrupt_at(3, "on_log")])  # a fresh run: nothing to resume
+    assert [e["step"] for e in read_log(out)] == [1, 2, 3]
+    assert not (out / "checkpoint-2" / "stale.bin").exists()
+    assert "starting afresh (its 1 log record(s) and 1 half-saved checkpoint(s) replaced)" in capsys.readouterr().out
+    assert not list(out.rglob("README.md"))  # neither TRL's card in out nor PEFT's in checkpoint-2
+    metrics = train(config, resume=True)
+    assert "resuming from checkpoint-2; the log goes on from step 2 (1 record(s) after it dropped" in (
+        capsys.readouterr().out)
+    log = read_log(out)
+    losses = [e["loss"] for e in log if "loss" in e]
+    tokens = [e["tokens"] for e in log if "tokens" in e]
+    assert [e["step"] for e in log if "loss" in e] == [1, 2, 3, 4]
+    assert tokens == sorted(set(tokens)) and tokens[-1] == metrics["trained_tokens"]
+    assert metrics["train_loss"] == pytest.approx(sum(losses) / 4, abs=1e-4)
+    card = (out / "README.md").read_text()
+    assert "[None]" not in card and f"{metrics['train_loss']}" in card
+    assert not list(out.glob("checkpoint-*/README.md"))
 
 
 def test_resume_refuses_a_changed_run(trained, tiny_model_dir, prep_dir, tmp_path):
@@ -333,7 +446,11 @@ def test_unsloth_backend_on_gpu(tiny_model_dir, prep_dir, tmp_path):
     eval_losses = [e["eval_loss"] for e in log if "eval_loss" in e]
     assert losses[-1] < losses[0] - 0.3 and eval_losses[-1] < eval_losses[0] - 0.05, log
     assert all("gpu_max_memory_gb" in e for e in log)
-    assert json.loads((out / "metrics.json").read_text())["backend"] == "unsloth"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["backend"] == "unsloth"
+    # tc3 sums the losses unsloth's training_step returns: the run's mean is the mean of the logged windows (4 steps)
+    assert metrics["train_loss"] == pytest.approx(sum(losses) / len(losses), abs=1e-3)
+    assert not list(out.glob("checkpoint-*/README.md"))
     from tc3.models import load_trained
 
     model, tokenizer = load_trained(out, device="cuda")

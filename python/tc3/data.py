@@ -6,10 +6,13 @@ import hashlib
 import json
 from pathlib import Path
 
+from tc3.cache_keys import code_digest, prompt_values
 from tc3.config import ConfigError
 from tc3.prompts import choose_question, completion_messages, encode_example, prompt_messages, seeded_unit
 
 COLUMNS = ("uid", "title", "description")
+
+RENDERING_MODULES = ("tc3.prompts", "tc3.data")  # the code that turns rows into examples
 
 
 def cache_dir_for(prep_dir: Path) -> str:
@@ -21,6 +24,17 @@ def cache_dir_for(prep_dir: Path) -> str:
     identity = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
     key = hashlib.sha256(repr(identity).encode()).hexdigest()[:16]
     return str(Path(config.HF_DATASETS_CACHE) / "tc3-prep" / key)
+
+
+def rendering_fingerprint(dataset, step: str, **inputs) -> str:
+    """The datasets cache key of one rendering `step` of `dataset`'s rows: their fingerprint, tc3's version and
+    rendering source, the prompt values of `tc3.prompts` (`tc3.cache_keys`) and `inputs` (config values, the
+    tokenizer). datasets' own key hashes imported functions by name alone (datasets#3297): an edited template, or an
+    upgrade of tc3, would load the examples of the old prompts from the cache. 16 hex digits, as datasets' own."""
+    from datasets.fingerprint import Hasher
+
+    key = [dataset._fingerprint, step, code_digest(*RENDERING_MODULES), prompt_values(), sorted(inputs.items())]
+    return Hasher.hash(key)
 
 
 def load_splits(prep_dir: str | Path):
@@ -64,7 +78,9 @@ def to_prompt_completion(dataset, config, num_proc: int | None = None):
             "completion": completion_messages(row["description"]),
         }
 
-    return dataset.map(convert, remove_columns=dataset.column_names, num_proc=num_proc)
+    fingerprint = rendering_fingerprint(dataset, "prompt_completion", questions=questions, instruction=instruction,
+                                        seed=seed, context_fraction=context_fraction)
+    return dataset.map(convert, remove_columns=dataset.column_names, num_proc=num_proc, new_fingerprint=fingerprint)
 
 
 def training_splits(config):
@@ -115,7 +131,9 @@ def tokenize_examples(dataset, tokenizer, max_length: int, overlong: str, num_pr
         return {"input_ids": prompt + completion, "completion_mask": [0] * len(prompt) + [1] * len(completion),
                 "fit": fit}
 
-    encoded = dataset.map(encode, remove_columns=dataset.column_names, num_proc=num_proc)
+    fingerprint = rendering_fingerprint(dataset, "tokenize", tokenizer=tokenizer, max_length=max_length,
+                                        overlong=overlong)
+    encoded = dataset.map(encode, remove_columns=dataset.column_names, num_proc=num_proc, new_fingerprint=fingerprint)
     fits = encoded["fit"]
     counts = {fit: fits.count(fit) for fit in ("whole", "trimmed", "dropped")}
     kept = encoded.filter(lambda fit: fit != "dropped", input_columns="fit", num_proc=num_proc)

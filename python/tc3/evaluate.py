@@ -683,8 +683,11 @@ CACHE_VERSION = 3  # bump when generation or scoring changes: 3 = penalty on gen
 def _cache_key(name: str, base: str | None, records: list[dict], settings, batch_size: int,
                questions: str = "fixed", device: str = "cpu") -> str:
     """Results are reused only for the same weights (the model's files or Hub revision, and an adapter's base's),
-    device, titles, references and settings: a retrained model or another base misses the cache."""
+    device, titles, references and settings, and the same tc3 code and prompts (`tc3.cache_keys`): a retrained
+    model, another base, an edited question template or an upgraded tc3 misses the cache."""
+    from .cache_keys import GENERATION_MODULES, code_and_prompts
     from .models import fingerprint as model_fingerprint
 
-    return fingerprint(CACHE_VERSION, model_fingerprint(name, base), device,
-                       [(r["title"], r["description"]) for r in records], settings.as_dict(), batch_size, questions)
+    return fingerprint(CACHE_VERSION, *code_and_prompts(*GENERATION_MODULES, "tc3.evaluate"),
+                       model_fingerprint(name, base), device, [(r["title"], r["description"]) for r in records],
+                       settings.as_dict(), batch_size, questions)

@@ -7,10 +7,11 @@ well enough, so a caller can say "no product matches" instead of inventing one. 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-import re
 import time
+import unicodedata
 from collections.abc import Callable
 from difflib import SequenceMatcher
 from dataclasses import dataclass
@@ -21,13 +22,14 @@ from tc3.errors import UserError
 from tc3.outputs import check_dest, staged_dir
 
 __all__ = [
-    "build_index", "ProductIndex", "Hit", "coverage", "match_key", "content_words",
+    "build_index", "ProductIndex", "Hit", "coverage", "match_key", "content_words", "words", "title_analyzer",
     "MATCH_THRESHOLD", "META_NAME", "SPLITS",
 ]
 
 META_NAME = "tc3-index.json"
 SPLITS = ("train", "validation")
-FORMAT = 2  # 2: the `row` field
+FORMAT = 3  # 2: the `row` field; 3: titles analysed by TITLE_TOKENIZER
+TITLE_TOKENIZER = "tc3_title"  # the name the index's title field knows `title_analyzer` by
 
 # Share of the query's content words that the best hit's title must hold (one edit a word allowed) for `lookup`
 # to accept it. benches/retrieval_bench.py on 1.25 M records: every noisy held-out title covers 100% of its own
@@ -45,7 +47,7 @@ STOPWORDS = frozenset(
     .split()
 )
 FUZZY_MIN_LEN = 4  # words this long (either side) may differ by one edit: shorter ones would match too much
-MAX_TOKEN_BYTES = 40  # tantivy's default tokenizer drops longer tokens, so they cannot be searched for
+MAX_TOKEN_BYTES = 40  # a word of this many UTF-8 bytes or more (as written, before lower-casing) is not a term
 MAX_QUERY_WORDS = 16  # bounds the latency of a whole pasted title; 16 distinct content words identify one
 SHORT_QUERY = 3  # content words up to which the query's stopwords join the search, to break ties
 CANDIDATES = 32  # BM25 hits reranked by coverage: enough for the right one to be among them after one typo
@@ -53,7 +55,6 @@ TIE_HITS = 4  # how far past CANDIDATES a tie of BM25 scores at the cut is follo
 VARIANT_BOOST = 0.8  # a title with the word as typed ranks above one with a variant of it, other things equal
 LETTERS, DIGITS = "abcdefghijklmnopqrstuvwxyz", "0123456789"
 BATCH_ROWS = 8192
-WORD = re.compile(r"[^\W_]+")  # runs of letters and digits, like tantivy's SimpleTokenizer
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -68,9 +69,27 @@ class Hit:
     coverage: float  # share of the query's content words found in the title (see `coverage`)
 
 
+@functools.cache
+def title_analyzer():
+    """The one definition of a title's terms, for the index and for every query and comparison: tantivy's simple
+    tokenizer (runs of characters that are alphabetic or numeric in Unicode), words of MAX_TOKEN_BYTES bytes or
+    more left out, then lower-cased character by character (so "İ" is "i" and a combining dot, "Σ" always "σ").
+    It is tantivy's own `default` analyzer, registered under TITLE_TOKENIZER so that index and query cannot drift."""
+    import tantivy
+
+    builder = tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.simple())
+    return builder.filter(tantivy.Filter.remove_long(MAX_TOKEN_BYTES)).filter(tantivy.Filter.lowercase()).build()
+
+
+def normalize(text: str) -> str:
+    """Text as the index holds it: Unicode NFC (tc3-prep's titles are; a typed query may come decomposed, NFD,
+    whose combining marks the tokenizer would take for separators)."""
+    return unicodedata.normalize("NFC", text)
+
+
 def words(text: str) -> list[str]:
-    """Lower-cased runs of letters and digits."""
-    return WORD.findall(text.lower())
+    """The terms of `text` as the index has them (`normalize`, then `title_analyzer`), in order."""
+    return title_analyzer().analyze(normalize(text))
 
 
 def content_words(text: str) -> list[str]:
@@ -185,11 +204,17 @@ def _schema():
 
     sb = tantivy.SchemaBuilder()
     sb.add_text_field("uid", stored=True, tokenizer_name="raw", index_option="basic")  # exact term: get(uid)
-    sb.add_text_field("title", stored=True)  # default tokenizer: letters/digits runs, lower-cased, BM25
+    sb.add_text_field("title", stored=True, tokenizer_name=TITLE_TOKENIZER)  # `words`, BM25
     sb.add_bytes_field("description", stored=True)  # bytes: the one stored-only field tantivy-py can make
     sb.add_text_field("split", stored=True, tokenizer_name="raw", index_option="basic")
     sb.add_unsigned_field("row", stored=True)  # place in the prep dir (train, then validation): breaks full ties
     return sb.build()
+
+
+def _with_analyzer(index):
+    """`index`, knowing TITLE_TOKENIZER (a tantivy index holds the analyzer's name, not the analyzer)."""
+    index.register_tokenizer(TITLE_TOKENIZER, title_analyzer())
+    return index
 
 
 def _dir_bytes(path: Path) -> int:
@@ -232,7 +257,7 @@ def build_index(
     with staged_dir(out, "tc3-index", force=force) as tmp:
         index = writer = None
         try:
-            index = tantivy.Index(_schema(), path=str(tmp), reuse=False)
+            index = _with_analyzer(tantivy.Index(_schema(), path=str(tmp), reuse=False))
             # 128 MB of indexing heap per thread: few segments to merge, yet memory stays well under 1 GB.
             writer = index.writer(heap_size=128_000_000 * threads, num_threads=threads)
             records, done = {}, 0
@@ -244,7 +269,7 @@ def build_index(
                         for row, (uid, title, description) in enumerate(zip(uids, titles, descriptions), done):
                             doc = tantivy.Document()
                             doc.add_text("uid", uid or "")
-                            doc.add_text("title", title)
+                            doc.add_text("title", normalize(title))
                             doc.add_bytes("description", description.encode())
                             doc.add_text("split", split)
                             doc.add_unsigned("row", row)
@@ -316,7 +341,7 @@ class ProductIndex:
                 f"rebuild it with: tc3-index {prep} --force"
             )
         try:
-            index = tantivy.Index.open(str(index_dir))
+            index = _with_analyzer(tantivy.Index.open(str(index_dir)))
         except (OSError, ValueError) as e:
             raise UserError(f"{index_dir} cannot be opened as a tantivy index: {e}") from None
         return cls(index, index_dir, meta)
@@ -355,7 +380,7 @@ class ProductIndex:
     def _strict_query(self, text: str):
         """Every word of the text, small ones included, as it is typed (None when one is in no title: a typo)."""
         Query, Occur = self._tantivy.Query, self._tantivy.Occur
-        typed = [w for w in dict.fromkeys(words(text)) if len(w.encode()) <= MAX_TOKEN_BYTES][:MAX_QUERY_WORDS]
+        typed = list(dict.fromkeys(words(text)))[:MAX_QUERY_WORDS]
         if not typed or not all(self._searcher.doc_freq("title", w) for w in typed):
             return None
         return Query.boolean_query([(Occur.Must, Query.term_query(self._schema, "title", w)) for w in typed])
@@ -364,7 +389,7 @@ class ProductIndex:
         """The `k` records whose titles best match `text`, ranked by `match_key` then BM25, from the
         CANDIDATES best by BM25. Any text is accepted: queries are built from its words, never parsed."""
         query_words = content_words(text)
-        terms = [w for w in query_words if len(w.encode()) <= MAX_TOKEN_BYTES][:MAX_QUERY_WORDS]
+        terms = query_words[:MAX_QUERY_WORDS]
         if not terms or k < 1:
             return []
         # With few content words, many titles tie on them (and the right one may not make the candidates);

@@ -342,18 +342,47 @@ def use_eager_loss_off_gpu() -> None:
 def complete_checkpoints(output_dir: Path) -> list[Path]:
     """Checkpoint dirs whose saving finished, oldest first (a run killed while saving leaves one without marker)."""
     found = [p for p in output_dir.glob("checkpoint-*") if (p / COMPLETE_MARKER).is_file()]
-    return sorted(found, key=lambda p: int(p.name.rsplit("-", 1)[1]))
+    return sorted(found, key=checkpoint_step)
 
 
-class TokenCounter:
-    """Real tokens (padding excluded) trained on, counted from the batches the Trainer feeds, on every backend (TRL's
-    own `num_tokens` is missing from unsloth's logs), and the time spent in training steps (evaluation and checkpoint
-    saving left out). Counting adds to a device tensor: no host sync until the count is read at a log step."""
+def checkpoint_step(checkpoint: Path) -> int:
+    return int(checkpoint.name.rsplit("-", 1)[1])
 
-    def __init__(self):
-        self.count = 0  # this process's tokens: an int until the first batch, then a tensor on the batch's device
-        self.busy_s = 0.0  # wall time inside optimizer steps, this process
+
+class RunTotals:
+    """What the whole run has done up to now, across `--resume`: the real tokens trained on (padding excluded, all
+    processes; counted from the batches the Trainer feeds, on every backend: TRL's own `num_tokens` is missing from
+    unsloth's logs) and the sum of the optimizer steps' training losses (the mean over processes, as the Trainer's
+    logged `loss` is). The Trainer's own `training_loss` of a resumed run divides the resumed steps' losses by all
+    steps. `busy_s` is this session's wall time inside optimizer steps, this process (evaluation and checkpoint
+    saving left out). Counting adds to device tensors: no host sync until a total is read at a log or save step.
+
+    `tokens` and `loss_sum` are the totals a checkpoint recorded (`from_checkpoint`), for a resumed run."""
+
+    def __init__(self, tokens: int = 0, loss_sum: float = 0.0):
+        self.base_tokens, self.base_loss_sum = tokens, loss_sum
+        self.count = 0  # this process's tokens this session: an int until the first batch, then a device tensor
+        self.loss = 0.0  # this process's sum of training_step losses this session: likewise
+        self.busy_s = 0.0
         self.step_start = None
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: Path | None, log_path: Path) -> RunTotals:
+        """The totals at `checkpoint` (None: a fresh run, zeros), as its marker records them. A marker from before
+        they were recorded: the loss from the checkpoint's log history (exact when its step was a logging step)
+        and the tokens of the last log record up to its step."""
+        if checkpoint is None:
+            return cls()
+        marker = (checkpoint / COMPLETE_MARKER).read_text().strip()
+        saved = json.loads(marker) if marker else {}
+        if "tokens" in saved and "loss_sum" in saved:
+            return cls(saved["tokens"], saved["loss_sum"])
+        loss_sum, logged = 0.0, 0
+        for entry in json.loads((checkpoint / "trainer_state.json").read_text())["log_history"]:
+            if "loss" in entry:  # the mean loss of the steps since the previous training log
+                loss_sum, logged = loss_sum + entry["loss"] * (entry["step"] - logged), entry["step"]
+        tokens = [r["tokens"] for r in read_log(log_path) if "tokens" in r and r["step"] <= checkpoint_step(checkpoint)]
+        return cls(tokens[-1] if tokens else 0, loss_sum)
 
     def watch(self, trainer) -> None:
         original = trainer.training_step
@@ -362,49 +391,111 @@ class TokenCounter:
             mask = inputs.get("attention_mask")
             # padding-free batches are one flat row with no mask: every position is a real token
             self.count = self.count + (mask.sum() if mask is not None else inputs["input_ids"].numel())
-            return original(model, inputs, *args, **kwargs)
+            loss = original(model, inputs, *args, **kwargs)
+            self.loss = self.loss + loss.detach()  # the Trainer adds these up, over accumulation, to a step's loss
+            return loss
 
         trainer.training_step = training_step
 
     def total(self) -> int:
-        """Tokens of all processes so far: a collective, so every process must call it at the same point."""
-        import torch
-        import torch.distributed as dist
+        """Tokens of the whole run so far: a collective, so every process must call it at the same point."""
+        return self.base_tokens + int(_all_reduce(self.count, "sum"))
 
-        count = torch.as_tensor(self.count, dtype=torch.int64)
-        if dist.is_available() and dist.is_initialized():
-            device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else "cpu"
-            count = count.to(device)
-            dist.all_reduce(count)
-        return int(count)
+    def loss_sum(self) -> float:
+        """Sum of every step's training loss so far, the whole run: a collective, like `total`."""
+        return self.base_loss_sum + float(_all_reduce(self.loss, "mean"))
+
+    def mean_loss(self, steps: int) -> float:
+        """Mean training loss of the `steps` optimizer steps of the whole run: a collective, like `total`."""
+        return self.loss_sum() / max(steps, 1)
+
+    def saved(self) -> dict:
+        """What a checkpoint records of the totals (`from_checkpoint` reads it back): a collective, like `total`."""
+        return {"tokens": self.total(), "loss_sum": self.loss_sum()}
 
 
-def make_callbacks(log_path: Path, tokens: TokenCounter):
+def _all_reduce(value, op: str):
+    """`value` (a number or this process's tensor) summed, or averaged, over all processes; itself when alone."""
+    import torch
+    import torch.distributed as dist
+
+    tensor = torch.as_tensor(value, dtype=torch.float64 if op == "mean" else torch.int64)
+    if dist.is_available() and dist.is_initialized():
+        device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else "cpu"
+        tensor = tensor.to(device).clone()  # all_reduce works in place: never on the running count itself
+        dist.all_reduce(tensor)
+        if op == "mean":
+            tensor = tensor / dist.get_world_size()
+    return tensor.item()
+
+
+def read_log(log_path: Path) -> list[dict]:
+    """The records of a train_log.jsonl (none when absent); a line cut short by a killed run is left out."""
+    if not log_path.is_file():
+        return []
+    records = []
+    for line in log_path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    return records
+
+
+def start_record(output_dir: Path, resume_from: Path | None) -> None:
+    """The log (LOG_NAME) a run appends to, and its checkpoints. A fresh run starts a new log and removes the half-saved
+    checkpoints of a run interrupted before its first complete one (nothing of it could be resumed; its log is not
+    this run's). A resumed run keeps the records up to its checkpoint's step: the steps after it are trained again
+    and logged then, once; an earlier end's summary (`train_loss`) goes too."""
+    log_path, kept = output_dir / LOG_NAME, []
+    records = read_log(log_path)
+    if resume_from is None:
+        half_saved = list(output_dir.glob("checkpoint-*"))  # none complete: check_output_dir saw to it
+        for checkpoint in half_saved:
+            shutil.rmtree(checkpoint)
+        if records or half_saved:
+            say(f"tc3-train: {output_dir} held a run stopped before its first complete checkpoint: starting afresh "
+                f"(its {len(records)} log record(s) and {len(half_saved)} half-saved checkpoint(s) replaced)")
+    else:
+        step = checkpoint_step(resume_from)
+        kept = [r for r in records if r["step"] <= step and "train_loss" not in r]
+        dropped = len(records) - len(kept)
+        say(f"tc3-train: resuming from {resume_from.name}; the log goes on from step {step}"
+            + (f" ({dropped} record(s) after it dropped: those steps train again)" if dropped else ""))
+    staged = log_path.with_name(log_path.name + ".partial")
+    staged.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+    os.replace(staged, log_path)
+
+
+def make_callbacks(log_path: Path, totals: RunTotals):
     from transformers import TrainerCallback
 
     class MarkCompleteCheckpoint(TrainerCallback):
         def on_save(self, args, state, control, **kwargs):
             # Every process writes its own RNG state into the checkpoint: mark it only once all of them are done.
             args.distributed_state.wait_for_everyone()
+            saved = totals.saved()  # every process takes part
             if state.is_world_process_zero:
-                marker = Path(args.output_dir) / f"checkpoint-{state.global_step}" / COMPLETE_MARKER
-                marker.write_text(json.dumps({"world_size": args.world_size}))
+                checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+                (checkpoint / "README.md").unlink(missing_ok=True)  # PEFT's placeholder card ("Model ID")
+                (checkpoint / COMPLETE_MARKER).write_text(json.dumps({"world_size": args.world_size, **saved}))
 
     class JsonLinesLog(TrainerCallback):
-        """step, loss, eval loss, learning rate, tokens (all processes, padding excluded), tokens/s and seconds a
-        step over the steps since the last training log, and peak GPU memory: one JSON object a log event."""
+        """step, loss, eval loss, learning rate, tokens (the whole run's, all processes, padding excluded), tokens/s
+        and seconds a step over the steps since the last training log, peak GPU memory, and at the end the whole
+        run's mean train loss: one JSON object a log event."""
 
         def __init__(self):
             self.last = (0.0, 0, 0)  # (busy seconds, tokens, step) at the previous training log
 
         def on_step_begin(self, args, state, control, **kwargs):
-            tokens.step_start = time.monotonic()
+            totals.step_start = time.monotonic()
 
         def on_step_end(self, args, state, control, **kwargs):
-            tokens.busy_s += time.monotonic() - tokens.step_start
+            totals.busy_s += time.monotonic() - totals.step_start
 
         def on_train_begin(self, args, state, control, **kwargs):
-            self.last = (0.0, 0, state.global_step)  # a resumed run counts from where it starts
+            self.last = (0.0, totals.base_tokens, state.global_step)  # a resumed run counts from where it starts
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not logs:
@@ -413,12 +504,14 @@ def make_callbacks(log_path: Path, tokens: TokenCounter):
 
             record = {"step": state.global_step, "epoch": round(state.epoch or 0, 4)}
             if "loss" in logs:  # every process logs here: the token count is summed over them
-                now = (tokens.busy_s, tokens.total(), state.global_step)
+                now = (totals.busy_s, totals.total(), state.global_step)
                 record["tokens"] = now[1]
                 if now[0] > self.last[0] and now[2] > self.last[2]:
                     record["tokens_per_s"] = round((now[1] - self.last[1]) / (now[0] - self.last[0]), 1)
                     record["s_per_step"] = round((now[0] - self.last[0]) / (now[2] - self.last[2]), 3)
                 self.last = now
+            if "train_loss" in logs:  # the Trainer's own counts only the steps since a resume
+                logs = {**logs, "train_loss": totals.mean_loss(state.global_step)}
             if not state.is_world_process_zero:
                 return
             for key in ("loss", "eval_loss", "learning_rate", "grad_norm", "mean_token_accuracy", "train_loss"):
@@ -440,12 +533,14 @@ def check_output_dir(config: TrainConfig, resume: bool) -> Path | None:
     check_dest(output_dir, "tc3-train")  # a folder of the user's, or of another command, is never trained into
     saved = output_dir / CONFIG_NAME
     if not resume:
-        if (output_dir / "adapter_model.safetensors").exists() or any(output_dir.glob("checkpoint-*")):
+        # a run that died before its first checkpoint was complete left nothing to resume: a fresh run replaces it
+        if (output_dir / "adapter_model.safetensors").exists() or complete_checkpoints(output_dir):
             raise ConfigError(f"{output_dir} already holds a run: pass --resume, or choose another output_dir")
         return None
     checkpoints = complete_checkpoints(output_dir)
     if not checkpoints:
-        raise ConfigError(f"--resume: no complete checkpoint in {output_dir}")
+        raise ConfigError(f"--resume: no complete checkpoint in {output_dir} (the run stopped before its first was "
+                          "saved): run without --resume to start it again")
     from tc3.config import load_config
 
     before = load_config(saved).to_dict() if saved.exists() else {}
@@ -568,7 +663,7 @@ class Run:
     fits: dict  # split -> {"whole", "trimmed", "dropped"} example counts under max_length
     token_rows: list[int]  # template token ids whose embedding rows are trained
     attention: str  # the attention path, in words
-    tokens: TokenCounter
+    totals: RunTotals
 
 
 def build_run(config: TrainConfig, resume: bool = False, callbacks=()) -> Run:
@@ -631,6 +726,7 @@ def build_run(config: TrainConfig, resume: bool = False, callbacks=()) -> Run:
     if state.is_main_process:
         claim_dir(output_dir, "tc3-train")
         resolved.save(output_dir / CONFIG_NAME)
+        start_record(output_dir, resume_from)
     args = SFTConfig(
         output_dir=str(output_dir),
         num_train_epochs=config.epochs,
@@ -671,22 +767,25 @@ def build_run(config: TrainConfig, resume: bool = False, callbacks=()) -> Run:
         report_to=config.report_to,
         neftune_noise_alpha=config.neftune_noise_alpha,
     )
-    tokens = TokenCounter()
+    totals = RunTotals.from_checkpoint(resume_from, output_dir / LOG_NAME)
     trainer = SFTTrainer(
         model=model,
         args=args,
         train_dataset=train_set,
         eval_dataset=eval_set,
         processing_class=tokenizer,
-        callbacks=[*make_callbacks(output_dir / LOG_NAME, tokens), *callbacks],
+        callbacks=[*make_callbacks(output_dir / LOG_NAME, totals), *callbacks],
     )
-    tokens.watch(trainer)
+    totals.watch(trainer)
+    # TRL writes a placeholder card ("fine-tuned version of [None]") into output_dir at every checkpoint; tc3 writes
+    # its own card with the final adapter, and an interrupted run leaves none
+    trainer.create_model_card = lambda *args, **kwargs: None
     if os.environ.get(TRACE_ENV):
         trace_training_steps(trainer)
     fits = {"train": train_fits, "eval": eval_fits}
     say(f"tc3-train: max_length {max_length}, train examples: {describe_fits(train_fits, config)}")
     say(f"tc3-train: template token rows: {describe_token_rows(tokenizer, token_rows)}")
-    return Run(trainer, tokenizer, resolved, lengths, backend, resume_from, fits, token_rows, attention_path, tokens)
+    return Run(trainer, tokenizer, resolved, lengths, backend, resume_from, fits, token_rows, attention_path, totals)
 
 
 def train(config: TrainConfig, resume: bool = False, callbacks=()) -> dict:
@@ -700,9 +799,11 @@ def train(config: TrainConfig, resume: bool = False, callbacks=()) -> dict:
     if os.environ.get(TRACE_ENV):
         write_trace(trainer)
     args = trainer.args
-    trained_tokens = run.tokens.total()  # every process, before the main one goes on alone
+    # collectives of every process, before the main one goes on alone; the whole run's, across --resume
+    trained_tokens, train_loss = run.totals.total(), run.totals.mean_loss(result.global_step)
+    session_tokens = trained_tokens - run.totals.base_tokens
     metrics = {
-        "train_loss": round(result.training_loss, 4),
+        "train_loss": round(train_loss, 4),
         "global_step": result.global_step,
         "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 1),
         "eval_loss": round(final_eval_loss(trainer), 4),
@@ -715,7 +816,7 @@ def train(config: TrainConfig, resume: bool = False, callbacks=()) -> dict:
         "backend": run.backend,
         "attention": run.attention,
         "trained_tokens": trained_tokens,
-        "tokens_per_s": round(trained_tokens / run.tokens.busy_s, 1) if run.tokens.busy_s else None,
+        "tokens_per_s": round(session_tokens / run.totals.busy_s, 1) if run.totals.busy_s else None,
         "world_size": args.world_size,
         "global_batch_size": args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size,
     }

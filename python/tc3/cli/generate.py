@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from tc3.cache_keys import GENERATION_MODULES, code_and_prompts
 from tc3.cli.args import make_parser
 from tc3.errors import MODEL_MODULES, UserError, command, need
 from tc3.outputs import check_dest, fingerprint, resumable_jsonl
@@ -220,7 +221,7 @@ def run(args) -> int:
         return 0
     if args.output:
         key = fingerprint(Path(args.input), args.split, model_fingerprint(args.model, args.base), settings.as_dict(),
-                          args.batch_size, args.index, args.device, args.dtype)
+                          args.batch_size, args.index, args.device, args.dtype, *code_and_prompts(*GENERATION_MODULES))
         with resumable_jsonl(args.output, "tc3-generate", key) as (done, out), Ticker(*TICKER) as ticker:
             if done:
                 print(f"tc3-generate: {len(done)} answers kept from an interrupted run; going on", file=sys.stderr)
