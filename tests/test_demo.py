@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 
 import pytest
+from conftest import generation_threads
 
 pytest.importorskip("gradio")
 pytest.importorskip("gradio_client")
@@ -42,5 +43,70 @@ def test_demo_streams_the_same_answer_as_generate_side_by_side(tiny_model_dir):
         assert updates[0][0] != expected or updates[0][1] == ""
         assert all(not u[0] or expected.startswith(u[0].strip()) for u in updates)
         assert client.predict("Sunflower", api_name="/generate")[2] == ""  # a plain title: nothing to show
+    finally:
+        app.close()
+
+
+def _first_output_s(client, text: str, timeout: float = 30.0):
+    """(seconds until the first streamed output of /generate for `text`, the job)."""
+    import time
+
+    began = time.perf_counter()
+    job = client.submit(text, api_name="/generate")
+    while not job.outputs():
+        assert not job.done() or job.outputs(), job.exception()
+        assert time.perf_counter() - began < timeout
+        time.sleep(0.005)
+    return time.perf_counter() - began, job
+
+
+def test_no_request_stalls_the_demo_for_another_client(tiny_model_dir):
+    """Issue 26.4: a huge question is refused at once with one clear message; a cancelled stream stops generating
+    (its thread is gone) instead of running to max_new_tokens beside the next answer; meanwhile another client's
+    page loads and its answer starts within a second. No route runs the model around the queue, and the page takes
+    no uploads."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    from gradio_client import Client
+    from tc3.demo import build_app, launch
+    from tc3.generate import GenerationSettings, load_model
+
+    app = build_app(load_model(str(tiny_model_dir), device="cpu"), None, GenerationSettings(max_new_tokens=1500))
+    url = launch(app, port=_free_port(), block=False)
+
+    def page_load_s() -> float:
+        began = time.perf_counter()
+        with urllib.request.urlopen(url, timeout=10) as page:
+            assert b"tc3" in page.read()
+        return time.perf_counter() - began
+
+    try:
+        stranger = Client(url, verbose=False, analytics_enabled=False, download_files=False)
+        other = Client(url, verbose=False, analytics_enabled=False, download_files=False)
+        text = "What is '" + "x " * 50_000 + "' about?"
+        huge = stranger.submit(text, api_name="/generate")
+        assert page_load_s() < 1.0
+        with pytest.raises(Exception, match=f"{len(text):,} characters long; a title or question may have at most"):
+            huge.result(timeout=10)
+
+        started, abandoned = _first_output_s(stranger, "Sunflower")
+        assert page_load_s() < 1.0
+        abandoned.cancel()
+        began = time.perf_counter()
+        while generation_threads() and time.perf_counter() - began < 1.0:
+            time.sleep(0.01)
+        assert not generation_threads(), "the cancelled answer is still being generated"
+        started, answer = _first_output_s(other, "Sunflower")
+        assert started < 1.0
+        assert page_load_s() < 1.0
+        answer.cancel()
+
+        around = urllib.request.Request(url + "gradio_api/api/generate/", data=b'{"data": ["Sunflower"]}',
+                                        headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(around, timeout=10)
+        assert refused.value.code == 404
     finally:
         app.close()
