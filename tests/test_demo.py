@@ -60,10 +60,44 @@ def _first_output_s(client, text: str, timeout: float = 30.0):
     return time.perf_counter() - began, job
 
 
+def _abandon_a_stream(url: str, text: str) -> None:
+    """Plain HTTP, as a closed tab or a dropped connection: join the queue with `text`, read the event stream until
+    the answer is being generated, then close the connection without a word."""
+    import http.client
+    import json
+    from urllib.parse import urlsplit
+
+    port = urlsplit(url).port
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", "/config")
+    fn = next(d["id"] for d in json.loads(conn.getresponse().read())["dependencies"] if d.get("api_name") == "generate")
+    body = {"data": [text], "fn_index": fn, "session_hash": "abandoned1", "event_data": None, "trigger_id": None}
+    conn.request("POST", "/gradio_api/queue/join", json.dumps(body), {"Content-Type": "application/json"})
+    assert conn.getresponse().status == 200
+    stream = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    stream.request("GET", "/gradio_api/queue/data?session_hash=abandoned1")
+    events = stream.getresponse()
+    while b"process_generating" not in events.fp.readline():
+        pass
+    stream.sock.shutdown(socket.SHUT_RDWR)
+    stream.close()
+    conn.close()
+
+
+def _gone_within(seconds: float) -> bool:
+    """Whether every streamed answer's thread ends within `seconds`."""
+    import time
+
+    began = time.perf_counter()
+    while generation_threads() and time.perf_counter() - began < seconds:
+        time.sleep(0.01)
+    return not generation_threads()
+
+
 def test_no_request_stalls_the_demo_for_another_client(tiny_model_dir):
-    """Issue 26.4: a huge question is refused at once with one clear message; a cancelled stream stops generating
-    (its thread is gone) instead of running to max_new_tokens beside the next answer; meanwhile another client's
-    page loads and its answer starts within a second. No route runs the model around the queue, and the page takes
+    """Issue 26.4: a huge question is refused at once with one clear message; a cancelled stream, and one whose
+    client goes without a word, stop generating (their thread is gone) instead of running to max_new_tokens beside
+    the next answer; meanwhile another client's page loads and its answer starts within a second. No route runs the model around the queue, and the page takes
     no uploads."""
     import time
     import urllib.error
@@ -73,7 +107,9 @@ def test_no_request_stalls_the_demo_for_another_client(tiny_model_dir):
     from tc3.demo import build_app, launch
     from tc3.generate import GenerationSettings, load_model
 
-    app = build_app(load_model(str(tiny_model_dir), device="cpu"), None, GenerationSettings(max_new_tokens=1500))
+    # without a repetition penalty the tiny model writes about 1,100 tokens (seconds) before an end token
+    settings = GenerationSettings(max_new_tokens=1500, repetition_penalty=1.0)
+    app = build_app(load_model(str(tiny_model_dir), device="cpu"), None, settings)
     url = launch(app, port=_free_port(), block=False)
 
     def page_load_s() -> float:
@@ -94,13 +130,17 @@ def test_no_request_stalls_the_demo_for_another_client(tiny_model_dir):
         started, abandoned = _first_output_s(stranger, "Sunflower")
         assert page_load_s() < 1.0
         abandoned.cancel()
-        began = time.perf_counter()
-        while generation_threads() and time.perf_counter() - began < 1.0:
-            time.sleep(0.01)
-        assert not generation_threads(), "the cancelled answer is still being generated"
+        assert _gone_within(1.0), "the cancelled answer is still being generated"
         started, answer = _first_output_s(other, "Sunflower")
         assert started < 1.0
         assert page_load_s() < 1.0
+        answer.cancel()
+        assert _gone_within(1.0)
+
+        _abandon_a_stream(url, "Sunflower")  # the client goes without cancelling
+        assert _gone_within(1.0), "the abandoned answer is still being generated"
+        started, answer = _first_output_s(other, "Sunflower")
+        assert started < 1.0
         answer.cancel()
 
         around = urllib.request.Request(url + "gradio_api/api/generate/", data=b'{"data": ["Sunflower"]}',
@@ -108,5 +148,11 @@ def test_no_request_stalls_the_demo_for_another_client(tiny_model_dir):
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(around, timeout=10)
         assert refused.value.code == 404
+        upload = urllib.request.Request(
+            url + "gradio_api/upload", headers={"Content-Type": "multipart/form-data; boundary=x"},
+            data=b'--x\r\nContent-Disposition: form-data; name="files"; filename="a.txt"\r\n\r\nhello\r\n--x--\r\n')
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(upload, timeout=10)
+        assert refused.value.code == 413
     finally:
         app.close()
