@@ -418,7 +418,7 @@ def test_a_title_or_prompt_too_long_is_one_clear_error(tiny_model_dir, tiny, tmp
         read_titles(titles)
     assert main(["--model", str(tmp_path / "no-model"), "--title", long_title]) == 2  # found before the model
     assert capsys.readouterr().err == ("tc3-generate: error: --title: the text is 10,000 characters long; a title or "
-                                       "question may have at most 1,000 (tc3-prep keeps titles of up to 400)\n")
+                                       "question may have at most 1,000 (tc3-prep keeps titles of up to 400 by default)\n")
 
     assert model_positions(tiny.model) == 2048
     with pytest.raises(UserError, match=r"is \d+ tokens; with 2,040 new tokens .* the model's 2,048 positions"):

@@ -60,9 +60,8 @@ def describe_fn(loaded: LoadedModel, baseline: LoadedModel | None, settings: Gen
         info = found_text(found) if found is not None else (read_as(typed, title) or "")
 
         def pieces(model: LoadedModel):
-            # closed as soon as the client goes (gradio closes this generator): the model stops at once
-            return closing(iter(Stream(model, title, settings) if found is None else stream_found(model, found,
-                                                                                                   settings)))
+            stream = Stream(model, title, settings) if found is None else stream_found(model, found, settings)
+            return closing(iter(stream))  # closed when the client goes (gradio closes `describe`): the model stops
 
         with pieces(loaded) as answer:
             for piece in answer:

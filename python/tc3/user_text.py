@@ -15,21 +15,13 @@ from .errors import UserError
 MAX_CHARS = 1000  # a title or question; tc3-prep keeps titles of up to 400 characters (--max-title-chars)
 
 
-class TooLong(UserError):
-    """A title or question over MAX_CHARS characters."""
-
-
-def check_length(text: str, where: str = "") -> str:
-    """`text` itself; TooLong when it holds more than MAX_CHARS characters (`where` prefixes the message)."""
-    if len(text) > MAX_CHARS:
-        raise TooLong(f"{where}the text is {len(text):,} characters long; a title or question may have at most "
-                      f"{MAX_CHARS:,} (tc3-prep keeps titles of up to 400)")
-    return text
-
-
 def accept(text: str, where: str = "") -> str:
-    """`text` bounded (TooLong) and cleaned as tc3-prep cleans a title: ``<b>Girls</b> Tutu &amp; more`` gives
-    ``Girls Tutu & more``; the empty string when nothing but markup and white space was typed."""
+    """`text` cleaned as tc3-prep cleans a title: ``<b>Girls</b> Tutu &amp; more`` gives ``Girls Tutu & more``; the
+    empty string when nothing but markup and white space was typed. UserError, before anything else reads it,
+    when the text holds more than MAX_CHARS characters (`where` prefixes the message: a file's line)."""
     from ._rust_clean import clean_title
 
-    return clean_title(check_length(text, where))
+    if len(text) > MAX_CHARS:
+        raise UserError(f"{where}the text is {len(text):,} characters long; a title or question may have at most "
+                        f"{MAX_CHARS:,} (tc3-prep keeps titles of up to 400 by default)")
+    return clean_title(text)

@@ -400,7 +400,7 @@ mod tests {
         ] {
             assert_eq!(clean(raw).0, want, "{raw}");
         }
-        assert_eq!(clean("T<script>x</script>").1, ["html_tags"]);
+        assert_eq!(clean("T<script>x</script>").1, ["html_tags", "whitespace"]);
     }
 
     #[test]
