@@ -438,7 +438,7 @@ def _cpu_seconds(pid: int) -> float:
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads CPU time from Linux /proc")
-@pytest.mark.parametrize("leave", [b"exit\n", b"\x04"])
+@pytest.mark.parametrize("leave", [b"exit\n", pytest.param(b"\x04", marks=pytest.mark.slow)])  # Ctrl-D: as exit
 def test_ctrl_c_stops_the_answer_and_the_loop_ends_cleanly(tiny_model_dir, leave):
     """Issue 29.4: Ctrl-C during a streamed answer stops it (the model stops: the process is idle at the next
     prompt) and asks again; then exit or Ctrl-D leaves with status 0 (it aborted: "terminate called without an
