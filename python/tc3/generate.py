@@ -215,32 +215,10 @@ def _generation_config(model, tokenizer, settings: GenerationSettings):
     return GenerationConfig(**kwargs)
 
 
-def model_positions(model) -> int | None:
-    """The longest sequence (prompt and answer, in tokens) the model's config allows; None when it names none."""
-    config = getattr(model, "config", None)
-    for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
-        value = getattr(config, key, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
-
-
-def _encode(loaded: LoadedModel, asks: list[Ask], settings: GenerationSettings):
-    """The asks' prompts as a left-padded batch on the model's device. UserError when a prompt and
-    `max_new_tokens` do not fit in the model's positions: said, never truncated or run past them."""
-    tokenizer = loaded.tokenizer
-    prompts = [render_prompt(tokenizer, a.title, a.question or settings.instruction, a.context) for a in asks]
+def _encode(tokenizer, asks: list[Ask], instruction: str, device: str):
+    prompts = [render_prompt(tokenizer, a.title, a.question or instruction, a.context) for a in asks]
     prepare_tokenizer(tokenizer)
-    inputs = tokenizer(prompts, add_special_tokens=False, padding=True, return_tensors="pt")
-    positions = model_positions(loaded.model)
-    if positions is not None:
-        for ask, length in zip(asks, inputs["attention_mask"].sum(dim=1).tolist()):
-            if length + settings.max_new_tokens > positions:
-                title = ask.title if len(ask.title) <= 60 else ask.title[:59] + "…"
-                raise UserError(f'the prompt for "{title}" is {length:,} tokens; with {settings.max_new_tokens:,} '
-                                f"new tokens (--max-new-tokens) that is more than the model's {positions:,} "
-                                "positions: shorten the title or lower --max-new-tokens")
-    return inputs.to(loaded.device)
+    return tokenizer(prompts, add_special_tokens=False, padding=True, return_tensors="pt").to(device)
 
 
 def _processors(settings: GenerationSettings, attention_mask, tokenizer):
@@ -270,6 +248,30 @@ def split_answer(tokenizer, new_ids: list[int]) -> tuple[str, int, bool]:
     return text, len(content), stop is not None
 
 
+def model_positions(model) -> int | None:
+    """The longest sequence (prompt and answer, in tokens) the model's config allows; None when it names none."""
+    config = getattr(model, "config", None)
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def check_fits(loaded: LoadedModel, asks: list[Ask], inputs, settings: GenerationSettings) -> None:
+    """UserError, before generating, when an ask's prompt (a row of the encoded, padded batch `inputs`) and
+    `max_new_tokens` do not fit in the model's positions: said, never truncated or run past them."""
+    positions = model_positions(loaded.model)
+    if positions is None:
+        return
+    for ask, length in zip(asks, inputs["attention_mask"].sum(dim=1).tolist()):
+        if length + settings.max_new_tokens > positions:
+            title = ask.title if len(ask.title) <= 60 else ask.title[:59] + "…"
+            raise UserError(f'the prompt for "{title}" is {length:,} tokens; with {settings.max_new_tokens:,} new '
+                            f"tokens (--max-new-tokens) that is more than the model's {positions:,} positions: "
+                            "shorten the title or lower --max-new-tokens")
+
+
 def generate_batch(loaded: LoadedModel, titles: Iterable[str | Ask], settings: GenerationSettings | None = None,
                    batch_size: int = 8, progress=None) -> list[Generation]:
     """One answer a title (or Ask), batch by batch with left padding. ``progress(done, total)`` after each batch."""
@@ -283,7 +285,8 @@ def generate_batch(loaded: LoadedModel, titles: Iterable[str | Ask], settings: G
     results: list[Generation] = []
     for start in range(0, len(titles), max(1, batch_size)):
         chunk = titles[start : start + max(1, batch_size)]
-        inputs = _encode(loaded, chunk, settings)
+        inputs = _encode(tokenizer, chunk, settings.instruction, loaded.device)
+        check_fits(loaded, chunk, inputs, settings)
         began = time.perf_counter()
         with torch.inference_mode():
             output = model.generate(**inputs, generation_config=config,
@@ -321,11 +324,12 @@ class Stream:
         from transformers import StoppingCriteriaList, TextIteratorStreamer
 
         model, tokenizer = self.loaded.model, self.loaded.tokenizer
-        inputs = _encode(self.loaded, [self.ask], self.settings)
+        inputs = _encode(tokenizer, [self.ask], self.settings.instruction, self.loaded.device)
         streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
         config = _generation_config(model, tokenizer, self.settings)
-        cancel = threading.Event()
         holder: dict = {}
+        check_fits(self.loaded, [self.ask], inputs, self.settings)
+        cancel = threading.Event()  # set when the consumer goes: generation stops at its next token
 
         def work():
             try:
@@ -380,7 +384,10 @@ class Cancelled:
 
 class Titles(list):
     """The records of `read_titles` (dicts with ``title`` and, where the input has them, ``uid``); `skipped` holds
-    the line numbers of JSONL rows whose title is empty, left out and reported rather than answered."""
+    the line numbers of JSONL rows whose title is empty, left out and reported rather than answered. A title read
+    from a text or JSONL file is cleaned as tc3-prep cleans titles (`tc3.user_text.accept`: a row left empty by the
+    cleaning is skipped too; one over `tc3.user_text.MAX_CHARS` characters is a UserError naming its line); a
+    tc3-prep dir's are clean already."""
 
     skipped: list[int]
 
@@ -391,10 +398,9 @@ class Titles(list):
 
 def read_titles(path: str | os.PathLike, split: str = "validation") -> Titles:
     """Titles from a text file (one a line), a JSONL file (objects with ``title``), or a tc3-prep output directory
-    (``data/{split}-*.parquet``, cleaned by tc3-prep). Only ``\n`` ends a line (tc3.outputs.split_lines). A title
-    from a file is cleaned as tc3-prep cleans one (`tc3.user_text.accept`); a row whose title is then empty
-    (but for a blank text line) is skipped and its line number kept in ``skipped``. UserError for an input that
-    cannot be read, holds no title or a title over `tc3.user_text.MAX_CHARS` characters."""
+    (``data/{split}-*.parquet``). Only ``\n`` ends a line (tc3.outputs.split_lines). A JSONL row with an empty
+    title is skipped and its line number kept in ``skipped``. UserError for an input that cannot be read or
+    holds no title."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"input '{path}' does not exist")
