@@ -29,7 +29,7 @@ from typing import NamedTuple
 import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
-from tc3._rust_clean import HTML_TAG_PATTERN  # the HTML element names are kept in one place, the engine
+from tc3._rust_clean import HTML_TAG_PATTERN  # element names and script/style elements: kept in one place, the engine
 
 # Steps 4 and 8: Unicode white space, control characters (Cc) and zero-width characters.
 WHITESPACE = re.compile(r"[\s\x00-\x1f\x7f-\x9f\u200b\u2060\ufeff]+")

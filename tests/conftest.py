@@ -85,6 +85,14 @@ def build_tiny_llama(out_dir: Path, vocab_size: int = 1000, seed: int = 0) -> Pa
     return out_dir
 
 
+def generation_threads() -> list:
+    """The threads running a streamed answer now (tc3.generate.Stream's, `tc3-stream`; `Thread-N (work)` before it
+    named them)."""
+    import threading
+
+    return [t for t in threading.enumerate() if t.name == "tc3-stream" or t.name.endswith("(work)")]
+
+
 def limit_torch_threads() -> None:
     """Tiny models on a small shared box: one thread is several times faster than threads contending for cores.
     Acts only once torch is imported and never imports it, so prep and Rust-side tests run without torch."""

@@ -277,5 +277,6 @@ def test_demo_stops_on_ctrl_c_without_gradios_farewell(tiny_model_dir):
         assert first.startswith("tc3-demo: serving on")
         proc.send_signal(signal.SIGINT)
         rest = proc.communicate(timeout=30)[0]
-        assert proc.returncode == 0
+        assert proc.returncode == 130  # as every tc3 command's Ctrl-C (README)
+        assert rest.strip().splitlines()[-1] == "tc3-demo: interrupted", rest
         assert "share=True" not in rest and "launch()" not in rest and "Keyboard interruption" not in rest, rest

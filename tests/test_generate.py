@@ -334,21 +334,28 @@ def _read_until(fd: int, needle: bytes, buffer: bytearray, timeout: float = 60) 
 
 
 @contextmanager
-def interactive_generate(model_dir, *flags):
-    """tc3-generate's interactive loop on a pseudo-terminal: yields (terminal fd, read buffer); on leaving, Ctrl-D
-    must end the loop with exit status 0."""
+def interactive_generate(model_dir, *flags, leave: bytes = b"\x04", status: int | None = 0, procs: list | None = None):
+    """tc3-generate's interactive loop on a pseudo-terminal: yields (terminal fd, read buffer); on leaving, `leave`
+    (default Ctrl-D) is typed and the loop must end with exit `status` (None: not waited for). `procs` receives the
+    process. SIGINT is at its default in the child, as on a terminal, whatever the test runner does with it."""
     import pty
+    import signal
 
     master, slave = pty.openpty()
     env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
     proc = subprocess.Popen([sys.executable, "-m", "tc3.cli.generate", "--model", str(model_dir), "--device", "cpu",
-                             *flags], stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True)
+                             *flags], stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     os.close(slave)
+    if procs is not None:
+        procs.append(proc)
     try:
         yield master, bytearray()
-        os.write(master, b"\x04")  # Ctrl-D
-        assert proc.wait(timeout=30) == 0
+        if leave:
+            os.write(master, leave)
+        if status is not None:
+            assert proc.wait(timeout=30) == status
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -382,3 +389,150 @@ def test_interactive_loop_recalls_the_last_title_with_up_arrow(tiny_model_dir, t
         again = _read_until(master, b"Title: ", buffer).decode()
         assert "^[[A" not in again
         assert note in again
+
+
+def test_a_stream_left_mid_answer_stops_generating(tiny):
+    """Closed after its first piece (a demo client gone, Ctrl-C in the loop), a stream's generation stops and its
+    thread is joined before close() returns; left to run, it went on to max_new_tokens."""
+    from conftest import generation_threads
+
+    pieces = iter(Stream(tiny, "Sunflower", GenerationSettings(max_new_tokens=1500, repetition_penalty=1.0)))
+    assert next(pieces)
+    assert generation_threads()
+    pieces.close()
+    assert not generation_threads()
+
+
+def test_a_title_or_prompt_too_long_is_one_clear_error(tiny_model_dir, tiny, tmp_path, capsys):
+    """Issues 26.4 and 29.5: a title over 1,000 characters (a 10,000-character one gave an empty answer and exit 0),
+    or a prompt that with max_new_tokens does not fit the model's positions (a 92,000-character title became a
+    40,037-token prompt for 2,048 positions), is refused in one line, status 2, before the model runs; in a file,
+    with its line number."""
+    from tc3.cli.generate import main
+    from tc3.generate import model_positions
+
+    long_title = "Tutu " * 2_000
+    titles = tmp_path / "titles.txt"
+    titles.write_text("Sunflower\n" + long_title + "\n")
+    with pytest.raises(UserError, match=r"titles.txt:2: the text is 10,000 characters long; .* at most 1,000"):
+        read_titles(titles)
+    assert main(["--model", str(tmp_path / "no-model"), "--title", long_title]) == 2  # found before the model
+    assert capsys.readouterr().err == ("tc3-generate: error: --title: the text is 10,000 characters long; a title or "
+                                       "question may have at most 1,000 (tc3-prep keeps titles of up to 400 by default)\n")
+
+    assert model_positions(tiny.model) == 2048
+    with pytest.raises(UserError, match=r"is \d+ tokens; with 2,040 new tokens .* the model's 2,048 positions"):
+        generate_one(tiny, "Sunflower", GenerationSettings(max_new_tokens=2040))
+    with pytest.raises(UserError, match="2,048 positions"):
+        next(iter(Stream(tiny, "Sunflower", GenerationSettings(max_new_tokens=2040))))
+    assert main(["--model", str(tiny_model_dir), "--device", "cpu", "--title", "Sunflower",
+                 "--max-new-tokens", "2040"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('tc3-generate: error: the prompt for "Sunflower" is ') and err.count("\n") == 1
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads CPU time from Linux /proc")
+@pytest.mark.parametrize("leave", [b"exit\n", pytest.param(b"\x04", marks=pytest.mark.slow)])  # Ctrl-D: as exit
+def test_ctrl_c_stops_the_answer_and_the_loop_ends_cleanly(tiny_model_dir, leave):
+    """Issue 29.4: Ctrl-C during a streamed answer stops it (the model stops: the process is idle at the next
+    prompt) and asks again; then exit or Ctrl-D leaves with status 0 (it aborted: "terminate called without an
+    active exception", status 134, while the interrupted generation still ran)."""
+    import signal
+
+    procs: list = []
+    with interactive_generate(tiny_model_dir, "--max-new-tokens", "1500", "--repetition-penalty", "1",
+                              leave=b"", status=None, procs=procs) as (master, buffer):
+        proc = procs[0]
+        _read_until(master, b"Title: ", buffer, timeout=90)
+        os.write(master, b"Sunflower\n")
+        _read_until(master, b"Sunflower", buffer)  # the echo
+        deadline = time.monotonic() + 30
+        while len(buffer) < 40 and time.monotonic() < deadline:  # some of the answer streamed
+            ready, _, _ = select.select([master], [], [], 1)
+            if ready:
+                buffer.extend(os.read(master, 4096))
+        proc.send_signal(signal.SIGINT)
+        assert b"[interrupted]" in _read_until(master, b"Title: ", buffer)
+        before = _cpu_seconds(proc.pid)
+        time.sleep(0.5)
+        assert _cpu_seconds(proc.pid) - before < 0.1  # idle at the prompt: no generation left running
+        os.write(master, leave)
+        assert proc.wait(timeout=30) == 0
+        while select.select([master], [], [], 0.2)[0]:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            buffer.extend(chunk)
+        assert b"terminate called" not in buffer
+
+
+def test_ctrl_c_at_the_prompt_exits_130(tiny_model_dir):
+    """As the README says of every command: Ctrl-C exits 130 (the loop's prompt exited 0)."""
+    import signal
+
+    procs: list = []
+    with interactive_generate(tiny_model_dir, leave=b"", status=130, procs=procs) as (master, buffer):
+        _read_until(master, b"Title: ", buffer, timeout=90)
+        procs[0].send_signal(signal.SIGINT)
+
+
+def test_typed_titles_are_cleaned_as_tc3_prep_cleans_them(tiny_model_dir, tiny, tmp_path, capsys):
+    """Issue 29.5: a title with markup went to the model raw; it is asked as training saw it (the engine's title
+    rules, tc3._rust_clean.clean_title): on the command line, in title files, in the loop; markup alone is no
+    title."""
+    import io
+
+    from tc3._rust_clean import clean_title
+    from tc3.cli.generate import interactive, main
+
+    typed, clean = "<b>Girls</b> Ballet Tutu Neon Pink &amp; more", "Girls Ballet Tutu Neon Pink & more"
+    assert clean_title(typed) == clean
+    assert clean_title("Tutu<script>alert(1)</script> <style>p{}</style>Pink") == "Tutu Pink"
+    settings = GenerationSettings(max_new_tokens=4)
+    expected = generate_one(tiny, clean, settings).description
+    assert main(["--model", str(tiny_model_dir), "--device", "cpu", "--max-new-tokens", "4", "--title", typed]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == expected + "\n" and f'(read as the title "{clean}")' in captured.err
+
+    (tmp_path / "t.txt").write_text(f"{typed}\n<br/>\nSunflower\n")
+    (tmp_path / "t.jsonl").write_text(json.dumps({"uid": "a", "title": typed}) + "\n"
+                                      + json.dumps({"uid": "b", "title": "<p></p>"}) + "\n")
+    text = read_titles(tmp_path / "t.txt")
+    assert text == [{"title": clean}, {"title": "Sunflower"}] and text.skipped == [2]
+    rows = read_titles(tmp_path / "t.jsonl")
+    assert rows == [{"uid": "a", "title": clean}] and rows.skipped == [2]
+
+    lines = iter([typed, "exit"])
+    out = io.StringIO()
+    assert interactive(tiny, settings, read=lambda prompt: next(lines), out=out) == 0
+    assert f'(read as the title "{clean}")\n{expected}' in out.getvalue()
+
+
+def test_interactive_loop_refuses_a_long_text_in_one_line_and_goes_on(tiny):
+    import io
+
+    from tc3.cli.generate import interactive
+
+    settings = GenerationSettings(max_new_tokens=4)
+    lines = iter(["x" * 1001, "Sunflower"])
+
+    def read(prompt):
+        line = next(lines, None)
+        if line is None:
+            raise KeyboardInterrupt  # Ctrl-C at the prompt
+        return line
+
+    out = io.StringIO()
+    assert interactive(tiny, settings, read=read, out=out) == 130
+    assert "\ntc3-generate: error: the text is 1,001 characters long; a title or question may have at most 1,000" \
+        in out.getvalue()
+    assert generate_one(tiny, "Sunflower", settings).description in out.getvalue()

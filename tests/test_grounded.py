@@ -197,3 +197,19 @@ def test_grounded_benchmark_reports_the_copy_baseline_and_faithfulness(tiny, ind
     assert result["rougeL_copy_right_record"] == pytest.approx(1.0)
     assert result["rougeL_copy"] > result["rougeL_grounded"]  # a random model is far from copying
     assert 0.0 <= result["unsupported_share_grounded"] <= 1.0
+
+
+def test_a_title_typed_with_markup_is_cleaned_and_found(tiny_model_dir, tiny, index, record, capsys):
+    """Issue 29.5: the title as a web page or a copy-paste gives it (tags, a script element, entities) is cleaned by
+    tc3-prep's rules before the lookup, so the product in the index is found: by tc3-generate and the demo."""
+    from tc3.cli.generate import main
+    from tc3.demo import describe_fn
+
+    first, rest = record["title"].split(" ", 1)
+    typed = f"<b>{first}</b>&nbsp;<script>track('x y z')</script>{rest.replace(' ', ' &#32;', 1)}"
+    assert main(["--model", str(tiny_model_dir), "--device", "cpu", "--max-new-tokens", "2", "--grounded",
+                 "--index", str(index.path), "--title", typed]) == 0
+    err = capsys.readouterr().err
+    assert f'Looked up: "{record["title"]}"' in err and f"Record: {citation(index.get(record['uid']))}" in err
+    *_, (_, shown) = describe_fn(tiny, None, SETTINGS, index=index)(f"What is '{typed}' about?")
+    assert shown == found_text((record["title"], index.get(record["uid"])))

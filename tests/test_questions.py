@@ -129,3 +129,31 @@ def test_the_title_read_out_of_a_question_is_shown(tiny_model_dir, capsys):
     assert "read as" not in captured.out  # stdout stays the answer alone
     assert main([*base, "--title", question, "--literal"]) == 0
     assert "read as" not in capsys.readouterr().err
+
+
+def test_reading_a_title_out_of_a_huge_adversarial_question_takes_linear_time():
+    """~100,000-character texts built to make backtracking regexes quadratic (runs of white space or of `?`
+    between a question's words and its end, repeated tail words): every question parser answers in well under a
+    second. Run in a child with a deadline: the regexes held the GIL for minutes on these (44 s at 64,014
+    characters), where no timeout in this process could stop them."""
+    import os
+    import subprocess
+    import sys
+
+    code = """
+import time
+from tc3.generate import title_from_query
+from tc3.prompts import title_in_question
+n = 100_000
+texts = ["What can you tell me about" + " " * n + "x", "What is x" + " ?" * (n // 2), "Tell me about" + " about" * (n // 6) + "?",
+         "Describe '" + "' " * (n // 2) + "x", "O que é '" + "x' " * (n // 3), "Me fale sobre" + "\\n \\t" * (n // 3) + "y.",
+         "What is '" + " " * n + "' about?", "Could you summarize what" + " is" * (n // 3) + "?"]
+began = time.perf_counter()
+for text in texts:
+    title_from_query(text), title_in_question(text), title_from_query(text + "?")
+print(time.perf_counter() - began)
+"""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "python")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20, env=env)
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout) < 0.5

@@ -39,6 +39,9 @@ LONG = "A description long enough to pass the forty character minimum."
     ("&lt;!-- note --&gt;a&lt;BR/&gt;b&amp;lt;li&amp;gt;c", "a b c",
      {"html_entities", "double_escaped", "html_tags", "whitespace"}),
     ('<font face="Arial" size=2>x</font><a href=/p?a=b title=\'t > u\'>y</a>', "x y", {"html_tags", "whitespace"}),
+    # Seen (issue 29): script and style elements go with their content; one never closed loses its tags only.
+    ("Hat<script>track('a b')</script> <STYLE type=x>p{}</style >Pink", "Hat Pink", {"html_tags", "whitespace"}),
+    ("&lt;script&gt;x()&lt;/script&gt;Hat <script>y", "Hat y", {"html_entities", "html_tags", "whitespace"}),
     # Seen: a name without ';' before a letter, digit or '=' stays.
     ("Headset&microphone AT&T R&D &copy2020 &amp= &ampT", "Headset&microphone AT&T R&D &copy2020 &amp= &ampT", set()),
     ("&copy 2020 Tom&amp Jerry&eacute.", "\xa9 2020 Tom& Jerry\xe9.", {"html_entities", "entity_without_semicolon"}),
@@ -258,7 +261,8 @@ entity_text = st.lists(
         st.sampled_from(["&amp;", "&amp", "&lt;", "&copy", "&notit;", "&#8217;", "&#x92;", "&#0;", "&#xD800;",
                          "&#1114112;", "&ampT", "&", "#", ";", "=", "&#", "&#x", "&;", "&zz;", "&AElig", "&amp;amp;",
                          "&micro", "2", "e\u0301", "<", ">", "<b>", "</p>", "<br/>", "&lt;i&gt;", "<!--", "-->",
-                         " class=x", "\u2028", "\u212b"]),
+                         " class=x", "\u2028", "\u212b", "<script>", "</script>", "<STYLE type=x>", "</style >",
+                         "&lt;script&gt;", "<scripts>"]),
         st.text(alphabet=st.characters(codec="utf-8"), max_size=8),
         st.from_regex(r"&#[xX]?[0-9a-fA-F]{1,8};?", fullmatch=True),
         st.from_regex(r"&[a-zA-Z]{1,12};?", fullmatch=True),

@@ -7,7 +7,7 @@ import pyarrow as pa
 __version__: str
 CLEANING_RULES: list[str]  # the names of stats.json `cleaned`, in the order the rules run
 HTML_TAG_NAMES: list[str]  # the element names whose tags rule html_tags removes
-HTML_TAG_PATTERN: str  # that rule's regex (Python `re` reads it the same)
+HTML_TAG_PATTERN: str  # that rule's regex, script/style elements with their content (Python `re` reads it the same)
 CONTENT_KINDS: list[str]  # the values of the `kind` column, in the order of stats.json `kinds`
 
 class EngineError(Exception):
@@ -48,5 +48,6 @@ def clean_batch(
 ) -> tuple[pa.RecordBatch, str]: ...
 def dedup_keys(batch: pa.RecordBatch, *, near: bool = False, seed: int = 3407) -> pa.RecordBatch: ...
 def unescape_html(s: str) -> str: ...  # one pass of rule 1 (docs/cleaning.md)
+def clean_title(title: str) -> str: ...  # a title as tc3-prep cleans it (rules 1-4 of docs/cleaning.md)
 def classify_kind(description: str) -> str: ...  # the content kind of a cleaned description (docs/cleaning.md)
 def attribution_sources(text: str) -> list[str]: ...  # source names credited after quotes in a text

@@ -4,7 +4,8 @@ beside the fine-tuned one (same prompt, same settings), optionally grounded in t
 shown too.
 
 Private by construction: binds 127.0.0.1 unless told otherwise (`--host`), never creates a share link, Gradio analytics off (set before gradio is
-imported, and on the Blocks). The event is exposed as API ``/generate`` so it can be driven by ``gradio_client``.
+imported, and on the Blocks). The event is exposed as API ``/generate`` (through the queue only) so it can be driven
+by ``gradio_client``. What a stranger can make it do when it serves on a network: docs/threat-model.md.
 """
 
 from __future__ import annotations
@@ -13,12 +14,15 @@ import os
 import socket
 import sys
 import threading
+from contextlib import closing
 
-from .errors import UserError, need
+from .errors import UserError, need, one_line
 from .generate import GenerationSettings, LoadedModel, Stream, read_as, title_from_query
 from .grounding import find, found_text, stream_found
+from .user_text import MAX_CHARS, accept
 
 HOST = "127.0.0.1"  # the default host: this machine only
+QUEUE_SIZE = 16  # requests waiting for the model at once; one more is refused with gradio's "queue is full"
 
 
 def _gradio():
@@ -32,9 +36,18 @@ def _gradio():
 def describe_fn(loaded: LoadedModel, baseline: LoadedModel | None, settings: GenerationSettings, literal=False,
                 index=None):
     """The streaming callback: yields the fine-tuned text so far, the baseline's (when there is one), and what was
-    looked up: the title read out of the text and, grounded, the record retrieved."""
+    looked up: the title read out of the text and, grounded, the record retrieved. A request the app refuses (a
+    text over `tc3.user_text.MAX_CHARS`, a prompt that does not fit the model) raises gradio's Error with the
+    one-line reason: the page shows it, an API client receives it."""
     def describe(text: str):
-        title = title_from_query(text or "", literal=literal)
+        try:
+            yield from _describe(text)
+        except UserError as err:
+            raise _gradio().Error(one_line(err)) from None
+
+    def _describe(typed: str):
+        text = accept(typed or "")  # cleaned as tc3-prep cleaned the training titles
+        title = title_from_query(text, literal=literal)
         tuned, base = "", ""
 
         def state(info: str):
@@ -44,18 +57,21 @@ def describe_fn(loaded: LoadedModel, baseline: LoadedModel | None, settings: Gen
             yield state("")
             return
         found = find(index, text, literal) if index is not None else None  # one lookup serves both models
-        info = found_text(found) if found is not None else (read_as(text, title) or "")
+        info = found_text(found) if found is not None else (read_as(typed, title) or "")
 
         def pieces(model: LoadedModel):
-            return Stream(model, title, settings) if found is None else stream_found(model, found, settings)
+            stream = Stream(model, title, settings) if found is None else stream_found(model, found, settings)
+            return closing(iter(stream))  # closed when the client goes (gradio closes `describe`): the model stops
 
-        for piece in pieces(loaded):
-            tuned += piece
-            yield state(info)
-        if baseline is not None:
-            for piece in pieces(baseline):
-                base += piece
+        with pieces(loaded) as answer:
+            for piece in answer:
+                tuned += piece
                 yield state(info)
+        if baseline is not None:
+            with pieces(baseline) as answer:
+                for piece in answer:
+                    base += piece
+                    yield state(info)
 
     return describe
 
@@ -70,7 +86,7 @@ def build_app(loaded: LoadedModel, baseline: LoadedModel | None = None, settings
                     f"Model: `{loaded.name}`" + (f" — beside the base: `{baseline.name}`" if baseline else "")
                     + ("\n\nGrounded: the product is looked up in the index and its record rewritten as the answer."
                        if index is not None else ""))
-        title = gr.Textbox(label="Product title (or a question: What is 'X' about?)", lines=1)
+        title = gr.Textbox(label="Product title (or a question: What is 'X' about?)", lines=1, max_length=MAX_CHARS)
         button = gr.Button("Generate", variant="primary")
         with gr.Row():
             tuned = gr.Textbox(label="Fine-tuned", lines=10)
@@ -81,7 +97,9 @@ def build_app(loaded: LoadedModel, baseline: LoadedModel | None = None, settings
         fn = describe_fn(loaded, baseline, settings, literal, index)
         button.click(fn, inputs=title, outputs=outputs, api_name="generate")
         title.submit(fn, inputs=title, outputs=outputs, api_name=False)
-    app.queue(default_concurrency_limit=1)
+    # One answer at a time, in arrival order, at most QUEUE_SIZE waiting (then "queue full"); api_open=False: no
+    # POST route around the queue (gradio opens one by default, where each call would run beside the others).
+    app.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE, api_open=False)
     return app
 
 
@@ -101,8 +119,9 @@ def check_can_serve(port: int, host: str = HOST) -> None:
 def launch(app, port: int | None = None, block: bool = True, host: str = HOST) -> str:
     """Serve on `host` (127.0.0.1: this machine only), no share link, Gradio's own start-up advice silenced.
     Returns the local URL; with `block`, first says in one line where the page is and serves until Ctrl-C."""
+    # max_file_size: the page takes no file, so gradio's upload route (always there) takes none of any size
     _, url, _ = app.launch(server_name=host, server_port=port, share=False, prevent_thread_lock=True, quiet=True,
-                           footer_links=["api"])
+                           footer_links=["api"], max_file_size=0)
     if not block:
         return url
     try:  # from here on, Ctrl-C at any point closes the server (its threads would keep the process alive)

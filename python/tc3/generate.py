@@ -36,6 +36,7 @@ from .errors import UserError
 from .models import LoadedModel, load_model, prepare_tokenizer  # noqa: F401 (the CLIs' imports)
 from .outputs import split_lines
 from .prompts import end_token_ids, render_prompt, title_in_question
+from .user_text import accept
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -48,10 +49,10 @@ _QUESTION_LEAD = re.compile(
     r"what(?:'s|\s+is|\s+are|\s+was)|tell\s+me\s+about|describe|write\s+(?:a|the)\s+description\s+(?:of|for)|"
     r"o\s+que\s+(?:é|e|são|sao)|(?:me\s+)?fale(?:-me)?\s+sobre|descreva|qual\s+(?:é|e)\s+a\s+descrição\s+d[eoa]s?|"
     r"gere\s+(?:a|uma)\s+descrição\s+(?:de|para|do|da)"
-    r")\s+(?P<title>.+?)\s*$",
-    re.IGNORECASE | re.DOTALL,
+    r")(?=\s)",  # the title after white space: sliced off with str methods, no `.+?` before `\s*$` to backtrack
+    re.IGNORECASE,
 )
-_QUESTION_TAIL = re.compile(r"\s+(?:about|sobre)$|\s*[?.!]+$", re.IGNORECASE)
+_TAIL_WORDS = ("about", "sobre")
 
 
 def title_from_query(text: str, literal: bool = False) -> str:
@@ -71,7 +72,7 @@ def title_from_query(text: str, literal: bool = False) -> str:
     match = _QUESTION_LEAD.match(text)
     if match is None:
         return text
-    rest = match.group("title").strip()
+    rest = text[match.end() :].strip()
     # A quoted title: the outermost quoted span of the rest.
     for opening, closing in _QUOTES:
         start = rest.find(opening)
@@ -79,7 +80,7 @@ def title_from_query(text: str, literal: bool = False) -> str:
         if start == 0 and end > start:
             if not _strip_tail(" " + rest[end + 1 :]):
                 return rest[start + 1 : end].strip()
-    lead = text[: match.start("title")].strip().lower()
+    lead = text[: match.end()].strip().lower()
     if not (text.endswith("?") or lead.startswith(("describe", "descreva", "tell", "fale", "me fale", "write", "gere"))):
         return text
     return _strip_tail(rest) or text
@@ -91,13 +92,18 @@ def read_as(text: str, title: str) -> str | None:
 
 
 def _strip_tail(text: str) -> str:
-    """Drop trailing '?', '.', '!' and a final 'about'/'sobre', repeatedly."""
-    text = text.rstrip()
+    """Drop trailing '?', '.', '!' and a final 'about'/'sobre' (after white space), repeatedly; linear time."""
+    end = len(text)
     while True:
-        stripped = _QUESTION_TAIL.sub("", text).rstrip()
-        if stripped == text:
-            return text.strip()
-        text = stripped
+        while end and (text[end - 1].isspace() or text[end - 1] in "?.!"):
+            end -= 1
+        for word in _TAIL_WORDS:
+            start = end - len(word)
+            if start > 0 and text[start:end].lower() == word and text[start - 1].isspace():
+                end = start
+                break
+        else:
+            return text[:end].strip()
 
 
 def quiet_libraries() -> None:
@@ -242,6 +248,30 @@ def split_answer(tokenizer, new_ids: list[int]) -> tuple[str, int, bool]:
     return text, len(content), stop is not None
 
 
+def model_positions(model) -> int | None:
+    """The longest sequence (prompt and answer, in tokens) the model's config allows; None when it names none."""
+    config = getattr(model, "config", None)
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def check_fits(loaded: LoadedModel, asks: list[Ask], inputs, settings: GenerationSettings) -> None:
+    """UserError, before generating, when an ask's prompt (a row of the encoded, padded batch `inputs`) and
+    `max_new_tokens` do not fit in the model's positions: said, never truncated or run past them."""
+    positions = model_positions(loaded.model)
+    if positions is None:
+        return
+    for ask, length in zip(asks, inputs["attention_mask"].sum(dim=1).tolist()):
+        if length + settings.max_new_tokens > positions:
+            title = ask.title if len(ask.title) <= 60 else ask.title[:59] + "…"
+            raise UserError(f'the prompt for "{title}" is {length:,} tokens; with {settings.max_new_tokens:,} new '
+                            f"tokens (--max-new-tokens) that is more than the model's {positions:,} positions: "
+                            "shorten the title or lower --max-new-tokens")
+
+
 def generate_batch(loaded: LoadedModel, titles: Iterable[str | Ask], settings: GenerationSettings | None = None,
                    batch_size: int = 8, progress=None) -> list[Generation]:
     """One answer a title (or Ask), batch by batch with left padding. ``progress(done, total)`` after each batch."""
@@ -256,6 +286,7 @@ def generate_batch(loaded: LoadedModel, titles: Iterable[str | Ask], settings: G
     for start in range(0, len(titles), max(1, batch_size)):
         chunk = titles[start : start + max(1, batch_size)]
         inputs = _encode(tokenizer, chunk, settings.instruction, loaded.device)
+        check_fits(loaded, chunk, inputs, settings)
         began = time.perf_counter()
         with torch.inference_mode():
             output = model.generate(**inputs, generation_config=config,
@@ -276,7 +307,13 @@ def generate_one(loaded: LoadedModel, title: str | Ask, settings: GenerationSett
 
 
 class Stream:
-    """Iterate to receive the answer as text pieces, token by token; ``result`` holds the Generation afterwards."""
+    """Iterate to receive the answer as text pieces, token by token; ``result`` holds the Generation afterwards.
+
+    The model runs in a thread of its own. When the consumer goes before the answer is complete (the iterator
+    closed or collected: a demo client cancelled or gone, Ctrl-C in the interactive loop), generation stops
+    at its next token and the thread is joined before the consumer goes on: an abandoned answer never keeps
+    generating beside the next one.
+    """
 
     def __init__(self, loaded: LoadedModel, title: str | Ask, settings: GenerationSettings | None = None):
         self.loaded, self.ask, self.settings = loaded, as_ask(title), settings or GenerationSettings()
@@ -284,13 +321,15 @@ class Stream:
 
     def __iter__(self) -> Iterator[str]:
         import torch
-        from transformers import TextIteratorStreamer
+        from transformers import StoppingCriteriaList, TextIteratorStreamer
 
         model, tokenizer = self.loaded.model, self.loaded.tokenizer
         inputs = _encode(tokenizer, [self.ask], self.settings.instruction, self.loaded.device)
         streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
         config = _generation_config(model, tokenizer, self.settings)
         holder: dict = {}
+        check_fits(self.loaded, [self.ask], inputs, self.settings)
+        cancel = threading.Event()  # set when the consumer goes: generation stops at its next token
 
         def work():
             try:
@@ -298,6 +337,7 @@ class Stream:
                     holder["output"] = model.generate(
                         **inputs, generation_config=config, streamer=streamer,
                         logits_processor=_processors(self.settings, inputs["attention_mask"], tokenizer),
+                        stopping_criteria=StoppingCriteriaList([Cancelled(cancel)]),
                     )
             except BaseException as err:  # surfaced in the consumer
                 holder["error"] = err
@@ -305,16 +345,19 @@ class Stream:
 
         _seed(self.settings)
         began = time.perf_counter()
-        thread = threading.Thread(target=work, daemon=True)
+        thread = threading.Thread(target=work, daemon=True, name="tc3-stream")
         thread.start()
-        started = False
-        for piece in streamer:
-            if not started:  # the answer as the batch path returns it: no leading whitespace
-                piece = piece.lstrip()
-                started = bool(piece)
-            if piece:
-                yield piece
-        thread.join()
+        try:
+            started = False
+            for piece in streamer:
+                if not started:  # the answer as the batch path returns it: no leading whitespace
+                    piece = piece.lstrip()
+                    started = bool(piece)
+                if piece:
+                    yield piece
+        finally:  # also when the consumer left mid-answer (GeneratorExit, KeyboardInterrupt)
+            cancel.set()
+            thread.join()
         if "error" in holder:
             raise holder["error"]
         row = holder["output"][0, inputs["input_ids"].shape[1] :].tolist()
@@ -323,13 +366,28 @@ class Stream:
                                  seconds=time.perf_counter() - began, stopped=stopped)
 
 
+class Cancelled:
+    """A stopping criterion (transformers' StoppingCriteria protocol): every row is done once `event` is set."""
+
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Inputs
 
 
 class Titles(list):
     """The records of `read_titles` (dicts with ``title`` and, where the input has them, ``uid``); `skipped` holds
-    the line numbers of JSONL rows whose title is empty, left out and reported rather than answered."""
+    the line numbers of JSONL rows whose title is empty, left out and reported rather than answered. A title read
+    from a text or JSONL file is cleaned as tc3-prep cleans titles (`tc3.user_text.accept`: a row left empty by the
+    cleaning is skipped too; one over `tc3.user_text.MAX_CHARS` characters is a UserError naming its line); a
+    tc3-prep dir's are clean already."""
 
     skipped: list[int]
 
@@ -374,12 +432,17 @@ def _read_title_file(path: Path) -> Titles:
                 raise UserError(f"{path}:{number}: not JSON: {err}") from None
             if not isinstance(obj, dict) or not isinstance(obj.get("title"), str):
                 raise UserError(f"{path}:{number}: a JSON line needs a string 'title'")
-            if not obj["title"].strip():
+            title = accept(obj["title"], f"{path}:{number}: ")
+            if not title:
                 records.skipped.append(number)
                 continue
-            records.append({k: obj[k] for k in ("uid", "title") if k in obj})
+            records.append({**({"uid": obj["uid"]} if "uid" in obj else {}), "title": title})
         else:
-            records.append({"title": line.strip()})
+            title = accept(line, f"{path}:{number}: ")
+            if not title:
+                records.skipped.append(number)
+                continue
+            records.append({"title": title})
     return records
 
 

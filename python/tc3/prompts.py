@@ -128,28 +128,65 @@ def prompt_messages(title: str, instruction: str, context: dict | None = None) -
     return [{"role": "user", "content": user_turn(title, instruction, context)}]
 
 
-def _loose(part: str) -> str:
-    """A template piece as a regex: its words in order, any run of whitespace between (and around) them."""
-    words = r"\s+".join(re.escape(word) for word in part.split())
-    return (r"\s*" if part[:1].isspace() else "") + words + (r"\s*" if part[-1:].isspace() else "")
+class _Template:
+    """A question template as a matcher: its words before and after `{title}`, matched word by word with any run of
+    white space between them (case-insensitive), in time linear in the text (no regex: one with `.+?` between
+    two whitespace runs backtracks quadratically, and a 64,000-character question held the GIL for 44 s)."""
+
+    def __init__(self, template: str):
+        if "{title}" not in template:
+            template += "\n\n{title}"
+        head, tail = template.split("{title}", 1)
+        self.head, self.tail = head.lower().split(), tail.lower().split()
+
+    def title(self, text: str) -> str | None:
+        """The text between the template's head and tail words, stripped; None if the text is not phrased so."""
+        start = _words_from(text, self.head)
+        end = _words_until(text, self.tail)
+        if start is None or end is None or start >= end:
+            return None
+        return text[start:end].strip() or None
 
 
-def _template_pattern(template: str) -> re.Pattern:
-    if "{title}" not in template:
-        template += "\n\n{title}"
-    head, tail = (_loose(part) for part in template.split("{title}", 1))
-    return re.compile(rf"^\s*{head}(?P<title>.+?){tail}\s*$", re.IGNORECASE | re.DOTALL)
+def _words_from(text: str, words: list[str]) -> int | None:
+    """Where the text goes on after `words` at its start (white space before and between them), or None."""
+    at = len(text) - len(text.lstrip())
+    for n, word in enumerate(words):
+        if n:
+            spaced = len(text) - len(text[at:].lstrip())
+            if spaced == at:
+                return None
+            at = spaced
+        if text[at : at + len(word)].lower() != word:
+            return None
+        at += len(word)
+    return at
 
 
-_TEMPLATE_PATTERNS = [_template_pattern(t) for t in QUESTION_TEMPLATES + UNSEEN_QUESTION_TEMPLATES]
+def _words_until(text: str, words: list[str]) -> int | None:
+    """Where `words` start at the end of the text (white space between and after them), or None."""
+    at = len(text.rstrip())
+    for n, word in enumerate(reversed(words)):
+        if n:
+            spaced = len(text[:at].rstrip())
+            if spaced == at:
+                return None
+            at = spaced
+        if text[max(0, at - len(word)) : at].lower() != word:
+            return None
+        at -= len(word)
+    return at
+
+
+_TEMPLATES = [_Template(t) for t in QUESTION_TEMPLATES + UNSEEN_QUESTION_TEMPLATES]
 
 
 def title_in_question(text: str) -> str | None:
     """The title inside a text phrased as one of the known question templates, or None."""
-    for pattern in _TEMPLATE_PATTERNS:
-        match = pattern.match(text)
-        if match and match.group("title").strip():
-            return match.group("title").strip()
+    for template in _TEMPLATES:
+        title = template.title(text)
+        if title:
+            return title
     return None
 
 

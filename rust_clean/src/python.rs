@@ -171,6 +171,13 @@ fn dedup_keys<'py>(py: Python<'py>, batch: &Bound<'py, PyAny>, near: bool, seed:
     py.detach(|| batch::dedup_keys(&input, near, seed)).map_err(to_py)?.to_pyarrow(py)
 }
 
+/// A title as `tc3-prep` cleans it (docs/cleaning.md rules 1-4: entities, tags, NFC, white space), for text
+/// a user types at generation time: the model and the index see what training saw.
+#[pyfunction]
+fn clean_title(title: &str) -> String {
+    text::clean_text(title, &mut text::Changes::default())
+}
+
 /// One pass of the engine's character-reference decoding (docs/cleaning.md rule 1), for parity tests.
 #[pyfunction]
 fn unescape_html(s: &str) -> String {
@@ -183,6 +190,7 @@ fn _rust_clean(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(clean_batch, m)?)?;
     m.add_function(wrap_pyfunction!(dedup_keys, m)?)?;
     m.add_function(wrap_pyfunction!(unescape_html, m)?)?;
+    m.add_function(wrap_pyfunction!(clean_title, m)?)?;
     m.add("EngineError", m.py().get_type::<EngineError>())?;
     m.add_function(wrap_pyfunction!(classify_kind, m)?)?;
     m.add_function(wrap_pyfunction!(attribution_sources, m)?)?;

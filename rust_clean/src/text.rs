@@ -27,16 +27,24 @@ pub const HTML_TAG_NAMES: &[&str] = &[
     "time", "title", "tr", "track", "tt", "u", "ul", "var", "video", "wbr", "xmp",
 ];
 
-/// The pattern of rule `html_tags` (docs/cleaning.md): a comment, or a start or end tag whose name is in
-/// `HTML_TAG_NAMES` (any case), with attributes that have a value (`name=value`, `name="value"`,
-/// `name='value'`) and an optional `/`. A bare word after the name is text: `a<b and c>d` is a
-/// comparison, not a `<b>` tag. White space is HTML's (space, tab, LF, FF, CR).
+/// Elements whose content is code, not text: rule `html_tags` removes them whole, start tag to end tag.
+pub const CODE_ELEMENTS: &[&str] = &["script", "style"];
+
+/// The pattern of rule `html_tags` (docs/cleaning.md): a comment; a `script` or `style` element with its
+/// content (up to its first end tag; one never closed loses only its tags); or a start or end tag whose
+/// name is in `HTML_TAG_NAMES` (any case), with attributes that have a value (`name=value`,
+/// `name="value"`, `name='value'`) and an optional `/`. A bare word after the name is text: `a<b and c>d`
+/// is a comparison, not a `<b>` tag. White space is HTML's (space, tab, LF, FF, CR). Alternatives are
+/// tried in this order at each position (Rust's and Python's regexes agree: leftmost first).
 pub fn html_tag_pattern() -> String {
     const SPACE: &str = r"[\t\n\x0c\r ]";
     let value = r#"(?:"[^"<]*"|'[^'<]*'|[^\t\n\x0c\r "'<>`]+)"#;
     let attribute = format!(r#"[^\t\n\x0c\r "'<>/=]+{SPACE}*={SPACE}*{value}"#);
+    let attributes = format!("(?:{SPACE}+{attribute})*{SPACE}*");
+    let code: Vec<String> =
+        CODE_ELEMENTS.iter().map(|name| format!(r"(?i:<{name}{attributes}>.*?</{name}{SPACE}*>)")).collect();
     let names = HTML_TAG_NAMES.join("|");
-    format!(r"(?s)<!--.*?-->|(?i:</?(?:{names})(?:{SPACE}+{attribute})*{SPACE}*/?>)")
+    format!(r"(?s)<!--.*?-->|{}|(?i:</?(?:{names}){attributes}/?>)", code.join("|"))
 }
 
 static TAG: LazyLock<Pattern> = LazyLock::new(|| Pattern::new(&html_tag_pattern()));
@@ -375,6 +383,24 @@ mod tests {
         ] {
             assert_eq!(clean(raw).0, want, "{raw}");
         }
+    }
+
+    #[test]
+    fn script_and_style_elements_go_with_their_content() {
+        for (raw, want) in [
+            ("Widget<script>alert('x')</script> Pro", "Widget Pro"),
+            ("A<SCRIPT type=\"text/javascript\">var a = 1 < 2;\n</Script >B", "A B"),
+            ("<style>b { color: red }</style>Tutu", "Tutu"),
+            ("&lt;script&gt;steal()&lt;/script&gt;Hat", "Hat"),
+            ("a<script>x</script>b<script>y</script>c", "a b c"),
+            // an element never closed loses its tags only; another element's end tag does not close it
+            ("Hat <script>x", "Hat x"),
+            ("a<script>x</style>b", "a x b"),
+            ("<scripts>x</scripts>", "<scripts>x</scripts>"),
+        ] {
+            assert_eq!(clean(raw).0, want, "{raw}");
+        }
+        assert_eq!(clean("T<script>x</script>").1, ["html_tags", "whitespace"]);
     }
 
     #[test]

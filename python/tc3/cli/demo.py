@@ -16,7 +16,7 @@ from tc3.cli.generate import (
     settings_from,
 )
 from tc3.demo import HOST
-from tc3.errors import MODEL_MODULES, command, need
+from tc3.errors import INTERRUPTED, MODEL_MODULES, command, need
 
 
 def parser() -> argparse.ArgumentParser:
@@ -57,12 +57,13 @@ def main(argv: list[str] | None = None) -> int:
     app = build_app(loaded, baseline, settings, literal=args.literal, index=index)
     try:
         launch(app, port=args.port, host=args.host)
-    except KeyboardInterrupt:  # Ctrl-C is how a server is stopped
+    except KeyboardInterrupt:  # Ctrl-C is how a server is stopped: status 130, as every tc3 command's Ctrl-C
         # The server is closed; leave now rather than wait on threads that libraries started and never stop (seen:
         # the process lingering after Ctrl-C on a machine without network).
+        print("tc3-demo: interrupted", file=sys.stderr)
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(0)
+        os._exit(INTERRUPTED)
     return 0
 
 

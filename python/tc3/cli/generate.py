@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from contextlib import closing
 from pathlib import Path
 
 from tc3.cache_keys import GENERATION_MODULES, code_and_prompts
 from tc3.cli.args import make_parser
-from tc3.errors import MODEL_MODULES, UserError, command, need
+from tc3.errors import INTERRUPTED, MODEL_MODULES, UserError, command, need, one_line
 from tc3.outputs import check_dest, fingerprint, resumable_jsonl
 from tc3.progress import Ticker
+from tc3.user_text import accept
 
 EXIT_WORDS = {"sair", "exit", "quit"}
 TICKER = ("tc3-generate", "titles")  # a bar on a terminal, a line a batch in a log
@@ -136,8 +138,11 @@ def line_editing() -> None:
         pass
 
 
-def interactive(loaded, settings, literal: bool = False, read=input, out=sys.stdout, index=None) -> None:
-    """The course's loop: ask for a title, stream the answer token by token, leave on exit/quit/sair/Ctrl-D."""
+def interactive(loaded, settings, literal: bool = False, read=input, out=sys.stdout, index=None) -> int:
+    """The course's loop: ask for a title, stream the answer token by token. Ctrl-C during an answer stops it (the
+    model stops and its thread is joined) and asks again; exit/quit/sair or Ctrl-D leaves with status 0, Ctrl-C at
+    the prompt with 130. A text the loop refuses (too long, a prompt the model cannot hold) is one line, then the
+    next prompt. Returns the exit status."""
     from tc3.generate import Stream, read_as, title_from_query
     from tc3.grounding import find, found_text, stream_found
 
@@ -147,27 +152,34 @@ def interactive(loaded, settings, literal: bool = False, read=input, out=sys.std
     while True:
         try:
             line = read(text["ask"])
-        except (EOFError, KeyboardInterrupt):
+        except EOFError:
             out.write("\n")
-            break
+            return 0
+        except KeyboardInterrupt:
+            out.write("\n")
+            return INTERRUPTED
         if line.strip().lower() in EXIT_WORDS:
-            break
-        title = title_from_query(line, literal=literal)
-        if not title:
-            continue
-        if index is None:
-            note = read_as(line, title)
-            pieces = Stream(loaded, title, settings)
-        else:
-            found = find(index, line, literal)
-            note = found_text(found)
-            pieces = stream_found(loaded, found, settings)
-        if note:
-            out.write(note + "\n")
+            return 0
         try:
-            for piece in pieces:
-                out.write(piece)
-                out.flush()
+            typed = accept(line)
+            title = title_from_query(typed, literal=literal)
+            if not title:
+                continue
+            if index is None:
+                note = read_as(line, title)  # also when only the cleaning changed the text
+                pieces = Stream(loaded, title, settings)
+            else:
+                found = find(index, typed, literal)
+                note = found_text(found)
+                pieces = stream_found(loaded, found, settings)
+            if note:
+                out.write(note + "\n")
+            with closing(iter(pieces)) as answer:  # closed on Ctrl-C: the model stops before the next prompt
+                for piece in answer:
+                    out.write(piece)
+                    out.flush()
+        except UserError as err:
+            out.write(f"tc3-generate: error: {one_line(err)}")
         except KeyboardInterrupt:
             out.write(text["interrupted"])
         out.write("\n")
@@ -186,11 +198,12 @@ def run(args) -> int:
     if args.output and args.input is None:
         raise UserError("--output is for --input (the answer to --title, and the interactive loop, are printed)")
     settings = settings_from(args)
-    title = None
+    title = text = None
     if args.title is not None:
-        title = title_from_query(args.title, literal=args.literal)
+        text = accept(args.title, "--title: ")  # bounded, and cleaned as tc3-prep cleaned the training titles
+        title = title_from_query(text, literal=args.literal)
         if not title:
-            raise UserError("--title is empty")
+            raise UserError("--title is empty" + (" once cleaned of markup" if args.title.strip() else ""))
     records = read_titles(args.input, split=args.split) if args.input else None
     if args.output:
         check_dest(args.output, "tc3-generate", folder=False)
@@ -209,7 +222,7 @@ def run(args) -> int:
         if index is None:
             note, generation = read_as(args.title, title), generate_batch(loaded, [title], settings)[0]
         else:
-            found = find(index, args.title, args.literal)
+            found = find(index, text, args.literal)
             note, generation = found_text(found), answer_found(loaded, [found], settings)[0]
         if note:  # what was looked up and found, on stderr: stdout stays the answer alone
             print(note, file=sys.stderr)
@@ -217,8 +230,7 @@ def run(args) -> int:
         return 0
     if records is None:
         line_editing()
-        interactive(loaded, settings, literal=args.literal, index=index)
-        return 0
+        return interactive(loaded, settings, literal=args.literal, index=index)
     if args.output:
         key = fingerprint(Path(args.input), args.split, model_fingerprint(args.model, args.base), settings.as_dict(),
                           args.batch_size, args.index, args.device, args.dtype, *code_and_prompts(*GENERATION_MODULES))
