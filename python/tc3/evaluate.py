@@ -361,12 +361,15 @@ def write_report(out_dir: Path, run: EvalRun, settings, records: list[dict], res
     model with ``baseline``, the base asked in the references' language; ``relative_vs_baseline_as_model`` with
     the base asked the model's way, when it was.
     """
+    from .generate import settings_used
+
     out_dir.mkdir(parents=True, exist_ok=True)
     labels = [label for label in LABELS if label in results]
     report = {
         # the instruction of each run is in askings: settings.instruction is none of theirs
         "settings": {**run.__dict__, "n_scored": len(records),
-                     **{k: v for k, v in settings.as_dict().items() if k != "instruction"}},
+                     **{k: v for k, v in settings.as_dict().items() if k != "instruction"},
+                     "used": settings_used(settings)},
         "models": {label: {"name": results[label]["name"], "metrics": results[label]["metrics"],
                            **({"instruction": run.askings[label]} if run.askings else {})} for label in labels},
     }
