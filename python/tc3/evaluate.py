@@ -288,8 +288,10 @@ def evaluate_model(loaded, records: list[dict], settings, batch_size: int = 8, p
     metrics["stopped_share"] = share([g.stopped for g in generations])
     metrics["seconds_per_title"] = mean([g.seconds for g in generations])
     # How far the token limit itself caps the stop share: references that would not fit in max_new_tokens.
+    from .prompts import text_ids
+
     tokenizer = loaded.tokenizer
-    fits = [len(tokenizer(r, add_special_tokens=False)["input_ids"]) < settings.max_new_tokens for r in references]
+    fits = [len(text_ids(tokenizer, r)) < settings.max_new_tokens for r in references]
     metrics["reference_over_limit_share"] = 1 - share(fits)
     fitting = [g.stopped for g, fit in zip(generations, fits) if fit]
     metrics["stopped_share_short_refs"] = share(fitting) if fitting else float("nan")

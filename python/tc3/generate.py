@@ -39,7 +39,7 @@ from pathlib import Path
 from .errors import UserError
 from .models import LoadedModel, load_model, prepare_tokenizer  # noqa: F401 (the CLIs' imports)
 from .outputs import split_lines
-from .prompts import end_token_ids, render_prompt, title_in_question
+from .prompts import end_token_ids, prompt_ids, title_in_question
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -246,9 +246,9 @@ def run_generate(model, inputs, settings: GenerationSettings, tokenizer, **kwarg
 
 
 def _encode(tokenizer, asks: list[Ask], instruction: str, device: str):
-    prompts = [render_prompt(tokenizer, a.title, a.question or instruction, a.context) for a in asks]
+    ids = [prompt_ids(tokenizer, a.title, a.question or instruction, a.context) for a in asks]  # markup is text
     prepare_tokenizer(tokenizer)
-    return tokenizer(prompts, add_special_tokens=False, padding=True, return_tensors="pt").to(device)
+    return tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt").to(device)
 
 
 def _processors(settings: GenerationSettings, attention_mask, tokenizer):
