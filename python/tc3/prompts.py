@@ -238,13 +238,13 @@ def render_parts(tokenizer, messages: list[dict], answer: str) -> tuple[Rendered
             "its generation prompt"
         )
     close = _close_turn(tokenizer, full[at + len(marks[-1]) :])
-    return _fill(full[:at], marks, texts), _fill(marks[-1] + close, marks, texts)
+    return _fill(full[:at], texts), _fill(marks[-1] + close, texts)
 
 
 _MARK_PATTERN = re.compile(re.escape(TEXT_MARK).replace(r"\{\}", r"(\d+)"))
 
 
-def _fill(rendered: str, marks: list[str], texts: list[str]) -> Rendered:
+def _fill(rendered: str, texts: list[str]) -> Rendered:
     """The rendered text with each stand-in replaced by its text, and the spans those texts take."""
     parts, spans, length, last = [], [], 0, 0
     for match in _MARK_PATTERN.finditer(rendered):
@@ -318,14 +318,15 @@ _MARKUP: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def _markup(tokenizer) -> tuple[dict[str, int], re.Pattern | None]:
     """(token text -> id, a pattern finding them) of the tokenizer's added tokens, special or not: the strings it
     reads as one token wherever they occur. Cached per tokenizer until its added tokens change."""
-    added = tokenizer.added_tokens_decoder
+    size = len(tokenizer)  # grows with every added token; far cheaper than reading them
     cached = _MARKUP.get(tokenizer)
-    if cached is None or cached[0] != len(added):
+    if cached is None or cached[0] != size:
+        added = tokenizer.added_tokens_decoder
         ids = {token.content: i for i, token in added.items() if token.content}
         strip = {token.content: (token.lstrip, token.rstrip) for token in added.values()}
         alternatives = [(r"\s*" if strip[t][0] else "") + re.escape(t) + (r"\s*" if strip[t][1] else "")
                         for t in sorted(ids, key=len, reverse=True)]  # the longest first, as the tokenizer matches
-        cached = (len(added), ids, re.compile("|".join(alternatives)) if alternatives else None)
+        cached = (size, ids, re.compile("|".join(alternatives)) if alternatives else None)
         _MARKUP[tokenizer] = cached
     return cached[1], cached[2]
 
@@ -347,6 +348,8 @@ def text_ids(tokenizer, text: str) -> list[int]:
 
 def _plain_ids(tokenizer, text: str) -> list[int]:
     """`text_ids` of any text, through the tokenizer's pipeline without its added vocabulary."""
+    if not text:
+        return []
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:  # a tokenizer without a Rust backend: its own switch (special tokens only)
         return tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
@@ -361,7 +364,7 @@ def encode_rendered(tokenizer, rendered: Rendered) -> list[int]:
     plain text. Without markup in the literal spans, exactly plain tokenization (``add_special_tokens=False``).
 
     Otherwise the text is cut at the added tokens the template wrote (found outside the literal spans), as the
-    tokenizer itself cuts text at added tokens, and each piece between is tokenized as plain text (`text_ids`).
+    tokenizer itself cuts text at added tokens, and each piece between is tokenized as plain text.
     """
     text, literal = rendered.text, rendered.literal
     if not any(holds_markup(tokenizer, text[start:end]) for start, end in literal):
@@ -378,15 +381,11 @@ def _cut_at_markup(tokenizer, rendered: Rendered) -> list[int]:
     structure = zip((0, *(end for _, end in literal)), (*(start for start, _ in literal), len(text)))
     for begin, end in structure:  # the template's own text: between the literal spans
         for match in pattern.finditer(text, begin, end):
-            ids += _piece_ids(tokenizer, text[last : match.start()])
+            ids += _plain_ids(tokenizer, text[last : match.start()])
             token = match.group()  # with the white space an lstrip/rstrip token takes along
             ids.append(token_ids[token] if token in token_ids else token_ids[token.strip()])
             last = match.end()
-    return ids + _piece_ids(tokenizer, text[last:])
-
-
-def _piece_ids(tokenizer, piece: str) -> list[int]:
-    return _plain_ids(tokenizer, piece) if piece else []
+    return ids + _plain_ids(tokenizer, text[last:])
 
 
 def end_token_ids(tokenizer) -> list[int]:

@@ -52,7 +52,8 @@ impl Stats {
     /// Counts a written record: its kind, and whether it holds a chat-template marker.
     pub fn written(&mut self, record: &CleanedRef) {
         self.kinds[record.kind as usize] += 1;
-        self.template_markers += (holds_template_marker(record.title) || holds_template_marker(record.description)) as u64;
+        let marked = holds_template_marker(record.title) || holds_template_marker(record.description);
+        self.template_markers += marked as u64;
     }
 
     pub fn changed(&mut self, changes: Changes) {
