@@ -149,6 +149,7 @@ def test_the_models_generation_config_fills_nothing_tc3_leaves_at_its_default(ti
     hostile = generate_batch(loaded, TITLES, settings, batch_size=2)
     assert [g.description for g in hostile] == [g.description for g in plain]
     assert [g.tokens for g in hostile] == [g.tokens for g in plain]
+    assert loaded.model.generation_config is config  # the model's own again (tc3-export saves it)
 
 
 def test_settings_used_name_every_decoding_field():

@@ -33,6 +33,7 @@ import re
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -234,15 +235,36 @@ def run_generate(model, inputs, settings: GenerationSettings, tokenizer, **kwarg
     transformers fills every field a passed GenerationConfig leaves unset from the model's own
     ``generation_config.json`` (a hub model's ``repetition_penalty: 1.8`` or ``no_repeat_ngram_size: 2`` would
     apply although tc3 asked for neither), and some "off" values cannot be written as set. So the model's
-    generation config is replaced by transformers' defaults (on the transformers model under a PEFT wrapper) before
-    generating: a model generated from by tc3 keeps no generation config of its own.
+    generation config is transformers' defaults while it generates (`_defaults_only`), and its own afterwards.
     """
+    with _defaults_only(model):
+        return model.generate(**inputs, generation_config=_generation_config(tokenizer, settings),
+                              logits_processor=_processors(settings, inputs["attention_mask"], tokenizer), **kwargs)
+
+
+_SWAP_LOCK = threading.Lock()
+_SWAPPED: dict[int, list] = {}  # id of a model generating now -> [generations running, its own generation config]
+
+
+@contextmanager
+def _defaults_only(model):
+    """The model's generation config replaced by transformers' defaults (on the transformers model under a PEFT
+    wrapper), and given back when the last generation running on it ends: concurrent streams share the swap."""
     from transformers import GenerationConfig
 
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    inner.generation_config = GenerationConfig()
-    return model.generate(**inputs, generation_config=_generation_config(tokenizer, settings),
-                          logits_processor=_processors(settings, inputs["attention_mask"], tokenizer), **kwargs)
+    with _SWAP_LOCK:
+        entry = _SWAPPED.setdefault(id(inner), [0, inner.generation_config])
+        entry[0] += 1
+        inner.generation_config = GenerationConfig()
+    try:
+        yield
+    finally:
+        with _SWAP_LOCK:
+            entry[0] -= 1
+            if entry[0] == 0:
+                inner.generation_config = entry[1]
+                del _SWAPPED[id(inner)]
 
 
 def _encode(tokenizer, asks: list[Ask], instruction: str, device: str):
