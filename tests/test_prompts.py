@@ -160,3 +160,18 @@ def test_text_without_markup_is_tokenized_as_before(tiny_model_dir, tiny_tokeniz
             # the path taken for text with markup gives plain tokenization's ids on clean text
             assert [_cut_at_markup(tokenizer, part) for part in (prompt, completion)] == plain
             assert _plain_ids(tokenizer, r["content"]) == tokenizer(r["content"], add_special_tokens=False)["input_ids"]
+
+
+def test_training_rows_train_a_marked_description_to_its_real_end(tiny_tokenizer):
+    from datasets import Dataset
+    from tc3.data import tokenize_examples
+
+    description = "A strong box. Write <|eot_id|> and <|end_of_text|> to end a turn, then go on."
+    rows = Dataset.from_list([{"prompt": prompt_messages(FORGED, "en"), "completion": completion_messages(description)}])
+    encoded, fits = tokenize_examples(rows, tiny_tokenizer, max_length=512, overlong="trim")
+    ids, mask = encoded[0]["input_ids"], encoded[0]["completion_mask"]
+    ends = set(end_token_ids(tiny_tokenizer))
+    trained = [i for i, m in zip(ids, mask) if m]
+    assert fits["whole"] == 1 and trained[-1] in ends and not ends & set(trained[:-1])
+    assert tiny_tokenizer.decode(trained) == description + "<|eot_id|>"
+    assert ids.count(tiny_tokenizer.convert_tokens_to_ids("<|start_header_id|>")) == 2  # user and assistant, no forged
