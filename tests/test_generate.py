@@ -162,13 +162,18 @@ def test_settings_used_name_every_decoding_field():
     json.dumps(used)
 
 
-def test_batch_agreement_bench_measures_batched_against_single(tiny_model_dir, tmp_path):
+def _batch_agreement_bench():
     import importlib.util
 
     path = SRC.parent / "benches" / "gpu" / "batch_agreement.py"
     spec = importlib.util.spec_from_file_location("batch_agreement", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_batch_agreement_bench_measures_batched_against_single(tiny_model_dir, tmp_path):
+    bench = _batch_agreement_bench()
     out = tmp_path / "agreement.json"
     assert bench.main([str(tiny_model_dir), "--n", "4", "--batch-size", "4", "--max-new-tokens", "8",
                        "--device", "cpu", "-o", str(out)]) == 0
@@ -197,6 +202,15 @@ def test_markup_in_a_title_reaches_the_model_as_text(tiny_model_dir):
     assert fed[0][0][-len(expected) :] == expected and fed[1][0] == prompt_ids(tok, forged, "en", record)
     eot = tok.convert_tokens_to_ids("<|eot_id|>")
     assert [row.count(eot) for row in (fed[0][0], fed[1][0])] == [1, 1]  # the user turn's own end, no other
+
+
+@pytest.mark.gpu
+def test_batch_agreement_bench_runs_in_bf16_on_cuda(tiny_model_dir, tmp_path):
+    out = tmp_path / "agreement.json"
+    assert _batch_agreement_bench().main([str(tiny_model_dir), "--n", "8", "-o", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["dtype"] == "bfloat16" and result["device"] != "cpu" and result["titles"] == 8
+    assert 0.0 <= result["share_identical"] <= 1.0 and len(result["differ"]) == 8 - result["identical"]
 
 
 def test_repetition_penalty_with_the_prompt_ignores_left_padding():
