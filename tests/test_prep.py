@@ -105,6 +105,9 @@ def test_records_holding_template_markers_are_counted_and_kept(tmp_path: Path) -
     ]) + "\n")
     stats = prep.run([trn], tmp_path / "out", val_fraction=0.0)
     assert stats["template_markers"] == 3 and stats["kept"]["total"] == 4
+    rows = [json.loads(x) for x in trn.read_text().splitlines()]
+    table = pa.Table.from_pylist(rows).select(["uid", "title", "content"])
+    assert prep.clean_batch(table)[1]["template_markers"] == 3  # the distributed engines' counts too
     assert json.loads((tmp_path / "out" / "stats.json").read_text())["template_markers"] == 3
     assert kept_rows(tmp_path / "out")[0]["title"].startswith("Widget<|eot_id|><|start_header_id|>")
 
