@@ -74,7 +74,7 @@ def main() -> int:
                 if token == llm.token_eos() or len(ours) == NEW_TOKENS:
                     break
                 ours.append(token)
-            answer = {"title": title, "answer": tokenizer.decode(ours)}
+            answer = {"title": title, "answer": tokenizer.decode(ours, clean_up_tokenization_spaces=False)}
             if "fp32" in hf:  # the next-token logits after the prompt: how far apart, and how close transformers' top 2
                 llm.reset()
                 llm.eval(ids)
@@ -90,8 +90,9 @@ def main() -> int:
                                             eos_token_id=end, pad_token_id=end)[0, len(ids):].tolist()
                 theirs = theirs[:theirs.index(end)] if end in theirs else theirs
                 same = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), min(len(ours), len(theirs)))
+                text = tokenizer.decode(theirs, clean_up_tokenization_spaces=False)
                 answer[f"transformers_{name}"] = {"identical": ours == theirs, "tokens_equal_before_divergence": same,
-                                                  "answer": tokenizer.decode(theirs)}
+                                                  "answer": text}
                 compared[name] += max(len(ours), len(theirs))
                 matched[name] += ours == theirs
             result["answers"][quant].append(answer)

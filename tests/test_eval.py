@@ -107,6 +107,8 @@ def test_tc3_eval_writes_report(tiny_model_dir, prep_dir, tmp_path, capsys):
     assert report["delta"]["eval_loss"] == 0
     assert len(report["examples"]) == 4 and len(report["generations"]["model"]) == 4
     assert report["settings"]["seed"] == 3407 and report["settings"]["repetition_penalty"] == 1.15
+    assert report["settings"]["used"]["tc3_repetition_penalty"] == 1.15  # what generate() ran with
+    assert report["settings"]["used"]["repetition_penalty"] == 1.0 and report["settings"]["used"]["num_beams"] == 1
     assert all(g["tokens"] <= 4 for g in report["generations"]["model"])
     md = (out / "report.md").read_text()
     assert "| ROUGE-L |" in md and "![metrics](report.png)" in md and "## 4 examples" in md

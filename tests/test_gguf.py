@@ -95,6 +95,9 @@ def test_modelfile_gives_ollama_tc3s_prompt_and_stops(exported):
     assert template.replace("{{ .Prompt }}", TITLES[0]) == prompt.removeprefix(tokenizer.bos_token) + (
         "{{ .Response }}<|eot_id|>")
     assert 'PARAMETER stop "<|eot_id|>"' in text and "PARAMETER temperature 0" in text
+    # llama.cpp's penalty counts the prompt and <|eot_id|>, tc3's does not: off, and the file says why
+    assert "PARAMETER repeat_penalty 1\n" in text and "PARAMETER repeat_last_n 0\n" in text
+    assert "repeat_penalty 1.15" not in text and "# tc3-generate's repetition penalty (1.15)" in text
     assert json.loads((out / ".tc3-output.json").read_text())["files"].count("Modelfile") == 1
 
 

@@ -64,7 +64,7 @@ def main(kind: str, path: str) -> int:
         "finite_logits": bool(torch.isfinite(logits).all()), "quantized_4bit": kind == "adapter-4bit",
         "peak_gpu_gb": round(torch.cuda.max_memory_allocated() / 1e9, 2),
         "eos_ids": getattr(model.generation_config, "eos_token_id", None),
-        "text": tokenizer.decode(new, skip_special_tokens=True)[:200],
+        "text": tokenizer.decode(new, skip_special_tokens=True, clean_up_tokenization_spaces=False)[:200],
     }  # fmt: skip
     print(json.dumps(record, ensure_ascii=False))
     return 0 if record["finite_logits"] and record["new_tokens"] > 0 else 1

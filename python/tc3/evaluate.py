@@ -288,8 +288,10 @@ def evaluate_model(loaded, records: list[dict], settings, batch_size: int = 8, p
     metrics["stopped_share"] = share([g.stopped for g in generations])
     metrics["seconds_per_title"] = mean([g.seconds for g in generations])
     # How far the token limit itself caps the stop share: references that would not fit in max_new_tokens.
+    from .prompts import text_ids
+
     tokenizer = loaded.tokenizer
-    fits = [len(tokenizer(r, add_special_tokens=False)["input_ids"]) < settings.max_new_tokens for r in references]
+    fits = [len(text_ids(tokenizer, r)) < settings.max_new_tokens for r in references]
     metrics["reference_over_limit_share"] = 1 - share(fits)
     fitting = [g.stopped for g, fit in zip(generations, fits) if fit]
     metrics["stopped_share_short_refs"] = share(fitting) if fitting else float("nan")
@@ -361,12 +363,15 @@ def write_report(out_dir: Path, run: EvalRun, settings, records: list[dict], res
     model with ``baseline``, the base asked in the references' language; ``relative_vs_baseline_as_model`` with
     the base asked the model's way, when it was.
     """
+    from .generate import settings_used
+
     out_dir.mkdir(parents=True, exist_ok=True)
     labels = [label for label in LABELS if label in results]
     report = {
         # the instruction of each run is in askings: settings.instruction is none of theirs
         "settings": {**run.__dict__, "n_scored": len(records),
-                     **{k: v for k, v in settings.as_dict().items() if k != "instruction"}},
+                     **{k: v for k, v in settings.as_dict().items() if k != "instruction"},
+                     "used": settings_used(settings)},
         "models": {label: {"name": results[label]["name"], "metrics": results[label]["metrics"],
                            **({"instruction": run.askings[label]} if run.askings else {})} for label in labels},
     }

@@ -5,11 +5,15 @@ prompt part of a training example. Generation
 
 * stops on every end token the tokenizer has (its EOS and the chat template's end-of-turn markers: for Llama-3
   both ``<|eot_id|>`` and ``<|end_of_text|>``, for SmolLM2 ``<|im_end|>`` and ``<|endoftext|>``);
-* never returns special tokens (decoding skips them, and the answer is cut at the first end token);
+* never returns special tokens (decoding skips them, and the answer is cut at the first end token), and decodes
+  with ``clean_up_tokenization_spaces=False``: the clean-up deletes real spaces ("the word 'social'" became
+  "the word'social'" on some transformers versions);
 * is greedy by default, with a repetition penalty of 1.15 that counts only the tokens the model generated (the
-  prompt's too with ``penalize_prompt``) and never penalises an end token, so a batch gives the same greedy
-  answers as one title at a time and the title's words are not pushed out of the answer;
-* runs batches with left padding.
+  prompt's too with ``penalize_prompt``) and never penalises an end token, so the title's words are not pushed out
+  of the answer;
+* runs batches with left padding, never counted by the penalty. In fp32 a batch gives the same greedy answers as
+  one title at a time; in bf16 (the CUDA default) it need not: padding changes the shapes of the matrix products,
+  their rounding, and so a near-tie between two tokens (`benches/gpu/batch_agreement.py` measures the share).
 
 Questions around a title: a question such as ``What is 'Mog's Kittens' about?`` or ``O que é "Mog's Kittens"?``
 is reduced to its title (:func:`title_from_query`) and asked with the settings' instruction ("en" by default, the
@@ -29,13 +33,14 @@ import re
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .errors import UserError
 from .models import LoadedModel, load_model, prepare_tokenizer  # noqa: F401 (the CLIs' imports)
 from .outputs import split_lines
-from .prompts import end_token_ids, render_prompt, title_in_question
+from .prompts import end_token_ids, prompt_ids, title_in_question
 from .user_text import accept
 
 
@@ -170,7 +175,7 @@ class PaddedRepetitionPenalty:
     transformers' own processor penalises every id in ``input_ids``: the prompt's too. The title's words and, in
     a grounded prompt, the record's are exactly the words a good answer reuses, so by default only tokens the
     model has generated count (``penalize_prompt=True`` also counts the prompt's real tokens, the old behaviour;
-    left padding is never counted, so a batch gives the same greedy answers as one title at a time). End tokens
+    left padding is never counted, so padding alone changes no penalty). End tokens
     are never penalised: every chat prompt holds the end-of-turn marker, and penalising it made SmolLM2 stop far
     less (50 titles, 160 new tokens, penalty 1.15: the fine-tuned model stopped by itself 6% of the time and
     looped 20% with end tokens penalised; exempt, 54% and 0%).
@@ -198,27 +203,80 @@ class PaddedRepetitionPenalty:
         return scores.masked_scatter(seen > 0, penalised)
 
 
-def _generation_config(model, tokenizer, settings: GenerationSettings):
+def decoding_fields(settings: GenerationSettings) -> dict:
+    """Every GenerationConfig field that decides which tokens come out, as tc3 sets it (JSON-safe).
+
+    transformers' own repetition penalty and n-gram ban are off (tc3's penalty is a logits processor,
+    :class:`PaddedRepetitionPenalty`); greedy decoding names neutral sampling values rather than leaving them unset.
+    """
+    sampling = settings.do_sample
+    return dict(
+        max_new_tokens=settings.max_new_tokens, min_new_tokens=0, do_sample=sampling, num_beams=1,
+        temperature=settings.temperature if sampling else 1.0, top_p=settings.top_p if sampling else 1.0,
+        top_k=settings.top_k if sampling else 0, repetition_penalty=1.0, no_repeat_ngram_size=0,
+    )
+
+
+def settings_used(settings: GenerationSettings) -> dict:
+    """The decoding generate() runs with (tc3-generate's JSONL rows and tc3-eval's report record it): the
+    GenerationConfig fields of :func:`decoding_fields` (nothing else: the model's ``generation_config.json`` fills
+    no field, see :func:`run_generate`) and tc3's repetition penalty, which counts the generated tokens (the
+    prompt's too with ``penalize_prompt``) and never an end token."""
+    penalty = settings.repetition_penalty or 1.0
+    return {**decoding_fields(settings), "tc3_repetition_penalty": penalty,
+            "tc3_penalty_counts": "prompt and generated tokens" if settings.penalize_prompt else "generated tokens",
+            "tc3_penalty_exempt": "end tokens"}
+
+
+def _generation_config(tokenizer, settings: GenerationSettings):
     from transformers import GenerationConfig
 
-    kwargs = dict(
-        max_new_tokens=settings.max_new_tokens,
-        do_sample=settings.do_sample,
-        eos_token_id=end_token_ids(tokenizer),
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-    )
-    if settings.do_sample:
-        kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k)
-    else:
-        kwargs.update(temperature=None, top_p=None, top_k=None)
-    return GenerationConfig(**kwargs)
+    return GenerationConfig(**decoding_fields(settings), eos_token_id=end_token_ids(tokenizer),
+                            pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id)
+
+
+def run_generate(model, inputs, settings: GenerationSettings, tokenizer, **kwargs):
+    """``model.generate`` with tc3's settings and nothing else.
+
+    transformers fills every field a passed GenerationConfig leaves unset from the model's own
+    ``generation_config.json`` (a hub model's ``repetition_penalty: 1.8`` or ``no_repeat_ngram_size: 2`` would
+    apply although tc3 asked for neither), and some "off" values cannot be written as set. So the model's
+    generation config is transformers' defaults while it generates (`_defaults_only`), and its own afterwards.
+    """
+    with _defaults_only(model):
+        return model.generate(**inputs, generation_config=_generation_config(tokenizer, settings),
+                              logits_processor=_processors(settings, inputs["attention_mask"], tokenizer), **kwargs)
+
+
+_SWAP_LOCK = threading.Lock()
+_SWAPPED: dict[int, list] = {}  # id of a model generating now -> [generations running, its own generation config]
+
+
+@contextmanager
+def _defaults_only(model):
+    """The model's generation config replaced by transformers' defaults (on the transformers model under a PEFT
+    wrapper), and given back when the last generation running on it ends: concurrent streams share the swap."""
+    from transformers import GenerationConfig
+
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    with _SWAP_LOCK:
+        entry = _SWAPPED.setdefault(id(inner), [0, inner.generation_config])
+        entry[0] += 1
+        inner.generation_config = GenerationConfig()
+    try:
+        yield
+    finally:
+        with _SWAP_LOCK:
+            entry[0] -= 1
+            if entry[0] == 0:
+                inner.generation_config = entry[1]
+                del _SWAPPED[id(inner)]
 
 
 def _encode(tokenizer, asks: list[Ask], instruction: str, device: str):
-    prompts = [render_prompt(tokenizer, a.title, a.question or instruction, a.context) for a in asks]
+    ids = [prompt_ids(tokenizer, a.title, a.question or instruction, a.context) for a in asks]  # markup is text
     prepare_tokenizer(tokenizer)
-    return tokenizer(prompts, add_special_tokens=False, padding=True, return_tensors="pt").to(device)
+    return tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt").to(device)
 
 
 def _processors(settings: GenerationSettings, attention_mask, tokenizer):
@@ -239,12 +297,16 @@ def _seed(settings: GenerationSettings) -> None:
         set_seed(settings.seed)
 
 
+# How every answer is decoded: no special tokens, and no "clean-up" of spaces (it deletes real ones: "word 'x'").
+DECODE = {"skip_special_tokens": True, "clean_up_tokenization_spaces": False}
+
+
 def split_answer(tokenizer, new_ids: list[int]) -> tuple[str, int, bool]:
     """(text, tokens, stopped) of one row of new token ids: cut at the first end token, special tokens dropped."""
     ends = set(end_token_ids(tokenizer))
     stop = next((i for i, token in enumerate(new_ids) if token in ends), None)
     content = new_ids if stop is None else new_ids[:stop]
-    text = tokenizer.decode(content, skip_special_tokens=True).strip()
+    text = tokenizer.decode(content, **DECODE).strip()
     return text, len(content), stop is not None
 
 
@@ -280,7 +342,6 @@ def generate_batch(loaded: LoadedModel, titles: Iterable[str | Ask], settings: G
     settings = settings or GenerationSettings()
     model, tokenizer = loaded.model, loaded.tokenizer
     titles = [as_ask(t) for t in titles]
-    config = _generation_config(model, tokenizer, settings)
     _seed(settings)
     results: list[Generation] = []
     for start in range(0, len(titles), max(1, batch_size)):
@@ -289,8 +350,7 @@ def generate_batch(loaded: LoadedModel, titles: Iterable[str | Ask], settings: G
         check_fits(loaded, chunk, inputs, settings)
         began = time.perf_counter()
         with torch.inference_mode():
-            output = model.generate(**inputs, generation_config=config,
-                                    logits_processor=_processors(settings, inputs["attention_mask"], tokenizer))
+            output = run_generate(model, inputs, settings, tokenizer)
         seconds = (time.perf_counter() - began) / len(chunk)
         new = output[:, inputs["input_ids"].shape[1] :].tolist()
         for ask, row in zip(chunk, new):
@@ -325,8 +385,7 @@ class Stream:
 
         model, tokenizer = self.loaded.model, self.loaded.tokenizer
         inputs = _encode(tokenizer, [self.ask], self.settings.instruction, self.loaded.device)
-        streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
-        config = _generation_config(model, tokenizer, self.settings)
+        streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, timeout=600, **DECODE)
         holder: dict = {}
         check_fits(self.loaded, [self.ask], inputs, self.settings)
         cancel = threading.Event()  # set when the consumer goes: generation stops at its next token
@@ -334,11 +393,8 @@ class Stream:
         def work():
             try:
                 with torch.inference_mode():
-                    holder["output"] = model.generate(
-                        **inputs, generation_config=config, streamer=streamer,
-                        logits_processor=_processors(self.settings, inputs["attention_mask"], tokenizer),
-                        stopping_criteria=StoppingCriteriaList([Cancelled(cancel)]),
-                    )
+                    holder["output"] = run_generate(model, inputs, self.settings, tokenizer, streamer=streamer,
+                                                    stopping_criteria=StoppingCriteriaList([Cancelled(cancel)]))
             except BaseException as err:  # surfaced in the consumer
                 holder["error"] = err
                 streamer.end()

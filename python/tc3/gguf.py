@@ -192,10 +192,21 @@ def adds_bos(tokenizer) -> bool:
         "input_ids"][:1]
 
 
+# tc3's repetition penalty counts only the tokens the model generated and never an end token; llama.cpp's counts the
+# last repeat_last_n tokens, prompt (title, template markers, <|eot_id|>) included, so the end token loses its lead.
+# Not expressible in a Modelfile: the penalty is turned off there, and said so in the Modelfile itself.
+MODELFILE_PENALTY_NOTE = (
+    "# tc3-generate's repetition penalty ({penalty}) counts only generated tokens and never an end token;\n"
+    "# llama.cpp's would also count the prompt and <|eot_id|> and make answers end later, so it is off here\n"
+    "# (repeat_penalty 1, repeat_last_n 0): greedy answers here may repeat where tc3-generate's do not."
+)
+
+
 def modelfile(tokenizer, gguf_file: str, settings=None) -> str:
     """An Ollama Modelfile for ``gguf_file`` (a path relative to the Modelfile): the prompt tc3 generates from,
     rendered by the chat template with Ollama's ``{{ .Prompt }}`` standing for the title, the end tokens as stops,
-    and tc3's generation defaults (greedy, repetition penalty, answer length) as parameters."""
+    tc3's greedy decoding and answer length as parameters, and the repetition penalty off
+    (``MODELFILE_PENALTY_NOTE`` says why, in the file)."""
     from tc3.generate import GenerationSettings
     from tc3.prompts import end_token_ids, render_prompt
 
@@ -207,6 +218,7 @@ def modelfile(tokenizer, gguf_file: str, settings=None) -> str:
     stops = [end, *(tokenizer.convert_ids_to_tokens(i) for i in end_token_ids(tokenizer))]
     lines = [f"FROM ./{gguf_file}", f'TEMPLATE """{prompt}{{{{ .Response }}}}{end}"""']
     lines += [f"PARAMETER stop {json.dumps(stop)}" for stop in dict.fromkeys(stops)]
-    lines += ["PARAMETER temperature 0", f"PARAMETER repeat_penalty {settings.repetition_penalty}",
+    lines += ["PARAMETER temperature 0", MODELFILE_PENALTY_NOTE.format(penalty=settings.repetition_penalty),
+              "PARAMETER repeat_penalty 1", "PARAMETER repeat_last_n 0",
               f"PARAMETER num_predict {settings.max_new_tokens}"]
     return "\n".join(lines) + "\n"

@@ -131,7 +131,7 @@ def clean_batch(
     """Cleans and filters rows with `title` and `content` (and optional `uid`) columns, as `run` does,
     without the global steps (dedup, split). Returns kept rows as `uid`, `title`, `description`, `kind`
     (same type as given: Table or RecordBatch) and counts: rows, kept, dropped per reason, cleaned per
-    rule, kept rows per kind.
+    rule, kept rows per kind, kept rows holding a chat-template marker (``template_markers``).
 
     Made for distributed engines: Ray Data `map_batches`, Spark `mapInArrow`, Dask `map_partitions`.
     """

@@ -3,12 +3,20 @@
 Messages are rendered by the tokenizer's own chat template (never by hand), and the rendered text already holds the
 BOS token, so it is tokenized with ``add_special_tokens=False``: one BOS, not two. ``split_rendered`` is the one place
 that cuts a rendered example into prompt and completion; ``encode_example`` tokenizes it, within a length.
+
+Text is text: a title, description, question or grounded record that holds a string of the tokenizer's markup
+(``<|eot_id|>``, ``<|im_start|>``, ``[INST]``, ``</s>``, ``<think>``: any added or special token) is tokenized as the
+plain text it is, never as the control token, on every path (training, the reference loss, generation, the demo).
+The template renders stand-ins (``TEXT_MARK``) where the messages' texts go, so it never reads them; the texts go
+in after, and `encode_rendered` reads markup only outside them. Text without markup is tokenized exactly as before.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import weakref
+from dataclasses import dataclass
 
 from tc3.config import ConfigError
 
@@ -214,9 +222,22 @@ def completion_messages(description: str) -> list[dict]:
 # Stands in for the answer when the prompt is rendered without one; plain letters survive any template's filters.
 ANSWER_MARK = "TC3ANSWERMARK"
 
+# Stands in for message i's text while the template renders: letters of both cases and digits, so that a template
+# that changes its content's case shows (TemplateError), and no template markup can be read into it.
+TEXT_MARK = "tc3Text{}Mark"
+
 
 class TemplateError(ConfigError):
     """A chat template whose generation prompt is not the start of the example it renders."""
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """Rendered chat text (``text``) and where the texts from data or users lie in it (``literal``: (start, end)
+    character spans): `encode_rendered` reads those as plain text, never as control tokens."""
+
+    text: str
+    literal: tuple[tuple[int, int], ...] = ()
 
 
 def split_rendered(tokenizer, messages: list[dict], answer: str) -> tuple[str, str]:
@@ -227,14 +248,25 @@ def split_rendered(tokenizer, messages: list[dict], answer: str) -> tuple[str, s
     assistant turn (Qwen3: an empty `<think>` block), so that generation, fed this prompt, never writes that markup
     itself. The completion is the answer and the template's end of turn, cut after the first end token (a newline
     after it is never trained); the tokenizer's EOS is appended when the template closes the turn with none.
-    Raises TemplateError when the generation prompt is not a prefix of the rendered example.
+    Every message's text and the answer are stripped and written verbatim where the template puts them.
+    Raises TemplateError when the generation prompt is not a prefix of the rendered example, or the template does
+    not write each text once, verbatim.
     """
-    answer = answer.strip()
-    full = tokenizer.apply_chat_template(messages + completion_messages(answer), tokenize=False)
-    generation = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    at = full.rfind(answer)
-    if at < 0:
-        raise TemplateError(f"the tokenizer's chat template does not write an answer verbatim ({answer[:40]!r})")
+    prompt, completion = render_parts(tokenizer, messages, answer)
+    return prompt.text, completion.text
+
+
+def render_parts(tokenizer, messages: list[dict], answer: str) -> tuple[Rendered, Rendered]:
+    """`split_rendered`'s (prompt, completion), each with the spans of the texts from data or users."""
+    texts = [message["content"].strip() for message in messages] + [answer.strip()]
+    marks = [TEXT_MARK.format(i) for i in range(len(texts))]
+    stand_ins = [{**message, "content": mark} for message, mark in zip(messages, marks)]
+    full = tokenizer.apply_chat_template(stand_ins + completion_messages(marks[-1]), tokenize=False)
+    generation = tokenizer.apply_chat_template(stand_ins, tokenize=False, add_generation_prompt=True)
+    if any(full.count(mark) != 1 for mark in marks):
+        raise TemplateError("the tokenizer's chat template does not write an answer verbatim "
+                            f"({texts[-1][:40]!r}; each message's text must appear once, unchanged)")
+    at = full.index(marks[-1])
     if not full.startswith(generation) or at < len(generation):
         raise TemplateError(
             "the tokenizer's chat template renders its generation prompt differently from the start of an example "
@@ -242,7 +274,24 @@ def split_rendered(tokenizer, messages: list[dict], answer: str) -> tuple[str, s
             "training and generation would disagree; give the model a template whose assistant turn starts with "
             "its generation prompt"
         )
-    return full[:at], answer + _close_turn(tokenizer, full[at + len(answer) :])
+    close = _close_turn(tokenizer, full[at + len(marks[-1]) :])
+    return _fill(full[:at], texts), _fill(marks[-1] + close, texts)
+
+
+_MARK_PATTERN = re.compile(re.escape(TEXT_MARK).replace(r"\{\}", r"(\d+)"))
+
+
+def _fill(rendered: str, texts: list[str]) -> Rendered:
+    """The rendered text with each stand-in replaced by its text, and the spans those texts take."""
+    parts, spans, length, last = [], [], 0, 0
+    for match in _MARK_PATTERN.finditer(rendered):
+        text = texts[int(match.group(1))]
+        parts += [rendered[last : match.start()], text]
+        length += match.start() - last
+        spans.append((length, length + len(text)))
+        length, last = length + len(text), match.end()
+    parts.append(rendered[last:])
+    return Rendered("".join(parts), tuple(spans))
 
 
 def _close_turn(tokenizer, tail: str) -> str:
@@ -266,9 +315,8 @@ def encode_example(tokenizer, messages: list[dict], description: str, max_length
     "dropped" (then both id lists are empty).
     """
     def encode(answer: str) -> tuple[list[int], list[int]]:
-        prompt, completion = split_rendered(tokenizer, messages, answer)
-        return (tokenizer(prompt, add_special_tokens=False)["input_ids"],
-                tokenizer(completion, add_special_tokens=False)["input_ids"])
+        prompt, completion = render_parts(tokenizer, messages, answer)
+        return encode_rendered(tokenizer, prompt), encode_rendered(tokenizer, completion)
 
     ids = encode(description)
     if max_length is None or len(ids[0]) + len(ids[1]) <= max_length:
@@ -286,14 +334,95 @@ def encode_example(tokenizer, messages: list[dict], description: str, max_length
 
 
 def render_prompt(tokenizer, title: str, instruction: str, context: dict | None = None) -> str:
-    """The generation prompt as text: exactly the prompt part of a training example (`split_rendered`). It already
-    holds BOS, so tokenize it with add_special_tokens=False."""
+    """The generation prompt as text: exactly the prompt part of a training example (`split_rendered`). For
+    display and for other runtimes (the Modelfile); tc3 feeds the model `prompt_ids`, which reads markup in the
+    title or record as text."""
     return split_rendered(tokenizer, prompt_messages(title, instruction, context), ANSWER_MARK)[0]
 
 
 def prompt_ids(tokenizer, title: str, instruction: str, context: dict | None = None) -> list[int]:
     """Token ids generation feeds the model: exactly the prompt part of a training example."""
-    return tokenizer(render_prompt(tokenizer, title, instruction, context), add_special_tokens=False)["input_ids"]
+    messages = prompt_messages(title, instruction, context)
+    return encode_rendered(tokenizer, render_parts(tokenizer, messages, ANSWER_MARK)[0])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Markup in text: tokenized as text
+
+_MARKUP: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _markup(tokenizer) -> tuple[dict[str, int], re.Pattern | None]:
+    """(token text -> id, a pattern finding them) of the tokenizer's added tokens, special or not: the strings it
+    reads as one token wherever they occur. Cached per tokenizer until its added tokens change."""
+    size = len(tokenizer)  # grows with every added token; far cheaper than reading them
+    cached = _MARKUP.get(tokenizer)
+    if cached is None or cached[0] != size:
+        added = tokenizer.added_tokens_decoder
+        ids = {token.content: i for i, token in added.items() if token.content}
+        strip = {token.content: (token.lstrip, token.rstrip) for token in added.values()}
+        alternatives = [(r"\s*" if strip[t][0] else "") + re.escape(t) + (r"\s*" if strip[t][1] else "")
+                        for t in sorted(ids, key=len, reverse=True)]  # the longest first, as the tokenizer matches
+        cached = (size, ids, re.compile("|".join(alternatives)) if alternatives else None)
+        _MARKUP[tokenizer] = cached
+    return cached[1], cached[2]
+
+
+def holds_markup(tokenizer, text: str) -> bool:
+    """Whether `text` holds a string the tokenizer would read as an added or special token."""
+    pattern = _markup(tokenizer)[1]
+    return pattern is not None and pattern.search(text) is not None
+
+
+def text_ids(tokenizer, text: str) -> list[int]:
+    """Token ids of `text` as plain text: the tokenizer's normalizer, pre-tokenizer and model, never its added
+    tokens (a title's ``<|eot_id|>`` is the characters, not the end of a turn). Text without markup gets the ids
+    plain tokenization gives."""
+    if not holds_markup(tokenizer, text):
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+    return _plain_ids(tokenizer, text)
+
+
+def _plain_ids(tokenizer, text: str) -> list[int]:
+    """`text_ids` of any text, through the tokenizer's pipeline without its added vocabulary."""
+    if not text:
+        return []
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:  # a tokenizer without a Rust backend: its own switch (special tokens only)
+        return tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    if backend.normalizer is not None:
+        text = backend.normalizer.normalize_str(text)
+    words = backend.pre_tokenizer.pre_tokenize_str(text) if backend.pre_tokenizer is not None else [(text, None)]
+    return [token.id for word, _ in words for token in backend.model.tokenize(word)]
+
+
+def encode_rendered(tokenizer, rendered: Rendered) -> list[int]:
+    """Token ids of rendered chat text: the template's markup as the tokenizer reads it, the literal spans as
+    plain text. Without markup in the literal spans, exactly plain tokenization (``add_special_tokens=False``).
+
+    Otherwise the text is cut at the added tokens the template wrote (found outside the literal spans), as the
+    tokenizer itself cuts text at added tokens, and each piece between is tokenized as plain text.
+    """
+    text, literal = rendered.text, rendered.literal
+    if not any(holds_markup(tokenizer, text[start:end]) for start, end in literal):
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+    return _cut_at_markup(tokenizer, rendered)
+
+
+def _cut_at_markup(tokenizer, rendered: Rendered) -> list[int]:
+    """`encode_rendered` of text with markup in a literal span. Tested to give plain tokenization's ids on text
+    without any."""
+    text, literal = rendered.text, rendered.literal
+    token_ids, pattern = _markup(tokenizer)
+    ids, last = [], 0
+    structure = zip((0, *(end for _, end in literal)), (*(start for start, _ in literal), len(text)))
+    for begin, end in structure:  # the template's own text: between the literal spans
+        for match in pattern.finditer(text, begin, end):
+            ids += _plain_ids(tokenizer, text[last : match.start()])
+            token = match.group()  # with the white space an lstrip/rstrip token takes along
+            ids.append(token_ids[token] if token in token_ids else token_ids[token.strip()])
+            last = match.end()
+    return ids + _plain_ids(tokenizer, text[last:])
 
 
 def end_token_ids(tokenizer) -> list[int]:

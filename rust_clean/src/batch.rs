@@ -52,7 +52,7 @@ pub fn clean_batch(batch: &RecordBatch, filters: &Filters) -> Result<(RecordBatc
         match clean_fields(string_at(uid, i), string_at(title, i), string_at(content, i), filters, false) {
             Outcome::Kept { record, changes } => {
                 stats.changed(changes);
-                stats.kinds[record.kind as usize] += 1;
+                stats.written(&record.borrowed());
                 kept.push(record.borrowed());
             }
             Outcome::Dropped { reason, changes, .. } => {

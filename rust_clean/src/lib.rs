@@ -6,6 +6,7 @@ pub mod batch;
 pub mod dedup;
 mod entities;
 pub mod kinds;
+pub mod markers;
 pub mod output;
 mod pattern;
 pub mod pipeline;

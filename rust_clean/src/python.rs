@@ -146,7 +146,10 @@ fn clean_batch<'py>(
     let input = RecordBatch::from_pyarrow_bound(batch)?;
     let (kept, stats) = py.detach(|| batch::clean_batch(&input, &f)).map_err(to_py)?;
     let counts = stats.to_json();
-    let counts = serde_json::json!({"rows": stats.records, "kept": kept.num_rows(), "dropped": counts["dropped"], "cleaned": counts["cleaned"], "kinds": counts["kinds"]});
+    let counts = serde_json::json!({
+        "rows": stats.records, "kept": kept.num_rows(), "dropped": counts["dropped"], "cleaned": counts["cleaned"],
+        "kinds": counts["kinds"], "template_markers": counts["template_markers"],
+    });
     Ok((kept.to_pyarrow(py)?, counts.to_string()))
 }
 

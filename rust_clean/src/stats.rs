@@ -6,7 +6,8 @@ use std::path::Path;
 use serde_json::{json, Map, Value};
 
 use crate::kinds::Kind;
-use crate::record::{MalformedKind, Reason};
+use crate::markers::holds_template_marker;
+use crate::record::{CleanedRef, MalformedKind, Reason};
 use crate::text::{Changes, RULES};
 use crate::{Options, PrepError, Source};
 
@@ -26,6 +27,8 @@ pub struct Stats {
     pub cleaned: [u64; RULES.len()],
     /// Written records of each kind (after dedup and sampling), in `Kind::ALL` order.
     pub kinds: [u64; Kind::ALL.len()],
+    /// Written records whose title or description holds a chat-template marker (`markers.rs`); kept.
+    pub template_markers: u64,
     pub first_malformed: Option<String>,
     pub files: Vec<String>,
     pub options: Value,
@@ -44,6 +47,13 @@ impl Stats {
     pub fn malformed(&mut self, kind: MalformedKind) {
         self.dropped[Reason::Malformed as usize] += 1;
         self.malformed_kinds[kind as usize] += 1;
+    }
+
+    /// Counts a written record: its kind, and whether it holds a chat-template marker.
+    pub fn written(&mut self, record: &CleanedRef) {
+        self.kinds[record.kind as usize] += 1;
+        let marked = holds_template_marker(record.title) || holds_template_marker(record.description);
+        self.template_markers += marked as u64;
     }
 
     pub fn changed(&mut self, changes: Changes) {
@@ -72,6 +82,7 @@ impl Stats {
             "first_malformed": self.first_malformed,
             "cleaned": named(&RULES, &self.cleaned),
             "kinds": named(&Kind::ALL.map(Kind::name), &self.kinds),
+            "template_markers": self.template_markers,
             "files": self.files.iter().map(|f| format!("data/{f}")).collect::<Vec<_>>(),
             "options": self.options,
             "seconds": (self.seconds * 1000.0).round() / 1000.0,

@@ -187,7 +187,8 @@ def interactive(loaded, settings, literal: bool = False, read=input, out=sys.std
 
 
 def run(args) -> int:
-    from tc3.generate import generate_batch, load_model, quiet_libraries, read_as, read_titles, title_from_query
+    from tc3.generate import (generate_batch, load_model, quiet_libraries, read_as, read_titles, settings_used,
+                              title_from_query)
     from tc3.grounding import answer_found, answer_grounded, find, found_text
     from tc3.models import check_model, fingerprint as model_fingerprint
 
@@ -237,25 +238,27 @@ def run(args) -> int:
         with resumable_jsonl(args.output, "tc3-generate", key) as (done, out), Ticker(*TICKER) as ticker:
             if done:
                 print(f"tc3-generate: {len(done)} answers kept from an interrupted run; going on", file=sys.stderr)
-            write_answers(records, len(done), answer, args.batch_size, out, ticker.update)
+            write_answers(records, len(done), answer, args.batch_size, out, ticker.update,
+                          settings_used(settings))
     else:
         with Ticker(*TICKER) as ticker:
-            write_answers(records, 0, answer, args.batch_size, sys.stdout, ticker.update)
+            write_answers(records, 0, answer, args.batch_size, sys.stdout, ticker.update, settings_used(settings))
     if records.skipped:
         lines = ", ".join(map(str, records.skipped[:10])) + (" ..." if len(records.skipped) > 10 else "")
         print(f"tc3-generate: skipped {len(records.skipped)} rows with an empty title (lines {lines})", file=sys.stderr)
     return 0
 
 
-def write_answers(records: list[dict], start: int, answer, batch_size: int, out, progress) -> None:
+def write_answers(records: list[dict], start: int, answer, batch_size: int, out, progress, used: dict) -> None:
     """One JSON line an answer to `out`, batch by batch from record `start`, flushed after each batch; `answer`
-    takes the titles of a batch (files hold titles: taken literally); `progress(done, total)` after each batch."""
+    takes the titles of a batch (files hold titles: taken literally); `progress(done, total)` after each batch;
+    `used` (tc3.generate.settings_used) is each line's ``settings``: the decoding generate() ran with."""
     titles = [r["title"] for r in records]
     for first in range(start, len(titles), batch_size):
         chunk = titles[first : first + batch_size]
         for record, generation in zip(records[first:], answer(chunk)):
             row = {"uid": record["uid"]} if "uid" in record else {}
-            row.update(generation.as_record())
+            row.update(generation.as_record(), settings=used)
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
         out.flush()
         progress(first + len(chunk), len(titles))
