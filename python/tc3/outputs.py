@@ -160,18 +160,27 @@ def _swap(new: Path, dest: Path) -> None:
 
 
 @contextmanager
-def staged_open(path: str | os.PathLike[str], binary: bool = False) -> Iterator[IO]:
-    """A file to write `path` through, inside a folder tc3 owns: `.NAME.PID.partial` beside it, renamed to `path`
-    when the block ends without an error and removed when it raises."""
+def staged_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A name to write `path` under, in a folder tc3 owns or a file it claimed: `.NAME.PID.partial` beside it,
+    renamed to `path` when the block ends without an error (if it was written) and removed when it raises."""
     path = Path(path)
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
-        with open(partial, "wb") if binary else open(partial, "w", encoding="utf-8") as f:
-            yield f
-        os.replace(partial, path)
+        yield partial
+        if partial.exists():
+            os.replace(partial, path)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def staged_open(path: str | os.PathLike[str], binary: bool = False) -> Iterator[IO]:
+    """A file to write `path` through, inside a folder tc3 owns (`staged_path`): renamed to `path` when the block
+    ends without an error and removed when it raises."""
+    with staged_path(path) as partial:
+        with open(partial, "wb") if binary else open(partial, "w", encoding="utf-8") as f:
+            yield f
 
 
 def write_staged(path: str | os.PathLike[str], text: str) -> None:

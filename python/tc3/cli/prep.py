@@ -50,7 +50,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--strip-attributed-quotes", action="store_true",
                    help="remove quoted praise with its source ('A triumph...' Sunday Times), keep the rest")
     p.add_argument("--rejects", type=Path, metavar="FILE", help="write dropped records with their reason as JSON lines")
-    p.add_argument("--max-errors", type=int, metavar="N", help="fail when more than N lines are malformed (default: never)")
+    p.add_argument("--max-errors", type=int, metavar="N", help="fail when more than N lines are malformed (default: when more than half are)")
     p.add_argument("--threads", type=int, metavar="N", help="worker threads (default: all cores)")
     p.add_argument("--force", action="store_true",
                    help="replace OUT_DIR (and the --rejects file) when an earlier tc3-prep wrote them; anything "
