@@ -164,6 +164,26 @@ def test_cli_errors_are_one_line_and_exit_2(tmp_path, capsys, prep_dir):
         assert err.startswith("tc3-train: error: ") and fragment in err and err.count("\n") == 1, err
 
 
+def test_an_empty_split_is_one_line_before_anything_loads(tmp_path, capsys, prep_dir, tiny_model_dir):
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    for split in ("train", "validation"):
+        data = tmp_path / split
+        shutil.copytree(prep_dir, data)
+        for file in (data / "data").glob(f"{split}-*.parquet"):
+            pq.write_table(pq.read_table(file).slice(0, 0), file)
+        argv = ["--config", "tiny-cpu", f"data={data}", f"model={tiny_model_dir}", "--dry-run"]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"tc3-train: error: the {split} split of {data} is empty ("), err
+        assert err.count("\n") == 1
+    argv = ["--config", "tiny-cpu", f"data={prep_dir}", f"model={tiny_model_dir}", "kinds=[metadata_only]", "--dry-run"]
+    assert main(argv) == 2
+    assert f"the validation split of {prep_dir} has no row of kinds metadata_only" in capsys.readouterr().err
+
+
 def test_help_does_not_import_torch():
     code = "import sys, tc3.cli.train, tc3.config, tc3.prompts, tc3.data; print('torch' in sys.modules)"
     out = subprocess.run(
