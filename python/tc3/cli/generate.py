@@ -80,7 +80,8 @@ def parser() -> argparse.ArgumentParser:
     add_model_args(p)
     what = p.add_mutually_exclusive_group()
     what.add_argument("--title", help="one title (or a question around one); prints its description")
-    what.add_argument("--input", help="text file (a title a line), JSONL with 'title', or a tc3-prep output dir")
+    what.add_argument("--input", help="text file (a title a line), JSONL with 'title', CSV/TSV with a 'title' "
+                      "column, or a tc3-prep output dir")
     p.add_argument("--split", default="validation", help="split of a tc3-prep dir given to --input")
     p.add_argument("--output", "-o", help="JSONL file for --input (default: stdout); it appears only once every "
                    "answer is in it (written as .NAME.KEY.partial until then; an interrupted run keeps that file "
