@@ -69,8 +69,10 @@ def is_within(path: str | os.PathLike[str], folder: str | os.PathLike[str]) -> b
 
 def check_dest(path: str | os.PathLike[str], command: str, *, folder: bool = True, force: bool | None = None) -> None:
     """Raise a UserError unless `command` may write `path` (rules in the module docstring). `force`: None for a
-    command that replaces its own output without asking, else whether --force was given."""
+    command that replaces its own output without asking, else whether --force was given. An output that cannot be
+    written there (check_writable) is a UserError too, found before any work rather than at the final rename."""
     path = Path(path)
+    check_writable(path)
     if not path.exists() and not path.is_symlink():
         return
     if folder and not path.is_dir():
@@ -91,6 +93,21 @@ def check_dest(path: str | os.PathLike[str], command: str, *, folder: bool = Tru
         stranger = _foreign_file(path, set(marker["files"]), DERIVED.get(command, frozenset()))
         if stranger is not None:
             raise UserError(f"{path} holds {stranger}, which {command} did not write; refusing to replace it")
+
+
+def check_writable(path: str | os.PathLike[str]) -> None:
+    """Raise a UserError unless this process can create or replace `path`: the nearest folder above it that exists
+    must be a folder it may write into (a file there, or a read-only folder, is named), and so must `path` itself
+    when it is an existing folder (outputs that grow in place write into it)."""
+    shown, path = path, Path(path).expanduser().absolute()
+    above = path.parent
+    while not above.exists() and above != above.parent:  # a file among the parents ends the walk too: not exists
+        above = above.parent
+    if not above.is_dir():
+        raise UserError(f"cannot write {shown}: {above} is a file, not a folder")
+    for folder in (above, path) if path.is_dir() else (above,):
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise UserError(f"cannot write {shown}: {folder} is not writable")
 
 
 # Outputs that live inside another command's output and are rebuilt from it: replaced along with it. Any other
