@@ -57,3 +57,51 @@ def test_an_output_that_cannot_be_written_is_one_line_before_any_work(
         for verb, argv in commands(locked / "out", prep_dir, tiny_model_dir, adapter, titles):
             assert_one_line(*run(verb, argv, capsys), f"{locked} is not writable")
         assert not any(locked.iterdir())
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:99", "cuda:x", "cpu:0"])
+def test_a_device_that_is_not_there_is_one_line_before_the_model_loads(
+        device, tmp_path, capsys, prep_dir, tiny_model_dir, adapter) -> None:
+    out = tmp_path / "eval"
+    cases = [
+        ("generate", ["--model", str(tiny_model_dir), "--title", "Girls Ballet Tutu", "--device", device]),
+        ("eval", ["--model", str(tiny_model_dir), "--data", str(prep_dir), "--out", str(out), "--n", "2",
+                  "--device", device]),
+        ("export", [str(adapter), str(tmp_path / "merged"), "--device", device]),
+    ]
+    for verb, argv in cases:
+        assert_one_line(*run(verb, argv, capsys), f"--device {device}")
+    assert not out.exists() and not (tmp_path / "merged").exists()
+
+
+def test_cuda_without_a_gpu_is_one_line(tmp_path, capsys, tiny_model_dir) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: cuda:99 above covers a device it lacks")
+    status, err = run("generate", ["--model", str(tiny_model_dir), "--title", "Tutu", "--device", "cuda"], capsys)
+    assert_one_line(status, err, "--device cuda: ", "use --device cpu")
+
+
+def test_a_folder_that_is_not_a_model_is_one_line_for_every_command(
+        tmp_path, capsys, prep_dir, tiny_model_dir, adapter) -> None:
+    import shutil
+
+    no_tokenizer = tmp_path / "no-tokenizer"
+    no_tokenizer.mkdir()
+    shutil.copy(tiny_model_dir / "config.json", no_tokenizer)
+    for folder, says in [(prep_dir, "is not a model folder (it has neither config.json nor adapter_config.json)"),
+                         (no_tokenizer, "has no tokenizer")]:
+        cases = [
+            ("train", ["--config", "tiny-cpu", f"model={folder}", f"data={prep_dir}", f"output_dir={tmp_path / 'r'}"]),
+            ("train", ["--config", "tiny-cpu", f"model={folder}", f"data={prep_dir}", "--dry-run"]),
+            ("generate", ["--model", str(folder), "--title", "Tutu"]),
+            ("eval", ["--model", str(tiny_model_dir), "--baseline", str(folder), "--data", str(prep_dir),
+                      "--out", str(tmp_path / "e"), "--n", "2"]),
+            ("export", [str(adapter), str(tmp_path / "m"), "--base", str(folder)]),
+        ]
+        for verb, argv in cases:
+            assert_one_line(*run(verb, argv, capsys), f"'{folder}' {says}")
+    assert_one_line(*run("export", [str(prep_dir), str(tmp_path / "m")], capsys),
+                    f"adapter '{prep_dir}' is not an adapter folder (it has no adapter_config.json)")
+    assert not any((tmp_path / name).exists() for name in ("r", "e", "m"))
