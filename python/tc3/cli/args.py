@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import textwrap
+from typing import NoReturn
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -28,8 +29,18 @@ class HelpFormatter(argparse.HelpFormatter):
         return "\n".join(lines)
 
 
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line, as every other mistake of tc3 is (tc3.errors): `PROG: error:
+    MESSAGE (PROG --help lists the options)`, exit status 2, without argparse's usage block before it."""
+
+    def error(self, message: str) -> NoReturn:
+        from tc3.errors import USAGE, one_line
+
+        self.exit(USAGE, f"{self.prog}: error: {one_line(message)} ({self.prog} --help lists the options)\n")
+
+
 def make_parser(prog: str, **kwargs) -> argparse.ArgumentParser:
-    """An ArgumentParser for command `prog` (a `tc3-*` name): defaults shown by `HelpFormatter`; an abbreviated
-    flag (`--titl` for `--title`) is an error like any unknown one, so a flag added later never changes what an
-    old command line means."""
-    return argparse.ArgumentParser(prog=prog, allow_abbrev=False, formatter_class=HelpFormatter, **kwargs)
+    """An ArgumentParser for command `prog` (a `tc3-*` name): defaults shown by `HelpFormatter`, one-line errors
+    (`Parser`); an abbreviated flag (`--titl` for `--title`) is an error like any unknown one, so a flag added later
+    never changes what an old command line means."""
+    return Parser(prog=prog, allow_abbrev=False, formatter_class=HelpFormatter, **kwargs)
