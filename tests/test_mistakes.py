@@ -105,3 +105,22 @@ def test_a_folder_that_is_not_a_model_is_one_line_for_every_command(
     assert_one_line(*run("export", [str(prep_dir), str(tmp_path / "m")], capsys),
                     f"adapter '{prep_dir}' is not an adapter folder (it has no adapter_config.json)")
     assert not any((tmp_path / name).exists() for name in ("r", "e", "m"))
+
+
+@pytest.mark.parametrize("verb, option", [
+    ("generate", "--threads"), ("generate", "--batch-size"), ("generate", "--max-new-tokens"), ("eval", "--threads"),
+    ("eval", "--n"), ("eval", "--batch-size"), ("demo", "--threads"), ("prep", "--threads"), ("index", "--threads"),
+])
+@pytest.mark.parametrize("value", ["0", "-2"])
+def test_a_count_below_one_is_refused(verb, option, value, tmp_path, capsys, prep_dir, tiny_model_dir) -> None:
+    argv = {"generate": ["--model", str(tiny_model_dir), "--title", "Tutu"],
+            "eval": ["--model", str(tiny_model_dir), "--data", str(prep_dir), "--out", str(tmp_path / "e")],
+            "demo": ["--model", str(tiny_model_dir), "--port", "1"],
+            "prep": ["--example", "-o", str(tmp_path / "p")],
+            "index": [str(prep_dir), "-o", str(tmp_path / "i")]}[verb]
+    try:
+        status, err = run(verb, [*argv, option, value], capsys)
+    except SystemExit as done:  # argparse's own exit
+        status, err = done.code, capsys.readouterr().err
+    assert_one_line(status, err, option, "must be at least 1", value)
+    assert not any(tmp_path.iterdir())

@@ -29,6 +29,18 @@ class HelpFormatter(argparse.HelpFormatter):
         return "\n".join(lines)
 
 
+def positive_int(text: str) -> int:
+    """The type of an option that counts something (--threads, --batch-size, --n ...): a whole number of at least 1;
+    anything else is an argument error (`argument --threads: must be at least 1, not 0`)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 class Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line, as every other mistake of tc3 is (tc3.errors): `PROG: error:
     MESSAGE (PROG --help lists the options)`, exit status 2, without argparse's usage block before it."""
