@@ -146,11 +146,10 @@ def staged_dir(dest: str | os.PathLike[str], command: str, *, force: bool | None
     check_dest(dest, command, force=force)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
-    mask = os.umask(0)
-    os.umask(mask)
-    tmp.chmod(0o777 & ~mask)  # mkdtemp makes it private; an output should read like any other folder
+    tmp.chmod(0o777 & ~umask())  # mkdtemp makes it private; an output should read like any other folder
     try:
         yield tmp
+        usual_modes(tmp)
         files = [p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file() or p.is_symlink()]
         write_marker(tmp, command, folder=True, files=files)
         check_dest(dest, command, force=force)  # what changed while the work ran
@@ -158,6 +157,22 @@ def staged_dir(dest: str | os.PathLike[str], command: str, *, force: bool | None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def umask() -> int:
+    """The process's umask (reading it means setting it: set back at once)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def usual_modes(folder: str | os.PathLike[str]) -> None:
+    """Files under `folder` that a library wrote private (mode 0600: safetensors 0.8 writes through a temporary
+    file, safetensors#782) get the mode of every other output, 0666 less the umask (0644 under umask 022)."""
+    mode = 0o666 & ~umask()
+    for path in Path(folder).rglob("*"):
+        if path.is_file() and not path.is_symlink() and path.stat().st_mode & 0o777 == 0o600:
+            path.chmod(mode)
 
 
 def _swap(new: Path, dest: Path) -> None:
