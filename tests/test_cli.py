@@ -177,6 +177,15 @@ def _complete(script: str, *words: str) -> list[str]:
     return out.split()
 
 
+@pytest.mark.parametrize("argv", [["--version"], ["prep", "--version"], ["train", "--version"]])
+def test_version(argv, capsys):
+    from tc3 import __version__
+
+    with pytest.raises(SystemExit) as done:
+        tc3_main.main(argv)
+    assert done.value.code == 0 and capsys.readouterr().out == f"tc3 {__version__}\n"
+
+
 def test_a_config_key_completes_without_a_space_after_its_equals_sign():
     stub = 'compopt() { echo "compopt $*"; }'  # outside a real completion, record what the function asks
     def asked(*words: str) -> str:

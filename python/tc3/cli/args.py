@@ -54,5 +54,9 @@ class Parser(argparse.ArgumentParser):
 def make_parser(prog: str, **kwargs) -> argparse.ArgumentParser:
     """An ArgumentParser for command `prog` (a `tc3-*` name): defaults shown by `HelpFormatter`, one-line errors
     (`Parser`); an abbreviated flag (`--titl` for `--title`) is an error like any unknown one, so a flag added later
-    never changes what an old command line means."""
-    return Parser(prog=prog, allow_abbrev=False, formatter_class=HelpFormatter, **kwargs)
+    never changes what an old command line means. `--version` prints tc3's version."""
+    from tc3 import __version__
+
+    parser = Parser(prog=prog, allow_abbrev=False, formatter_class=HelpFormatter, **kwargs)
+    parser.add_argument("--version", action="version", version=f"tc3 {__version__}", help="print tc3's version and exit")
+    return parser
