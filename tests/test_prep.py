@@ -146,6 +146,11 @@ def test_gzip_and_stdin_give_the_same_output(crafted: Path, tmp_path: Path) -> N
     assert result.returncode == 0, result.stderr
     assert plain["dropped"] == packed["dropped"]
     assert kept_rows(tmp_path / "a") == kept_rows(tmp_path / "b") == kept_rows(tmp_path / "c")
+    # bytes: what was read, as stored; standard input's size is unknown beforehand, not 0
+    piped = json.loads((tmp_path / "c" / "stats.json").read_text())
+    assert (plain["bytes"], packed["bytes"], piped["bytes"]) == (crafted.stat().st_size, gz.stat().st_size,
+                                                                 crafted.stat().st_size)
+    assert piped["inputs"] == [{"path": "<stdin>", "bytes": None}]
 
 
 def test_ctrl_c_stops_a_run_whose_stdin_gives_nothing(tmp_path: Path) -> None:
