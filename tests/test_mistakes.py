@@ -11,6 +11,14 @@ from pathlib import Path
 import pytest
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def run(verb: str, argv: list[str], capsys) -> tuple[int, str]:
     status = importlib.import_module(f"tc3.cli.{verb}").main(argv)
     return status, capsys.readouterr().err
@@ -115,7 +123,7 @@ def test_a_folder_that_is_not_a_model_is_one_line_for_every_command(
 def test_a_count_below_one_is_refused(verb, option, value, tmp_path, capsys, prep_dir, tiny_model_dir) -> None:
     argv = {"generate": ["--model", str(tiny_model_dir), "--title", "Tutu"],
             "eval": ["--model", str(tiny_model_dir), "--data", str(prep_dir), "--out", str(tmp_path / "e")],
-            "demo": ["--model", str(tiny_model_dir), "--port", "1"],
+            "demo": ["--model", str(tiny_model_dir), "--port", str(free_port())],
             "prep": ["--example", "-o", str(tmp_path / "p")],
             "index": [str(prep_dir), "-o", str(tmp_path / "i")]}[verb]
     try:
@@ -124,3 +132,22 @@ def test_a_count_below_one_is_refused(verb, option, value, tmp_path, capsys, pre
         status, err = done.code, capsys.readouterr().err
     assert_one_line(status, err, option, "must be at least 1", value)
     assert not any(tmp_path.iterdir())
+
+
+def test_a_missing_model_reads_the_same_in_every_command(tmp_path, capsys, prep_dir, adapter) -> None:
+    gone = tmp_path / "runs" / "gone"
+    cases = [
+        ("train", ["--config", "tiny-cpu", f"model={gone}", f"data={prep_dir}", "--dry-run"]),
+        ("generate", ["--model", str(gone), "--title", "Tutu"]),
+        ("eval", ["--model", str(gone), "--data", str(prep_dir), "--out", str(tmp_path / "e"), "--n", "2"]),
+        ("demo", ["--model", str(gone), "--port", str(free_port())]),
+        ("push", [str(gone), "me/x", "--dry-run"]),
+    ]
+    for verb, argv in cases:
+        status, err = run(verb, argv, capsys)
+        assert_one_line(status, err)
+        assert err == f"tc3-{verb}: error: model '{gone}' does not exist\n", err
+    status, err = run("export", [str(gone), str(tmp_path / "m")], capsys)
+    assert err == f"tc3-export: error: adapter '{gone}' does not exist\n"
+    status, err = run("export", [str(adapter), str(tmp_path / "m"), "--base", str(gone)], capsys)
+    assert err == f"tc3-export: error: base '{gone}' does not exist\n"

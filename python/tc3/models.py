@@ -43,9 +43,14 @@ def check_model_ref(model: str, what: str = "model") -> None:
     if _snapshots(model).is_dir():
         return
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in _TRUE:
-        raise UserError(f"{what} '{model}' is not a local folder nor in the Hub cache (HF_HUB_OFFLINE is set)")
+        raise not_found(what, model, "HF_HUB_OFFLINE is set")
     if not hub_reachable():
-        raise UserError(f"{what} '{model}' is not a local folder nor in the Hub cache, and the Hub cannot be reached")
+        raise not_found(what, model, "the Hub cannot be reached")
+
+
+def not_found(what: str, ref: str, why: str) -> UserError:
+    """The one wording of a model that is neither a local folder nor a hub id tc3 can get, `why` saying why not."""
+    return UserError(f"{what} '{ref}' is not a local folder nor in the Hub cache ({why})")
 
 
 # Files of which a model folder with config.json has at least one: what its tokenizer loads from.
@@ -170,11 +175,11 @@ def resolve(name: str, what: str = "model") -> Path:
     except Exception:
         pass
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in _TRUE:
-        raise UserError(f"{what} '{name}' is not a local directory nor in the Hub cache (HF_HUB_OFFLINE is set)")
+        raise not_found(what, name, "HF_HUB_OFFLINE is set")
     try:
         return Path(snapshot_download(name, allow_patterns=_HUB_PATTERNS))
     except Exception as err:
-        raise UserError(f"{what} '{name}' is not a local directory and not on the Hub: {first_line(err)}") from None
+        raise not_found(what, name, f"the Hub says: {first_line(err)}") from None
 
 
 def first_line(err: BaseException) -> str:
