@@ -321,6 +321,13 @@ def test_an_input_that_is_not_json_lines_is_named_before_any_work(tmp_path: Path
     assert not out.exists() and not rejects.exists()
 
 
+def test_a_stray_bad_first_line_is_one_malformed_line_not_a_refused_file(tmp_path: Path) -> None:
+    path = tmp_path / "trn.json"
+    path.write_text("garbage, not json\n" + "\n".join(line(f"Good Title {i}", f"{DESC} {i}", uid=str(i)) for i in range(3)))
+    stats = prep.run([path], tmp_path / "out")
+    assert stats["dropped"]["malformed"] == 1 and stats["kept"]["total"] == 3
+
+
 def test_a_run_that_keeps_nothing_or_mostly_malformed_lines_fails_and_keeps_the_earlier_output(
         crafted: Path, tmp_path: Path) -> None:
     out, rejects = tmp_path / "out", tmp_path / "rejects.jsonl"
