@@ -148,12 +148,13 @@ def test_unknown_key_in_file_is_named_with_the_closest_key(tmp_path):
                                 "tc3-train --help lists the keys")
 
 
-def test_cli_errors_are_one_line_and_exit_2(tmp_path, capsys, prep_dir):
+def test_cli_errors_are_one_line_and_exit_2(tmp_path, capsys, prep_dir, tiny_model_dir):
     cases = [
         ["--config", str(tmp_path / "missing.yaml")],
         ["--config", str(CONFIGS / "tiny-cpu.yaml"), "bogus=1"],
         ["--config", str(CONFIGS / "tiny-cpu.yaml"), "lora_r=eight"],
-        ["--config", str(CONFIGS / "tiny-cpu.yaml"), f"data={tmp_path / 'nowhere'}", f"model={tmp_path}", "--dry-run"],
+        ["--config", str(CONFIGS / "tiny-cpu.yaml"), f"data={tmp_path / 'nowhere'}", f"model={tiny_model_dir}",
+         "--dry-run"],
         ["--config", str(CONFIGS / "tiny-cpu.yaml"), f"data={prep_dir}", f"model={tmp_path / 'no-model'}", "--dry-run"],
     ]
     expected = ["not found", "unknown key bogus", "lora_r must be int, got 'eight'", "is not a tc3-prep output dir",

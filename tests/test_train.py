@@ -259,7 +259,9 @@ def test_dry_run_prints_examples(tiny_model_dir, prep_dir, tmp_path, capsys):
     import pyarrow.parquet as pq
 
     rows = {s: pq.read_metadata(next((prep_dir / "data").glob(f"{s}-*"))).num_rows for s in ("train", "validation")}
-    assert f"# data: {min(400, rows['train'])} train examples, {min(50, rows['validation'])} eval examples" in out
+    config = load_config(CONFIGS / "tiny-cpu.yaml")
+    assert (f"# data: {min(config.train_samples, rows['train'])} train examples, "
+            f"{min(config.eval_samples, rows['validation'])} eval examples") in out
     assert out.count("[loss from here →]") == 3
     for example in out.split("# example ")[1:]:
         assert example.count("<|begin_of_text|>") == 1
