@@ -336,9 +336,9 @@ def test_a_run_that_keeps_nothing_or_mostly_malformed_lines_fails_and_keeps_the_
     mostly_bad = "\n".join(["oops,a,csv"] * 3 + [line("Good Title", DESC)]) + "\n"
     cases = [
         ([str(crafted), "--min-desc-chars", "4000"], None, "too_short"),
-        (["-"], b"a,b\n1,2\n", "2 of 2 lines are not JSON objects (the first: <stdin>:1"),
+        (["-"], b"a,b\n1,2\n", "2 of 2 lines are malformed (the first: <stdin>:1"),
         (["-"], b"", "the input holds no record"),
-        (["-"], mostly_bad.encode(), "3 of 4 lines are not JSON objects"),
+        (["-"], mostly_bad.encode(), "3 of 4 lines are malformed"),
         (["-"], b'{"name": "x"}\n', "no record has both a title and a content field"),
     ]
     for args, stdin, message in cases:
@@ -376,6 +376,8 @@ def test_existing_output_needs_force_and_a_users_folder_is_never_replaced(crafte
         (["{crafted}", "--seed", "-1"], "--seed must be zero or more"),
         (["{crafted}", "--min-title-chars", "-3"], "--min-title-chars must be zero or more"),
         (["{crafted}", "--threads", "0"], "--threads must be at least 1"),
+        (["{crafted}", "--limit", "0"], "--limit must be at least 1"),
+        (["{crafted}", "--sample", "0"], "--sample must be at least 1"),
         ([], "at least one INPUT"),
     ],
 )

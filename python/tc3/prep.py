@@ -83,7 +83,7 @@ def run(
         "min_desc_chars": min_desc_chars, "max_desc_chars": max_desc_chars,
     }
     for name, value in counts.items():
-        least = 1 if name == "threads" else 0
+        least = 1 if name in ("threads", "limit", "sample") else 0  # a limit or sample of 0 would keep nothing
         if value is not None and value < least:
             flag = "--" + name.replace("_", "-")
             raise UserError(f"{flag} must be {'at least 1' if least else 'zero or more'}, not {value}")
@@ -151,8 +151,8 @@ def check_usable(stats: dict[str, Any], max_errors: int | None) -> None:
         raise UserError("the input holds no record (it is empty or blank lines only): there is nothing to clean")
     if malformed > MAX_MALFORMED_SHARE * records and (kept == 0 or max_errors is None):
         raise UserError(
-            f"{malformed:,} of {records:,} lines are not JSON objects (the first: {stats['first_malformed']}): "
-            f"{JSON_LINES}" + (f" (--max-errors N accepts up to N such lines)" if kept else ""))
+            f"{malformed:,} of {records:,} lines are malformed (the first: {stats['first_malformed']}): "
+            f"{JSON_LINES}" + (" (--max-errors N accepts up to N such lines)" if kept else ""))
     if kept == 0:
         reasons = sorted(((n, reason) for reason, n in stats["dropped"].items() if n), reverse=True)
         hint = (" (no record has both a title and a content field)"
