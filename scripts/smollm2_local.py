@@ -75,6 +75,9 @@ def convert(out_dir: Path, gguf: Path | None = None) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
+    from tc3.outputs import usual_modes
+
+    usual_modes(out_dir)  # model.safetensors would be 0600 (safetensors#782)
     return out_dir
 
 

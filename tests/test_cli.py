@@ -177,6 +177,37 @@ def _complete(script: str, *words: str) -> list[str]:
     return out.split()
 
 
+@pytest.mark.parametrize("argv", [["--version"], ["prep", "--version"], ["train", "--version"]])
+def test_version(argv, capsys):
+    from tc3 import __version__
+
+    with pytest.raises(SystemExit) as done:
+        tc3_main.main(argv)
+    assert done.value.code == 0 and capsys.readouterr().out == f"tc3 {__version__}\n"
+
+
+def test_a_config_key_completes_without_a_space_after_its_equals_sign():
+    stub = 'compopt() { echo "compopt $*"; }'  # outside a real completion, record what the function asks
+    def asked(*words: str) -> str:
+        line = " ".join(f"'{w}'" for w in words)
+        program = f"{completion_script('bash')}\n{stub}\nCOMP_WORDS=({line}); COMP_CWORD={len(words) - 1}; _tc3"
+        return subprocess.run(["bash", "--norc", "-c", program], capture_output=True, text=True, check=True).stdout
+
+    assert asked("tc3", "train", "max_st") == "compopt -o nospace\n"
+    assert asked("tc3-train", "learning_r") == "compopt -o nospace\n"
+    assert asked("tc3", "generate", "--ti") == ""  # an option takes its space
+
+
+@pytest.mark.parametrize("verb", VERBS)
+def test_an_argument_mistake_is_one_line_without_the_usage_block(verb, capsys):
+    with pytest.raises(SystemExit) as done:
+        importlib.import_module(f"tc3.cli.{verb}").main(["--no-such-flag"])
+    err = capsys.readouterr().err
+    assert done.value.code == 2
+    assert err == f"tc3-{verb}: error: unrecognized arguments: --no-such-flag (tc3-{verb} --help lists the options)\n" \
+        or (err.startswith(f"tc3-{verb}: error: the following arguments are required") and err.count("\n") == 1), err
+
+
 def test_bash_completion():
     script = completion_script("bash")
     assert _complete(script, "tc3", "pr") == ["prep"]

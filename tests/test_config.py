@@ -148,12 +148,13 @@ def test_unknown_key_in_file_is_named_with_the_closest_key(tmp_path):
                                 "tc3-train --help lists the keys")
 
 
-def test_cli_errors_are_one_line_and_exit_2(tmp_path, capsys, prep_dir):
+def test_cli_errors_are_one_line_and_exit_2(tmp_path, capsys, prep_dir, tiny_model_dir):
     cases = [
         ["--config", str(tmp_path / "missing.yaml")],
         ["--config", str(CONFIGS / "tiny-cpu.yaml"), "bogus=1"],
         ["--config", str(CONFIGS / "tiny-cpu.yaml"), "lora_r=eight"],
-        ["--config", str(CONFIGS / "tiny-cpu.yaml"), f"data={tmp_path / 'nowhere'}", f"model={tmp_path}", "--dry-run"],
+        ["--config", str(CONFIGS / "tiny-cpu.yaml"), f"data={tmp_path / 'nowhere'}", f"model={tiny_model_dir}",
+         "--dry-run"],
         ["--config", str(CONFIGS / "tiny-cpu.yaml"), f"data={prep_dir}", f"model={tmp_path / 'no-model'}", "--dry-run"],
     ]
     expected = ["not found", "unknown key bogus", "lora_r must be int, got 'eight'", "is not a tc3-prep output dir",
@@ -162,6 +163,26 @@ def test_cli_errors_are_one_line_and_exit_2(tmp_path, capsys, prep_dir):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert err.startswith("tc3-train: error: ") and fragment in err and err.count("\n") == 1, err
+
+
+def test_an_empty_split_is_one_line_before_anything_loads(tmp_path, capsys, prep_dir, tiny_model_dir):
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    for split in ("train", "validation"):
+        data = tmp_path / split
+        shutil.copytree(prep_dir, data)
+        for file in (data / "data").glob(f"{split}-*.parquet"):
+            pq.write_table(pq.read_table(file).slice(0, 0), file)
+        argv = ["--config", "tiny-cpu", f"data={data}", f"model={tiny_model_dir}", "--dry-run"]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"tc3-train: error: the {split} split of {data} is empty ("), err
+        assert err.count("\n") == 1
+    argv = ["--config", "tiny-cpu", f"data={prep_dir}", f"model={tiny_model_dir}", "kinds=[metadata_only]", "--dry-run"]
+    assert main(argv) == 2
+    assert f"the validation split of {prep_dir} has no row of kinds metadata_only" in capsys.readouterr().err
 
 
 def test_help_does_not_import_torch():

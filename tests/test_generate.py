@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import subprocess
 import sys
@@ -336,6 +337,29 @@ def test_read_titles_from_text_jsonl_and_prep_dir(tmp_path, prep_dir):
         read_titles(tmp_path / "bad.jsonl")
     with pytest.raises(UserError, match="no test split"):
         read_titles(prep_dir, split="test")
+
+
+def test_read_titles_takes_a_csv_title_column_and_names_what_it_cannot_read(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "t.csv").write_text('uid,title,description\n1,"Nike Shoes, Size 10",x\n2,,y\n3,Hobbit,z\n')
+    (tmp_path / "export.txt").write_text("Title\tPrice\nBoots\t10\n")  # a header naming title: TSV
+    (tmp_path / "commas.txt").write_text("Boots, red\nShoes, blue\n")  # titles with commas: text
+    titles = read_titles(tmp_path / "t.csv")
+    assert titles == [{"uid": "1", "title": "Nike Shoes, Size 10"}, {"uid": "3", "title": "Hobbit"}]
+    assert titles.skipped == [3]
+    assert read_titles(tmp_path / "export.txt") == [{"title": "Boots"}]
+    assert read_titles(tmp_path / "commas.txt") == [{"title": "Boots, red"}, {"title": "Shoes, blue"}]
+    (tmp_path / "no-title.csv").write_text("a,b\n1,2\n")
+    pq.write_table(pa.table({"title": ["A"]}), tmp_path / "t.parquet")
+    (tmp_path / "array.json").write_text('[{"title": "A"}]\n')
+    (tmp_path / "blob.bin").write_bytes(bytes(range(256)) * 8)
+    for name, looks in [("no-title.csv", "CSV without a 'title' column (its header: a, b)"),
+                        ("t.parquet", "looks like a Parquet file"), ("array.json", "looks like a JSON array"),
+                        ("blob.bin", "looks like a binary file")]:
+        with pytest.raises(UserError, match=re.escape(looks)):
+            read_titles(tmp_path / name)
 
 
 def test_cli_input_file_writes_jsonl(tiny_model_dir, tiny, tmp_path, capsys):

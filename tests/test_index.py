@@ -293,3 +293,21 @@ def test_cli_user_mistakes_exit_2_with_one_line(prep_copy, tmp_path, capsys, arg
     assert cli.main([a.format(prep=prep_copy, tmp=tmp_path) for a in argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("tc3-index: error: ") and message in err and err.count("\n") == 1
+
+
+def test_tc3_prep_force_says_it_removes_the_index_of_the_old_data(tmp_path, capsys):
+    from tc3.cli import prep as prep_cli
+
+    prep = tmp_path / "prep"
+    assert prep_cli.main(["--example", "-o", str(prep), "-q"]) == 0
+    assert cli.main([str(prep), "-q"]) == 0 and cli.main([str(prep), "-o", str(prep / "titles"), "-q"]) == 0
+    capsys.readouterr()
+    assert prep_cli.main(["--example", "-o", str(prep), "-q", "--force", "--val-fraction", "0.2"]) == 0
+    assert capsys.readouterr().err == (
+        f"tc3-prep: the index {prep / 'index'} was built from the replaced data and is removed with it; rebuild it: "
+        f"tc3-index {prep}\n"
+        f"tc3-prep: the index {prep / 'titles'} was built from the replaced data and is removed with it; rebuild it: "
+        f"tc3-index {prep} -o {prep / 'titles'}\n")
+    assert not (prep / "index").exists() and not (prep / "titles").exists()
+    assert prep_cli.main(["--example", "-o", str(prep), "-q", "--force"]) == 0
+    assert capsys.readouterr().err == ""  # nothing to say when there was no index

@@ -126,8 +126,9 @@ def test_crlf_bom_escapes_and_surrogate_pairs(tmp_path: Path) -> None:
 
 def test_lone_surrogate_and_invalid_utf8_are_malformed(tmp_path: Path) -> None:
     path = tmp_path / "bad.json"
-    path.write_bytes(b'{"title": "x\\ud800y", "content": "z"}\n{"title": "\xff\xfe", "content": "z"}\n')
-    stats = prep.run([path], tmp_path / "out")
+    path.write_bytes(b'{"title": "x\\ud800y", "content": "z"}\n{"title": "\xff\xfe", "content": "z"}\n'
+                     + line("Good Title", DESC).encode() + b"\n")
+    stats = prep.run([path], tmp_path / "out", max_errors=2)
     assert stats["malformed_kinds"]["invalid_json"] == 1
     assert stats["malformed_kinds"]["invalid_utf8"] == 1
 
@@ -163,6 +164,11 @@ def test_gzip_and_stdin_give_the_same_output(crafted: Path, tmp_path: Path) -> N
     assert result.returncode == 0, result.stderr
     assert plain["dropped"] == packed["dropped"]
     assert kept_rows(tmp_path / "a") == kept_rows(tmp_path / "b") == kept_rows(tmp_path / "c")
+    # bytes: what was read, as stored; standard input's size is unknown beforehand, not 0
+    piped = json.loads((tmp_path / "c" / "stats.json").read_text())
+    assert (plain["bytes"], packed["bytes"], piped["bytes"]) == (crafted.stat().st_size, gz.stat().st_size,
+                                                                 crafted.stat().st_size)
+    assert piped["inputs"] == [{"path": "<stdin>", "bytes": None}]
 
 
 def test_ctrl_c_stops_a_run_whose_stdin_gives_nothing(tmp_path: Path) -> None:
@@ -304,6 +310,63 @@ def test_max_errors(crafted: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "fail").exists()
 
 
+def write_parquet(path: Path) -> None:
+    pq.write_table(pa.table({"uid": ["1"], "title": ["Good Title"], "content": [DESC]}), path)
+
+
+@pytest.mark.parametrize(
+    "name, data, looks",
+    [
+        ("data.csv", b"uid,title,content\n1,Good Title,A book\n2,Other,Another\n", "looks like CSV"),
+        ("data.tsv.gz", gzip.compress(b"uid\ttitle\n1\tGood Title\n"), "looks like TSV"),
+        ("data.parquet", None, "looks like a Parquet file"),
+        ("array.json", ("[" + line("Good Title", DESC) + "]\n").encode(), "looks like a JSON array"),
+        ("pretty.json", json.dumps({"title": "Good Title", "content": DESC}, indent=2).encode(), "pretty-printed JSON"),
+        ("empty.json", b"", "is empty"),
+        ("blank.json", b"\n  \n", "is empty"),
+        ("random.bin", bytes(range(256)) * 64, "binary"),
+        ("titles.txt", b"Good Title\nAnother title\n", "looks like text (first line: 'Good Title')"),
+    ],
+)
+def test_an_input_that_is_not_json_lines_is_named_before_any_work(tmp_path: Path, name, data, looks) -> None:
+    path = tmp_path / name
+    write_parquet(path) if data is None else path.write_bytes(data)
+    out, rejects = tmp_path / "out", tmp_path / "rejects.jsonl"
+    result = run_cli(str(path), "-o", str(out), "--rejects", str(rejects))
+    stderr = result.stderr.decode()
+    assert result.returncode == 2 and stderr.count("\n") == 1, stderr
+    assert stderr.startswith(f"tc3-prep: error: input {path}") and looks in stderr
+    assert not out.exists() and not rejects.exists()
+
+
+def test_a_stray_bad_first_line_is_one_malformed_line_not_a_refused_file(tmp_path: Path) -> None:
+    path = tmp_path / "trn.json"
+    path.write_text("garbage, not json\n" + "\n".join(line(f"Good Title {i}", f"{DESC} {i}", uid=str(i)) for i in range(3)))
+    stats = prep.run([path], tmp_path / "out")
+    assert stats["dropped"]["malformed"] == 1 and stats["kept"]["total"] == 3
+
+
+def test_a_run_that_keeps_nothing_or_mostly_malformed_lines_fails_and_keeps_the_earlier_output(
+        crafted: Path, tmp_path: Path) -> None:
+    out, rejects = tmp_path / "out", tmp_path / "rejects.jsonl"
+    assert run_cli(str(crafted), "-o", str(out), "--rejects", str(rejects), "-q").returncode == 0
+    before = digest(out), rejects.read_bytes()
+    mostly_bad = "\n".join(["oops,a,csv"] * 3 + [line("Good Title", DESC)]) + "\n"
+    cases = [
+        ([str(crafted), "--min-desc-chars", "4000"], None, "too_short"),
+        (["-"], b"a,b\n1,2\n", "2 of 2 lines are malformed (the first: <stdin>:1"),
+        (["-"], b"", "the input holds no record"),
+        (["-"], mostly_bad.encode(), "3 of 4 lines are malformed"),
+        (["-"], b'{"name": "x"}\n', "no record has both a title and a content field"),
+    ]
+    for args, stdin, message in cases:
+        result = run_cli(*args, "-o", str(out), "--rejects", str(rejects), "--force", stdin=stdin)
+        stderr = result.stderr.decode()
+        assert result.returncode == 2 and stderr.count("\n") == 1 and message in stderr, (args, stderr)
+        assert (digest(out), rejects.read_bytes()) == before
+    assert run_cli("-", "-o", str(out), "--force", "--max-errors", "3", "-q", stdin=mostly_bad.encode()).returncode == 0
+
+
 def test_existing_output_needs_force_and_a_users_folder_is_never_replaced(crafted: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert run_cli(str(crafted), "-o", str(out), "-q").returncode == 0
@@ -331,6 +394,8 @@ def test_existing_output_needs_force_and_a_users_folder_is_never_replaced(crafte
         (["{crafted}", "--seed", "-1"], "--seed must be zero or more"),
         (["{crafted}", "--min-title-chars", "-3"], "--min-title-chars must be zero or more"),
         (["{crafted}", "--threads", "0"], "--threads must be at least 1"),
+        (["{crafted}", "--limit", "0"], "--limit must be at least 1"),
+        (["{crafted}", "--sample", "0"], "--sample must be at least 1"),
         ([], "at least one INPUT"),
     ],
 )

@@ -259,7 +259,7 @@ def test_cli_errors_are_one_line_and_exit_2(hub, tmp_path, capsys):
         ([str(run / "checkpoint-16"), "me/x", "--dry-run"], "checkpoint-16/README.md is not a tc3 model card"),
         ([str(tmp_path), "me/x", "--dry-run"], "holds no adapter or merged model"),
         ([str(bare), "me/x", "--dry-run"], "has no model card (README.md)"),
-        ([str(tmp_path / "missing"), "me/x", "--dry-run"], "is not a directory"),
+        ([str(tmp_path / "missing"), "me/x", "--dry-run"], f"model '{tmp_path / 'missing'}' does not exist"),
     ]
     for argv, fragment in cases:
         assert main(argv) == 2

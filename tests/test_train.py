@@ -1,6 +1,7 @@
 """End to end on CPU: the tiny random Llama trained for a few dozen steps on a tc3-prep output of the real records."""
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -88,6 +89,16 @@ def test_outputs_are_complete(trained):
     assert f"for `{Path(resolved.model).name}` (a local model folder, not on the Hub)" in card
     assert resolved.model not in card and resolved.data not in card  # no absolute local path in a published card
     assert '"eval_loss"' in card and "lora_r: 16" in card
+    assert_usual_modes(out)
+
+
+def assert_usual_modes(folder: Path) -> None:
+    """Every file an output holds, weights included, has the mode of a file made under the umask (0644 under 022):
+    safetensors 0.8 writes its files 0600 (safetensors#782)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    modes = {p.relative_to(folder).as_posix(): oct(p.stat().st_mode & 0o777) for p in folder.rglob("*") if p.is_file()}
+    assert set(modes.values()) == {oct(0o666 & ~mask)}, modes
 
 
 def assert_masked_and_well_formed(rows, tokenizer):
@@ -361,7 +372,9 @@ def test_dry_run_prints_examples(tiny_model_dir, prep_dir, tmp_path, capsys):
     import pyarrow.parquet as pq
 
     rows = {s: pq.read_metadata(next((prep_dir / "data").glob(f"{s}-*"))).num_rows for s in ("train", "validation")}
-    assert f"# data: {min(400, rows['train'])} train examples, {min(50, rows['validation'])} eval examples" in out
+    config = load_config(CONFIGS / "tiny-cpu.yaml")
+    assert (f"# data: {min(config.train_samples, rows['train'])} train examples, "
+            f"{min(config.eval_samples, rows['validation'])} eval examples") in out
     assert out.count("[loss from here →]") == 3
     for example in out.split("# example ")[1:]:
         assert example.count("<|begin_of_text|>") == 1
@@ -378,6 +391,7 @@ def test_export_merges_into_a_plain_model(trained, tmp_path):
     merged_dir = export_merged(out, tmp_path / "merged", dtype="bf16")
     assert not (merged_dir / "adapter_config.json").exists()
     assert "library_name: transformers" in (merged_dir / "README.md").read_text()
+    assert_usual_modes(merged_dir)
     merged = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=torch.float32)
     from tc3.prompts import load_tokenizer
 

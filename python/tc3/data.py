@@ -44,6 +44,7 @@ def load_splits(prep_dir: str | Path):
     prep_dir = Path(prep_dir)
     if not (prep_dir / "README.md").is_file() or not (prep_dir / "data").is_dir():
         raise ConfigError(f"{prep_dir} is not a tc3-prep output dir (expected README.md and data/)")
+    check_rows(prep_dir)
     splits = load_dataset(str(prep_dir), cache_dir=cache_dir_for(prep_dir))
     for split in ("train", "validation"):
         if split not in splits:
@@ -52,6 +53,18 @@ def load_splits(prep_dir: str | Path):
         if missing:
             raise ConfigError(f"{prep_dir} {split} split lacks column(s) {', '.join(sorted(missing))}")
     return splits
+
+
+def check_rows(prep_dir: Path) -> None:
+    """A ConfigError naming the split of `prep_dir` that has no row (its Parquet footers are read, not its rows):
+    training needs both, and datasets would fail later with a traceback."""
+    import pyarrow.parquet as pq
+
+    for split, hint in (("train", "tc3-prep kept no record for it"),
+                        ("validation", "made with --val-fraction 0? run tc3-prep with a share above 0")):
+        files = sorted((prep_dir / "data").glob(f"{split}-*.parquet"))
+        if files and sum(pq.ParquetFile(f).metadata.num_rows for f in files) == 0:
+            raise ConfigError(f"the {split} split of {prep_dir} is empty ({hint})")
 
 
 def sample(dataset, n: int | None, seed: int):
@@ -101,7 +114,11 @@ def keep_kinds(splits, kinds: list[str], prep_dir):
     if "kind" not in splits["train"].column_names:
         raise ConfigError(f"kinds is set but {prep_dir} has no kind column: run tc3-prep again to add it")
     wanted = set(kinds)
-    return {name: split.filter(lambda kind: kind in wanted, input_columns="kind") for name, split in splits.items()}
+    kept = {name: split.filter(lambda kind: kind in wanted, input_columns="kind") for name, split in splits.items()}
+    for name, split in kept.items():
+        if len(split) == 0:
+            raise ConfigError(f"the {name} split of {prep_dir} has no row of kinds {', '.join(kinds)}")
+    return kept
 
 
 def content_digest(dataset) -> str:

@@ -639,6 +639,7 @@ def run_eval(model: str, data: str, out_dir: str | Path, baseline: str | None = 
     check_model(model, base=base)
     if baseline is not None:
         check_model(baseline)
+    device = default_device(device)
     out_dir = claim_dir(out_dir, "tc3-eval")
     model_instruction = model_instruction or trained_instruction(model)
     askings = {"model": model_instruction}
@@ -649,7 +650,6 @@ def run_eval(model: str, data: str, out_dir: str | Path, baseline: str | None = 
     run = EvalRun(model=model, baseline=baseline, data=str(data), split=split, n=n, seed=seed,
                   batch_size=batch_size, base=base, questions=questions, n_usable=len(usable_records(split_records)),
                   askings=askings)
-    device = default_device(device)
     results: dict[str, dict] = {}
     cache_dir = out_dir / "cache"
     cache_dir.mkdir(exist_ok=True)

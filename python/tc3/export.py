@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tc3.config import ConfigError, load_config
 from tc3.gguf import MODELFILE, QUANTS as GGUF_QUANTS, check_supported, modelfile, write_gguf
-from tc3.models import check_model_ref, go_offline_if_possible, model_dir
+from tc3.models import check_model_folder, check_model_ref, go_offline_if_possible, model_dir
 from tc3.outputs import check_dest, staged_dir
 
 QUANTIZED_SUFFIX = "-bnb-4bit"  # unsloth's pre-quantized repos; the 16-bit weights are the same id without it
@@ -139,9 +139,7 @@ def export_merged(adapter_dir: str | Path, out_dir: str | Path, base: str | None
     from tc3.models import load_model
 
     adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
-    adapter_config = adapter_dir / "adapter_config.json"
-    if not adapter_config.is_file():
-        raise ConfigError(f"{adapter_dir} is not an adapter dir (no adapter_config.json)")
+    adapter_config = check_model_folder(str(adapter_dir), "adapter", adapter=True) / "adapter_config.json"
     check_dest(out_dir, "tc3-export")
     if gguf is not None and gguf not in GGUF_QUANTS:
         raise ConfigError(f"gguf quant must be one of {', '.join(GGUF_QUANTS)}, got {gguf!r}")

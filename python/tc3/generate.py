@@ -41,6 +41,7 @@ from .errors import UserError
 from .models import LoadedModel, load_model, prepare_tokenizer  # noqa: F401 (the CLIs' imports)
 from .outputs import split_lines
 from .prompts import end_token_ids, prompt_ids, title_in_question
+from .sniff import describe, read_head
 from .user_text import accept
 
 
@@ -453,9 +454,11 @@ class Titles(list):
 
 
 def read_titles(path: str | os.PathLike, split: str = "validation") -> Titles:
-    """Titles from a text file (one a line), a JSONL file (objects with ``title``), or a tc3-prep output directory
-    (``data/{split}-*.parquet``). Only ``\n`` ends a line (tc3.outputs.split_lines). A JSONL row with an empty
-    title is skipped and its line number kept in ``skipped``. UserError for an input that cannot be read or
+    """Titles from a text file (one a line), a JSONL file (objects with ``title``), a CSV/TSV file with a header
+    line (its ``title`` and ``uid`` columns; by suffix, or a header naming ``title``), or a tc3-prep output directory
+    (``data/{split}-*.parquet``); a binary file (Parquet ...) or a JSON array is refused, naming what it looks like.
+    Only ``\n`` ends a line (tc3.outputs.split_lines). A JSONL or CSV row with an empty title is skipped and its
+    line number kept in ``skipped``. UserError for an input that cannot be read or
     holds no title."""
     path = Path(path)
     if not path.exists():
@@ -470,11 +473,21 @@ def read_titles(path: str | os.PathLike, split: str = "validation") -> Titles:
     return records
 
 
+TITLE_FILES = "give a text file (a title a line), JSONL with 'title', CSV with a 'title' column, or a tc3-prep dir"
+
+
 def _read_title_file(path: Path) -> Titles:
+    head = read_head(path)
+    if head is not None and (head.kind == "binary" or head.first_line.startswith("[")):
+        raise UserError(f"input '{path}' looks like {describe(head)}; {TITLE_FILES}")
     try:
-        lines = split_lines(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise UserError(f"cannot read '{path}': {err}") from None
+    separator = _csv_separator(path, head.first_line if head else "")
+    if separator is not None:
+        return _read_csv(path, text, separator)
+    lines = split_lines(text)
     records = Titles()
     first = next((line for line in lines if line.strip()), "")
     jsonl = path.suffix in {".jsonl", ".ndjson"} or first.lstrip().startswith("{")
@@ -499,6 +512,39 @@ def _read_title_file(path: Path) -> Titles:
                 records.skipped.append(number)
                 continue
             records.append({"title": title})
+    return records
+
+
+def _csv_separator(path: Path, first_line: str) -> str | None:
+    """The field separator when `path` is CSV/TSV: by its suffix, or a first line that is a header naming a
+    `title` column; None for a text file (a title a line, commas and all)."""
+    by_suffix = {".csv": ",", ".tsv": "\t"}.get(path.suffix.lower())
+    if by_suffix:
+        return by_suffix
+    for separator in (",", "\t", ";"):
+        if separator in first_line and "title" in (c.strip().strip('"').lower() for c in first_line.split(separator)):
+            return separator
+    return None
+
+
+def _read_csv(path: Path, text: str, separator: str) -> Titles:
+    """Titles (and uids) from the `title` (and `uid`) column of a CSV/TSV file with a header line."""
+    import csv
+    import io
+
+    reader = csv.DictReader(io.StringIO(text.removeprefix("\ufeff"), newline=""), delimiter=separator)
+    columns = {name.strip().lower(): name for name in reader.fieldnames or () if name}
+    if "title" not in columns:
+        raise UserError(f"input '{path}' is CSV without a 'title' column (its header: "
+                        f"{', '.join(columns.values()) or 'none'}); {TITLE_FILES}")
+    records = Titles()
+    for row in reader:
+        title = accept(row.get(columns["title"]) or "", f"{path}:{reader.line_num}: ")
+        if not title:
+            records.skipped.append(reader.line_num)
+            continue
+        uid = row.get(columns["uid"]) if "uid" in columns else None
+        records.append({"uid": uid, "title": title} if uid else {"title": title})
     return records
 
 

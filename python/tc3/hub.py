@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from tc3.config import ConfigError
-from tc3.models import hub_id
+from tc3.models import check_model_folder, hub_id
 
 # What a model repo needs from a tc3-train or tc3-export dir, by kind: top-level file names (shell patterns).
 # Never checkpoints, optimizer state or tc3_config.yaml (it names local paths; the model card shows the config).
@@ -54,8 +54,7 @@ def is_tc3_card(card: Path) -> bool:
 def files_to_push(path: Path) -> list[Path]:
     """The files of a trained dir that make the published model (PUBLISHED), relative to `path`, sorted.
     Raises ConfigError when `path` is no dir, holds no weights or no tc3 model card."""
-    if not path.is_dir():
-        raise ConfigError(f"{path} is not a directory")
+    check_model_folder(str(path), files=False)
     if not any((path / name).is_file() for name in WEIGHTS):
         raise ConfigError(f"{path} holds no adapter or merged model (no {' / '.join(WEIGHTS[:2])})")
     if not (path / "README.md").is_file():

@@ -35,8 +35,7 @@ def check_model_ref(model: str, what: str = "model") -> None:
     instead of retrying for a minute."""
     path = Path(model).expanduser()
     if path.exists():
-        if not path.is_dir():
-            raise UserError(f"{what} '{model}' is a file, not a model folder")
+        check_model_folder(model, what)
         return
     if (model.startswith((".", "/", "~")) or model.count("/") > 1 or not _HUB_ID.match(model)
             or ("/" in model and Path(model.split("/", 1)[0]).expanduser().is_dir())):
@@ -44,9 +43,40 @@ def check_model_ref(model: str, what: str = "model") -> None:
     if _snapshots(model).is_dir():
         return
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in _TRUE:
-        raise UserError(f"{what} '{model}' is not a local folder nor in the Hub cache (HF_HUB_OFFLINE is set)")
+        raise not_found(what, model, "HF_HUB_OFFLINE is set")
     if not hub_reachable():
-        raise UserError(f"{what} '{model}' is not a local folder nor in the Hub cache, and the Hub cannot be reached")
+        raise not_found(what, model, "the Hub cannot be reached")
+
+
+def not_found(what: str, ref: str, why: str) -> UserError:
+    """The one wording of a model that is neither a local folder nor a hub id tc3 can get, `why` saying why not."""
+    return UserError(f"{what} '{ref}' is not a local folder nor in the Hub cache ({why})")
+
+
+# Files of which a model folder with config.json has at least one: what its tokenizer loads from.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "tokenizer.tiktoken")
+
+
+def check_model_folder(ref: str, what: str = "model", adapter: bool = False, files: bool = True) -> Path:
+    """The one check, and wording, of a local model folder for every command: `ref` must be a folder with
+    config.json (a model, with its tokenizer) or adapter_config.json (an adapter; with `adapter`, only that);
+    `files=False` checks only that it is a folder (a caller that looks for files of its own). Returns it as a Path;
+    a UserError naming what is missing otherwise, before anything loads."""
+    path = Path(ref).expanduser()
+    if not path.exists():
+        raise UserError(f"{what} '{ref}' does not exist")
+    if not path.is_dir():
+        raise UserError(f"{what} '{ref}' is a file, not a model folder")
+    if not files:
+        return path
+    is_adapter, is_model = (path / "adapter_config.json").is_file(), (path / "config.json").is_file()
+    if adapter and not is_adapter:
+        raise UserError(f"{what} '{ref}' is not an adapter folder (it has no adapter_config.json)")
+    if not (is_adapter or is_model):
+        raise UserError(f"{what} '{ref}' is not a model folder (it has neither config.json nor adapter_config.json)")
+    if not is_adapter and not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise UserError(f"{what} '{ref}' has no tokenizer (none of {', '.join(TOKENIZER_FILES)})")
+    return path
 
 
 def hub_reachable(timeout: float = 1.0) -> bool:
@@ -137,8 +167,6 @@ def resolve(name: str, what: str = "model") -> Path:
     check_model_ref(name, what)
     path = Path(name).expanduser()
     if path.exists():
-        if not ((path / "config.json").is_file() or (path / "adapter_config.json").is_file()):
-            raise UserError(f"{what} '{name}' has neither config.json nor adapter_config.json")
         return path
     from huggingface_hub import snapshot_download
 
@@ -147,11 +175,11 @@ def resolve(name: str, what: str = "model") -> Path:
     except Exception:
         pass
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in _TRUE:
-        raise UserError(f"{what} '{name}' is not a local directory nor in the Hub cache (HF_HUB_OFFLINE is set)")
+        raise not_found(what, name, "HF_HUB_OFFLINE is set")
     try:
         return Path(snapshot_download(name, allow_patterns=_HUB_PATTERNS))
     except Exception as err:
-        raise UserError(f"{what} '{name}' is not a local directory and not on the Hub: {first_line(err)}") from None
+        raise not_found(what, name, f"the Hub says: {first_line(err)}") from None
 
 
 def first_line(err: BaseException) -> str:
@@ -160,12 +188,29 @@ def first_line(err: BaseException) -> str:
     return message.splitlines()[0] if message else type(err).__name__
 
 
+DEVICES = "cpu, cuda, cuda:N, mps or auto"
+
+
 def default_device(device: str | None) -> str:
-    if device and device != "auto":
-        return device
+    """The one device policy of every command: the torch device to run on, `device` as given (cpu, cuda, cuda:N,
+    mps) or, for None and "auto", cuda when a CUDA GPU is there, else cpu. A UserError, before any model loads,
+    for a name that is no device (`gpu`) or a device this machine lacks (cuda without a GPU or a CUDA build)."""
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if not device or device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    kind, colon, index = device.partition(":")
+    if kind not in ("cpu", "cuda", "mps") or (colon and (kind != "cuda" or not index.isdigit())):
+        raise UserError(f"--device {device} is not a device ({DEVICES})")
+    if kind == "cuda" and not torch.cuda.is_available():
+        why = "this torch is built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+        raise UserError(f"--device {device}: {why}; use --device cpu (or auto)")
+    if kind == "cuda" and index and int(index) >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise UserError(f"--device {device}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"--device {device}: MPS (Apple GPU) is not available here; use --device cpu (or auto)")
+    return device
 
 
 def adapter_base(path: Path, base: str | None = None) -> str | None:

@@ -69,8 +69,10 @@ def is_within(path: str | os.PathLike[str], folder: str | os.PathLike[str]) -> b
 
 def check_dest(path: str | os.PathLike[str], command: str, *, folder: bool = True, force: bool | None = None) -> None:
     """Raise a UserError unless `command` may write `path` (rules in the module docstring). `force`: None for a
-    command that replaces its own output without asking, else whether --force was given."""
+    command that replaces its own output without asking, else whether --force was given. An output that cannot be
+    written there (check_writable) is a UserError too, found before any work rather than at the final rename."""
     path = Path(path)
+    check_writable(path)
     if not path.exists() and not path.is_symlink():
         return
     if folder and not path.is_dir():
@@ -91,6 +93,21 @@ def check_dest(path: str | os.PathLike[str], command: str, *, folder: bool = Tru
         stranger = _foreign_file(path, set(marker["files"]), DERIVED.get(command, frozenset()))
         if stranger is not None:
             raise UserError(f"{path} holds {stranger}, which {command} did not write; refusing to replace it")
+
+
+def check_writable(path: str | os.PathLike[str]) -> None:
+    """Raise a UserError unless this process can create or replace `path`: the nearest folder above it that exists
+    must be a folder it may write into (a file there, or a read-only folder, is named), and so must `path` itself
+    when it is an existing folder (outputs that grow in place write into it)."""
+    shown, path = path, Path(path).expanduser().absolute()
+    above = path.parent
+    while not above.exists() and above != above.parent:  # a file among the parents ends the walk too: not exists
+        above = above.parent
+    if not above.is_dir():
+        raise UserError(f"cannot write {shown}: {above} is a file, not a folder")
+    for folder in (above, path) if path.is_dir() else (above,):
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise UserError(f"cannot write {shown}: {folder} is not writable")
 
 
 # Outputs that live inside another command's output and are rebuilt from it: replaced along with it. Any other
@@ -129,11 +146,10 @@ def staged_dir(dest: str | os.PathLike[str], command: str, *, force: bool | None
     check_dest(dest, command, force=force)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
-    mask = os.umask(0)
-    os.umask(mask)
-    tmp.chmod(0o777 & ~mask)  # mkdtemp makes it private; an output should read like any other folder
+    tmp.chmod(0o777 & ~umask())  # mkdtemp makes it private; an output should read like any other folder
     try:
         yield tmp
+        usual_modes(tmp)
         files = [p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file() or p.is_symlink()]
         write_marker(tmp, command, folder=True, files=files)
         check_dest(dest, command, force=force)  # what changed while the work ran
@@ -141,6 +157,22 @@ def staged_dir(dest: str | os.PathLike[str], command: str, *, force: bool | None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def umask() -> int:
+    """The process's umask (reading it means setting it: set back at once)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def usual_modes(folder: str | os.PathLike[str]) -> None:
+    """Files under `folder` that a library wrote private (mode 0600: safetensors 0.8 writes through a temporary
+    file, safetensors#782) get the mode of every other output, 0666 less the umask (0644 under umask 022)."""
+    mode = 0o666 & ~umask()
+    for path in Path(folder).rglob("*"):
+        if path.is_file() and not path.is_symlink() and path.stat().st_mode & 0o777 == 0o600:
+            path.chmod(mode)
 
 
 def _swap(new: Path, dest: Path) -> None:
@@ -160,18 +192,27 @@ def _swap(new: Path, dest: Path) -> None:
 
 
 @contextmanager
-def staged_open(path: str | os.PathLike[str], binary: bool = False) -> Iterator[IO]:
-    """A file to write `path` through, inside a folder tc3 owns: `.NAME.PID.partial` beside it, renamed to `path`
-    when the block ends without an error and removed when it raises."""
+def staged_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A name to write `path` under, in a folder tc3 owns or a file it claimed: `.NAME.PID.partial` beside it,
+    renamed to `path` when the block ends without an error (if it was written) and removed when it raises."""
     path = Path(path)
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
-        with open(partial, "wb") if binary else open(partial, "w", encoding="utf-8") as f:
-            yield f
-        os.replace(partial, path)
+        yield partial
+        if partial.exists():
+            os.replace(partial, path)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def staged_open(path: str | os.PathLike[str], binary: bool = False) -> Iterator[IO]:
+    """A file to write `path` through, inside a folder tc3 owns (`staged_path`): renamed to `path` when the block
+    ends without an error and removed when it raises."""
+    with staged_path(path) as partial:
+        with open(partial, "wb") if binary else open(partial, "w", encoding="utf-8") as f:
+            yield f
 
 
 def write_staged(path: str | os.PathLike[str], text: str) -> None:

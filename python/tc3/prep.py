@@ -8,12 +8,13 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from tc3 import _rust_clean
 from tc3.errors import UserError
-from tc3.outputs import check_dest, claim_file, is_within, staged_dir
+from tc3.outputs import check_dest, claim_file, is_within, staged_dir, staged_path
+from tc3.sniff import describe, looks_like_json_lines, read_head
 from tc3.prompts import questions_card_section
 
 if TYPE_CHECKING:  # pyarrow (and numpy with it) loads only when a batch is cleaned, not for tc3-prep
@@ -82,7 +83,7 @@ def run(
         "min_desc_chars": min_desc_chars, "max_desc_chars": max_desc_chars,
     }
     for name, value in counts.items():
-        least = 1 if name == "threads" else 0
+        least = 1 if name in ("threads", "limit", "sample") else 0  # a limit or sample of 0 would keep nothing
         if value is not None and value < least:
             flag = "--" + name.replace("_", "-")
             raise UserError(f"{flag} must be {'at least 1' if least else 'zero or more'}, not {value}")
@@ -92,7 +93,10 @@ def run(
             raise UserError(f"--rejects {os.fspath(rejects)} is inside the output dir {os.fspath(out_dir)}, which "
                             "tc3-prep replaces whole; write it elsewhere")
         claim_file(rejects, "tc3-prep", force=force)
-    with staged_dir(out_dir, "tc3-prep", force=force) as staged, engine_errors():
+    check_inputs(inputs)
+    # The rejects file, like out_dir, replaces an earlier one only once the run is known to be usable.
+    with (staged_dir(out_dir, "tc3-prep", force=force) as staged,
+          staged_path(rejects) if rejects is not None else nullcontext() as staged_rejects, engine_errors()):
         stats = _rust_clean.run(
             [os.fspath(i) for i in inputs],
             os.fspath(staged),
@@ -108,13 +112,53 @@ def run(
             drop_patterns=list(drop_patterns),
             drop_kinds=list(drop_kinds),
             strip_attributed_quotes=strip_attributed_quotes,
-            rejects=None if rejects is None else os.fspath(rejects),
+            rejects=None if staged_rejects is None else os.fspath(staged_rejects),
             max_errors=max_errors,
             threads=threads,
             card_notes=DATASET_CARD_PROMPTS,
             progress=progress,
         )
-    return json.loads(stats)
+        stats = json.loads(stats)
+        check_usable(stats, max_errors)
+    return stats
+
+
+JSON_LINES = "tc3-prep reads trn.json: one JSON object a line, with title and content"
+
+
+def check_inputs(inputs: Sequence[str | os.PathLike[str]]) -> None:
+    """Before any work: a UserError naming what an input file looks like when it is not JSON lines (CSV, Parquet,
+    a JSON array, binary ...), or when every input is empty. Standard input and pipes are judged afterwards, by
+    `check_usable`."""
+    heads = [(os.fspath(i), read_head(i)) for i in inputs]
+    for name, head in heads:
+        if head is not None and head.kind != "empty" and not looks_like_json_lines(head):
+            raise UserError(f"input {name} looks like {describe(head)}, not JSON lines; {JSON_LINES}")
+    if heads and all(head is not None and head.kind == "empty" for _, head in heads):
+        names = ", ".join(name for name, _ in heads)
+        raise UserError(f"input {names} {'is' if len(heads) == 1 else 'are'} empty: there is nothing to clean")
+
+
+MAX_MALFORMED_SHARE = 0.5  # without --max-errors: more malformed lines than this share of the records is refused
+
+
+def check_usable(stats: dict[str, Any], max_errors: int | None) -> None:
+    """After the run, before its output replaces anything: a UserError when more than half of the records were
+    malformed lines (the input is not trn.json; accepted with `max_errors` when some were kept), or when it kept no
+    record."""
+    records, malformed, kept = stats["records"], stats["dropped"]["malformed"], stats["kept"]["total"]
+    if records == 0:
+        raise UserError("the input holds no record (it is empty or blank lines only): there is nothing to clean")
+    if malformed > MAX_MALFORMED_SHARE * records and (kept == 0 or max_errors is None):
+        raise UserError(
+            f"{malformed:,} of {records:,} lines are malformed (the first: {stats['first_malformed']}): "
+            f"{JSON_LINES}" + (" (--max-errors N accepts up to N such lines)" if kept else ""))
+    if kept == 0:
+        reasons = sorted(((n, reason) for reason, n in stats["dropped"].items() if n), reverse=True)
+        hint = (" (no record has both a title and a content field)"
+                if reasons[0][1] in ("empty_title", "empty_description") else "; see the filter options")
+        raise UserError(f"no record kept: all {records:,} were dropped ("
+                        + ", ".join(f"{reason} {n:,}" for n, reason in reasons) + ")" + hint)
 
 
 def clean_batch(

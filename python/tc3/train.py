@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tc3.config import ConfigError, TrainConfig
 from tc3.models import check_model_ref, fit_embeddings, go_offline_if_possible, load_source, model_dir
-from tc3.outputs import check_dest, claim_dir
+from tc3.outputs import check_dest, claim_dir, usual_modes
 from tc3.template_tokens import expose_head_bias, make_rows_trainable, trainable_token_indices
 
 CONFIG_NAME = "tc3_config.yaml"
@@ -478,6 +478,7 @@ def make_callbacks(log_path: Path, totals: RunTotals):
             if state.is_world_process_zero:
                 checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
                 (checkpoint / "README.md").unlink(missing_ok=True)  # PEFT's placeholder card ("Model ID")
+                usual_modes(checkpoint)
                 (checkpoint / COMPLETE_MARKER).write_text(json.dumps({"world_size": args.world_size, **saved}))
 
     class JsonLinesLog(TrainerCallback):
@@ -640,6 +641,7 @@ def final_eval_loss(trainer) -> float:
 def publish_final(staging: Path, output_dir: Path) -> None:
     """Move the finished adapter files into the output dir, weights last: a half-written final model never looks
     complete."""
+    usual_modes(staging)
     files = sorted(staging.iterdir(), key=lambda p: p.name.startswith("adapter_model"))
     for path in files:
         os.replace(path, output_dir / path.name)

@@ -196,6 +196,7 @@ pub fn run(
     };
     outcome?;
     reader_result?;
+    order.stats.bytes_read = bytes_read.load(Ordering::Relaxed);
     order.finish(out_dir, started)
 }
 

@@ -14,6 +14,8 @@ use crate::{Options, PrepError, Source};
 #[derive(Clone, Debug, Default)]
 pub struct Stats {
     pub inputs: Vec<(String, Option<u64>)>,
+    /// Bytes read from the inputs as stored (before gzip is undone): known for standard input and pipes too.
+    pub bytes_read: u64,
     pub lines: u64,
     pub blank_lines: u64,
     /// Non-blank lines: the records read, malformed ones included.
@@ -71,7 +73,7 @@ impl Stats {
         json!({
             "version": env!("CARGO_PKG_VERSION"),
             "inputs": self.inputs.iter().map(|(name, bytes)| json!({"path": name, "bytes": bytes})).collect::<Vec<_>>(),
-            "bytes": self.inputs.iter().map(|(_, b)| b.unwrap_or(0)).sum::<u64>(),
+            "bytes": self.bytes_read,
             "lines": self.lines,
             "blank_lines": self.blank_lines,
             "records": self.records,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import textwrap
+from typing import NoReturn
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -28,8 +29,34 @@ class HelpFormatter(argparse.HelpFormatter):
         return "\n".join(lines)
 
 
+def positive_int(text: str) -> int:
+    """The type of an option that counts something (--threads, --batch-size, --n ...): a whole number of at least 1;
+    anything else is an argument error (`argument --threads: must be at least 1, not 0`)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line, as every other mistake of tc3 is (tc3.errors): `PROG: error:
+    MESSAGE (PROG --help lists the options)`, exit status 2, without argparse's usage block before it."""
+
+    def error(self, message: str) -> NoReturn:
+        from tc3.errors import USAGE, one_line
+
+        self.exit(USAGE, f"{self.prog}: error: {one_line(message)} ({self.prog} --help lists the options)\n")
+
+
 def make_parser(prog: str, **kwargs) -> argparse.ArgumentParser:
-    """An ArgumentParser for command `prog` (a `tc3-*` name): defaults shown by `HelpFormatter`; an abbreviated
-    flag (`--titl` for `--title`) is an error like any unknown one, so a flag added later never changes what an
-    old command line means."""
-    return argparse.ArgumentParser(prog=prog, allow_abbrev=False, formatter_class=HelpFormatter, **kwargs)
+    """An ArgumentParser for command `prog` (a `tc3-*` name): defaults shown by `HelpFormatter`, one-line errors
+    (`Parser`); an abbreviated flag (`--titl` for `--title`) is an error like any unknown one, so a flag added later
+    never changes what an old command line means. `--version` prints tc3's version."""
+    from tc3 import __version__
+
+    parser = Parser(prog=prog, allow_abbrev=False, formatter_class=HelpFormatter, **kwargs)
+    parser.add_argument("--version", action="version", version=f"tc3 {__version__}", help="print tc3's version and exit")
+    return parser

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tc3.cli.args import make_parser
+from tc3.cli.args import make_parser, positive_int
 from tc3.cli.generate import add_generation_args, set_threads, settings_from
-from tc3.errors import MODEL_MODULES, UserError, command, need
+from tc3.errors import MODEL_MODULES, command, need
 from tc3.progress import Ticker
 
 
@@ -23,7 +23,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", help="model to compare with (usually the untouched base), same settings")
     p.add_argument("--data", required=True, help="a tc3-prep output dir")
     p.add_argument("--split", default="validation", help="split of --data the titles come from")
-    p.add_argument("--n", type=int, default=500, help="titles to evaluate (seeded sample)")
+    p.add_argument("--n", type=positive_int, default=500, help="titles to evaluate (seeded sample)")
     p.add_argument("--seed", type=int, default=3407, help="seed of the title sample (and of --sample)")
     p.add_argument("--out", default="eval-report",
                    help="directory for report.json, report.md, report.png and the cache of answers (tc3-eval's own: "
@@ -32,9 +32,9 @@ def parser() -> argparse.ArgumentParser:
                    help="how titles are asked: fixed = one instruction (default; see --instruction); seen = a "
                    "training question template per title; unseen = seen, plus a second pass with phrasings held "
                    "out of training, ROUGE-L of both side by side")
-    p.add_argument("--batch-size", type=int, default=8, help="titles generated together")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="titles generated together")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (auto: cuda when available)")
-    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's; 1 is faster on a busy box)")
+    p.add_argument("--threads", type=positive_int, help="CPU threads for torch (default: torch's; 1 is faster on a busy box)")
     p.add_argument("--baseline-instruction", default="en",
                    help="how the baseline is asked: 'en' (default: the references' language), 'pt' or a literal "
                    "instruction; when the model is asked otherwise, the baseline is also asked the model's way and "
@@ -47,8 +47,6 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     need("train", *MODEL_MODULES)
-    if args.n <= 0 or args.batch_size <= 0:
-        raise UserError("--n and --batch-size must be positive")
     settings = settings_from(args)
     from tc3.evaluate import run_eval
     from tc3.generate import quiet_libraries

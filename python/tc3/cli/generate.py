@@ -9,7 +9,7 @@ from contextlib import closing
 from pathlib import Path
 
 from tc3.cache_keys import GENERATION_MODULES, code_and_prompts
-from tc3.cli.args import make_parser
+from tc3.cli.args import make_parser, positive_int
 from tc3.errors import INTERRUPTED, MODEL_MODULES, UserError, command, need, one_line
 from tc3.outputs import check_dest, fingerprint, resumable_jsonl
 from tc3.progress import Ticker
@@ -24,13 +24,12 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--base", help="base model of an adapter (default: base_model_name_or_path of its config)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="default: bf16 on GPU, fp32 on CPU")
-    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's; 1 is faster on a busy box)")
+    p.add_argument("--threads", type=positive_int,
+                   help="CPU threads for torch (default: torch's; 1 is faster on a busy box)")
 
 
 def set_threads(args) -> None:
-    if getattr(args, "threads", None):
-        if args.threads <= 0:
-            raise UserError("--threads must be positive")
+    if args.threads is not None:
         import torch
 
         torch.set_num_threads(args.threads)
@@ -42,7 +41,7 @@ def add_generation_args(p: argparse.ArgumentParser, max_new_tokens: int = 256, s
     g.add_argument("--instruction", default=instruction,
                    help="'en', 'pt' or a literal instruction (default: "
                    + (f"{instruction})" if instruction else "the model is asked as it was trained)"))
-    g.add_argument("--max-new-tokens", type=int, default=max_new_tokens, help="longest answer, in tokens")
+    g.add_argument("--max-new-tokens", type=positive_int, default=max_new_tokens, help="longest answer, in tokens")
     g.add_argument("--repetition-penalty", type=float, default=1.15,
                    help="over the generated tokens only (default: 1.15; 1 turns it off)")
     g.add_argument("--penalize-prompt", action="store_true",
@@ -59,8 +58,6 @@ def add_generation_args(p: argparse.ArgumentParser, max_new_tokens: int = 256, s
 def settings_from(args):
     from tc3.generate import GenerationSettings
 
-    if args.max_new_tokens <= 0:
-        raise UserError("--max-new-tokens must be positive")
     if args.repetition_penalty <= 0:
         raise UserError("--repetition-penalty must be positive")
     if args.sample and args.temperature <= 0:
@@ -83,12 +80,13 @@ def parser() -> argparse.ArgumentParser:
     add_model_args(p)
     what = p.add_mutually_exclusive_group()
     what.add_argument("--title", help="one title (or a question around one); prints its description")
-    what.add_argument("--input", help="text file (a title a line), JSONL with 'title', or a tc3-prep output dir")
+    what.add_argument("--input", help="text file (a title a line), JSONL with 'title', CSV/TSV with a 'title' "
+                      "column, or a tc3-prep output dir")
     p.add_argument("--split", default="validation", help="split of a tc3-prep dir given to --input")
     p.add_argument("--output", "-o", help="JSONL file for --input (default: stdout); it appears only once every "
                    "answer is in it (written as .NAME.KEY.partial until then; an interrupted run keeps that file "
                    "and the same command continues from it); replaces only a file tc3-generate wrote")
-    p.add_argument("--batch-size", type=int, default=8, help="titles of --input generated together")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="titles of --input generated together")
     p.add_argument("--literal", action="store_true",
                    help="--title and the interactive loop: use the text as the title even if it is a question "
                    "(titles read from --input are always literal)")
@@ -194,8 +192,6 @@ def run(args) -> int:
 
     # Every mistake that can be seen before the model loads is reported before it loads.
     need("train", *MODEL_MODULES)
-    if args.batch_size <= 0:
-        raise UserError("--batch-size must be positive")
     if args.output and args.input is None:
         raise UserError("--output is for --input (the answer to --title, and the interactive loop, are printed)")
     settings = settings_from(args)

@@ -89,6 +89,9 @@ def completion_script(shell: str) -> str:
         + f"    completion) words=\"{' '.join(SHELLS)}\" ;;\n"
         "  esac\n"
         "  COMPREPLY=($(compgen -W \"$words\" -- \"$cur\"))\n"
+        "  # a config key (`max_steps=`) is completed without the space after it: its value follows\n"
+        "  [[ ${#COMPREPLY[@]} -eq 1 && ${COMPREPLY[0]} == *= ]] && compopt -o nospace 2>/dev/null\n"
+        "  return 0\n"
         "}\n"
         "complete -o default -F _tc3 tc3 " + " ".join(f"tc3-{verb}" for verb in VERBS) + "\n"
     )

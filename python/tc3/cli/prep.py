@@ -15,6 +15,7 @@ from rich.table import Table
 from tc3.cli.args import make_parser
 from tc3 import prep
 from tc3.errors import UserError, command
+from tc3.outputs import read_marker
 from tc3.progress import terminal_bar
 
 EXAMPLE_INPUT = files("tc3") / "samples" / "amazon_titles_sample500.jsonl.gz"
@@ -50,7 +51,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--strip-attributed-quotes", action="store_true",
                    help="remove quoted praise with its source ('A triumph...' Sunday Times), keep the rest")
     p.add_argument("--rejects", type=Path, metavar="FILE", help="write dropped records with their reason as JSON lines")
-    p.add_argument("--max-errors", type=int, metavar="N", help="fail when more than N lines are malformed (default: never)")
+    p.add_argument("--max-errors", type=int, metavar="N", help="fail when more than N lines are malformed (default: when more than half are)")
     p.add_argument("--threads", type=int, metavar="N", help="worker threads (default: all cores)")
     p.add_argument("--force", action="store_true",
                    help="replace OUT_DIR (and the --rejects file) when an earlier tc3-prep wrote them; anything "
@@ -85,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     def progress(bytes_read: int, bytes_total: int | None, records: int, kept: int) -> None:
         bar.update(task, completed=bytes_read, total=bytes_total, records=records, kept=kept)
 
+    indexes = derived_indexes(args.out)
     started = time.perf_counter()
     with bar:
         stats = prep.run(
@@ -97,7 +99,17 @@ def main(argv: list[str] | None = None) -> int:
         )
     if not args.quiet:
         Console().print(summary(stats, args.out, time.perf_counter() - started))
+    for index in indexes:  # said even with -q: an output the user built is gone
+        print(f"tc3-prep: the index {index} was built from the replaced data and is removed with it; rebuild it: "
+              f"tc3-index {args.out}" + (f" -o {index}" if index.name != "index" else ""), file=sys.stderr)
     return 0
+
+
+def derived_indexes(out: Path) -> list[Path]:
+    """The tc3-index outputs inside an earlier OUT_DIR, which replacing it removes (they index the old records)."""
+    if not out.is_dir():
+        return []
+    return [p for p in sorted(out.iterdir()) if p.is_dir() and (read_marker(p) or {}).get("command") == "tc3-index"]
 
 
 def summary(stats: dict, out: Path, seconds: float) -> Table:
