@@ -1,0 +1,139 @@
+"""tc3-eval --modes (issue 25): seen, unseen and grounded, each against the base in one report; the faithfulness
+measures (invented attributions, the hallucination proxy) on hand-made answers; the records of each mode."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tc3.eval.faithfulness import claimed_facts, invented_attributions, unsupported_facts
+from tc3.eval.modes import HEADLINE, asks_of, chrf_ci, copy_answers, parse_modes, trained_rows
+
+QUOTE = "'A book that will make you laugh, cry and feel the full range of emotions.' Daily Mail"
+
+
+def test_facts_are_numbers_and_names_not_sentence_starts():
+    text = ("This novel by Stephen King won the 1987 Bram Stoker Award. It has 320 pages.\n"
+            "Readers love Tolkien's maps. \"Great\", said The Guardian.")
+    # "This", "It", "Readers" start sentences; "The" is a stopword; the possessive is the name
+    assert claimed_facts(text) == ["stephen", "king", "1987", "bram", "stoker", "award", "320", "tolkien",
+                                   "guardian"]
+    facts, unsupported = unsupported_facts(text, ["What about It by Stephen King?", "It", "320 pages of Tolkien"])
+    assert len(facts) == 9 and unsupported == ["1987", "bram", "stoker", "award", "guardian"]
+    assert claimed_facts("a plain answer with nothing to check.") == []
+
+
+def test_invented_attributions_use_the_engines_rule_and_spare_the_records_own():
+    assert invented_attributions(QUOTE, "Some Title. A novel of love.") == ["Daily Mail"]
+    assert invented_attributions(QUOTE, f"Title {QUOTE}") == []  # the record quoted it: not invented
+    assert invented_attributions("A warm story of a family in Daily life.", "x") == []  # no quote, no source
+
+
+def test_chrf_interval_is_seeded_and_brackets_the_corpus_score():
+    from tc3.evaluate import chrf
+
+    predictions = ["the cat sat on the mat", "a dog barks", "blue sky today", "nothing alike here", "a red car"]
+    references = ["the cat is on the mat", "the dog barked", "a blue sky", "completely different text", "red cars"]
+    low, high = chrf_ci(predictions, references, seed=1)
+    assert low < chrf(predictions, references) < high and chrf_ci(predictions, references, seed=1) == (low, high)
+    assert chrf_ci(predictions[:1], references[:1]) is None
+
+
+def test_modes_parse_in_order_and_refuse_unknown_words():
+    from tc3.errors import UserError
+
+    assert parse_modes("grounded, seen") == ["seen", "grounded"]
+    for bad in ("", "seen,heldout"):
+        with pytest.raises(UserError, match="--modes takes seen, unseen, grounded"):
+            parse_modes(bad)
+
+
+def test_seen_records_are_the_products_trained_on_asked_as_trained(prep_dir):
+    """The seen mode draws from exactly the rows tc3-train trained on (kinds, then the seeded sample), and asks each
+    with the question its training example had; grounded prompts hold the record, the copy answer is its text."""
+    from tc3.config import load_config
+    from tc3.data import training_splits
+    from tc3.prompts import choose_question, render_context, render_question
+
+    config = load_config("tiny-cpu", [f"data={prep_dir}", "train_samples=60", "questions=varied",
+                                      "context_fraction=0"])
+    rows = trained_rows(str(prep_dir), config)
+    train, _ = training_splits(config)
+    assert [r["description"].strip() for r in rows] == [t["completion"][0]["content"] for t in train]
+    assert len(rows) == 60 and not any(r["kind"] == "review_quotes" for r in rows)
+    asks = asks_of("seen", rows, config)
+    assert [a.question for a in asks] == [choose_question(r["uid"], config.seed) for r in rows]
+    assert [t["prompt"][0]["content"] for t in train] == [render_question(a.question, a.title) for a in asks]
+    fixed = load_config("tiny-cpu", [f"data={prep_dir}", "questions=fixed"])
+    assert all(a.question is None and a.context is None for a in asks_of("seen", rows, fixed))
+    grounded = asks_of("grounded", rows)
+    assert all(a.context is r for a, r in zip(grounded, rows))
+    for record, answer in zip(rows, copy_answers(rows)):
+        assert answer in render_context(record)
+        assert answer == record["description"].strip() or len(record["description"]) > 1500
+
+
+@pytest.fixture(scope="module")
+def recall_adapter(tiny_model_dir, tmp_path_factory):
+    """A zero-B LoRA adapter over the tiny model whose tc3 config says it trained on 40 descriptive rows with one
+    fixed English question."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path_factory.mktemp("recall-adapter")
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(out)
+    (out / "tc3_config.yaml").write_text(f"model: {tiny_model_dir}\ninstruction: en\nquestions: fixed\n"
+                                         "context_fraction: 0\ntrain_samples: 40\nepochs: 20\n")
+    return out
+
+
+def test_tc3_eval_modes_scores_seen_unseen_grounded_against_the_base(recall_adapter, tiny_model_dir, prep_dir,
+                                                                      tmp_path, capsys):
+    from tc3.cli.eval import main
+    from tc3.config import load_config
+
+    out = tmp_path / "report"
+    args = ["--model", str(recall_adapter), "--baseline", str(tiny_model_dir), "--data", str(prep_dir),
+            "--modes", "seen,unseen,grounded", "--n", "4", "--max-new-tokens", "4", "--batch-size", "4",
+            "--out", str(out), "--device", "cpu"]
+    assert main(args) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert list(report["modes"]) == ["seen", "unseen", "grounded"]
+    assert report["models"]["model"]["training"]["epochs"] == 20 and report["settings"]["device"] == "cpu"
+    trained = {r["uid"] for r in trained_rows(str(prep_dir), load_config(recall_adapter / "tc3_config.yaml"))}
+    seen = report["generations"]["seen"]
+    assert {g["uid"] for g in seen["model"]} <= trained and len(seen["model"]) == 4
+    unseen_uids = [g["uid"] for g in report["generations"]["unseen"]["model"]]
+    assert unseen_uids == [g["uid"] for g in report["generations"]["grounded"]["model"]]
+    assert not set(unseen_uids) & trained
+    for mode, entry in report["modes"].items():
+        assert set(entry["metrics"]) == ({"model", "baseline", "copy"} if mode == "grounded" else
+                                         {"model", "baseline"})
+        for label in ("model", "baseline"):
+            metrics = entry["metrics"][label]
+            assert all(key in metrics for key in HEADLINE) and len(metrics["rougeL_ci"]) == 2
+            assert len(metrics["chrf_ci"]) == 2 and metrics["perplexity"] > 1 and metrics["by_kind"]
+        assert entry["delta"]["rougeL"] == pytest.approx(entry["metrics"]["model"]["rougeL"]
+                                                         - entry["metrics"]["baseline"]["rougeL"])
+    # the adapter's B is zero: asked the same way (English, no record), it answers as its base does
+    answers = {label: [g["description"] for g in report["generations"]["unseen"][label]]
+               for label in ("model", "baseline")}
+    assert answers["model"] == answers["baseline"]
+    copy = report["modes"]["grounded"]["metrics"]["copy"]
+    assert copy["rougeL"] > 0.9 and copy["hallucination_share"] == 0 and copy["perplexity"] is None
+    md = (out / "report.md").read_text()
+    for heading in ("## seen:", "## unseen:", "## grounded:", "| Hallucination proxy |", "By content kind:"):
+        assert heading in md
+    assert all((out / f"report-{mode}.png").read_bytes()[:4] == b"\x89PNG" for mode in report["modes"])
+    printed = capsys.readouterr().out
+    assert "grounded copy" in printed and "seen     model" in printed
+
+    # a rerun reuses every answer; user mistakes are one line, before any model loads
+    assert main(args) == 0 and "reusing" in capsys.readouterr().err
+    for extra in (["--modes", "seen,later"], ["--modes", "seen", "--split", "train"],
+                  ["--modes", "seen", "--questions", "unseen"]):
+        assert main([*args[:6], *extra, "--out", str(tmp_path / "other")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("tc3-eval: error:") and err.count("\n") == 1
