@@ -137,3 +137,49 @@ def test_tc3_eval_modes_scores_seen_unseen_grounded_against_the_base(recall_adap
         assert main([*args[:6], *extra, "--out", str(tmp_path / "other")]) == 2
         err = capsys.readouterr().err
         assert err.startswith("tc3-eval: error:") and err.count("\n") == 1
+
+
+def test_summary_script_records_both_goals_and_the_attribution_shares(recall_adapter, tiny_model_dir, prep_dir,
+                                                                      tmp_path):
+    """benches/smollm2_eval.py on tiny-model reports: summary.json's shape, targets, the copied reports, and
+    content-kinds.json's invented_attribution_share filled with its other keys kept."""
+    import sys
+    from pathlib import Path
+
+    from tc3.cli.eval import main
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benches"))
+    import smollm2_eval
+
+    report = tmp_path / "eval"
+    assert main(["--model", str(recall_adapter), "--baseline", str(tiny_model_dir), "--data", str(prep_dir),
+                 "--modes", "seen,unseen,grounded", "--n", "3", "--max-new-tokens", "2", "--batch-size", "3",
+                 "--out", str(report), "--device", "cpu"]) == 0
+    kinds = tmp_path / "content-kinds.json"
+    kinds.write_text(json.dumps({"accuracy": 0.9, "invented_attribution_share": {"unfiltered": None}}))
+    out = tmp_path / "smollm2-eval"
+    assert smollm2_eval.main(["--recall", str(report), "--describe", str(report), "--unfiltered", str(report),
+                              "--out", str(out), "--content-kinds", str(kinds), "--commit", "abc123"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    written = json.loads((report / "report.json").read_text())
+    for mode in ("seen", "unseen", "grounded"):
+        for label in ("model", "baseline"):
+            assert set(summary[mode][label]) >= {"rougeL", "rougeL_ci", "chrf", "perplexity", "stopped_share",
+                                                 "loop_share", "invented_attribution_share", "hallucination_share"}
+            assert summary[mode][label]["rougeL"] == written["modes"][mode]["metrics"][label]["rougeL"]
+    assert summary["grounded"]["copy"]["rougeL"] > 0.9
+    settings = summary["settings"]
+    assert settings["config"] == {"seen": "smollm2-recall", "unseen": "smollm2-describe",
+                                  "grounded": "smollm2-describe"}
+    assert settings["epochs"]["seen"] == 20 and settings["n"]["recall"] == 3 and settings["commit"] == "abc123"
+    assert settings["max_new_tokens"]["describe"] == 2 and settings["device"]["recall"] == "cpu"
+    assert summary["targets"]["seen_rougeL"]["met"] is (summary["seen"]["model"]["rougeL"] >= 0.7)
+    assert (out / "recall" / "report.md").is_file() and (out / "describe-all-kinds" / "report-unseen.png").is_file()
+    shares = json.loads(kinds.read_text())
+    assert shares["accuracy"] == 0.9 and shares["invented_attribution_share"]["measured"] is True
+    assert shares["invented_attribution_share"]["filtered"] == summary["unseen"]["model"]["invented_attribution_share"]
+    other = tmp_path / "unseen-only"
+    other.mkdir()
+    (other / "report.json").write_text(json.dumps({"modes": {}}))
+    with pytest.raises(SystemExit, match="has no seen mode"):
+        smollm2_eval.main(["--recall", str(other), "--describe", str(report)])

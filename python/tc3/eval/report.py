@@ -93,7 +93,8 @@ def render_modes_markdown(report: dict) -> str:
         for i, answer in enumerate(next(iter(generations.values()))[:EXAMPLES], 1):
             lines += [f"### {mode} {i}. {_cell(answer['title'], 200)}", "",
                       f"- **reference**: {_cell(answer['reference'])}"]
-            lines += [f"- **{label}**: {_cell(answers[i - 1]['description'])}" for label, answers in generations.items()]
+            lines += [f"- **{label}**: {_cell(answers[i - 1]['description'])}"
+                      for label, answers in generations.items()]
             lines.append("")
         lines += [f"![{mode}](report-{mode}.png)", ""]
     return "\n".join(lines)
