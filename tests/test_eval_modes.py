@@ -30,6 +30,27 @@ def test_invented_attributions_use_the_engines_rule_and_spare_the_records_own():
     assert invented_attributions("A warm story of a family in Daily life.", "x") == []  # no quote, no source
 
 
+def test_answer_set_metrics_pool_facts_and_break_down_by_kind():
+    from tc3.eval.modes import answer_set_metrics
+
+    records = [{"uid": "a", "title": "The Prophet", "kind": "description",
+                "description": "Kahlil Gibran's 1923 book of prose poetry, in 26 essays."},
+               {"uid": "b", "title": "Mog's Kittens", "kind": "review_quotes",
+                "description": "'Charming.' The Times"}]
+    answers = ["A book by Kahlil Gibran, first printed in 1923 by Knopf. " + QUOTE,  # Knopf, Daily Mail invented
+               "A story about Mog, read by 300 families."]  # 300 unsupported; Mog is in the title
+    asks = asks_of("unseen", records)
+    metrics, rows = answer_set_metrics(answers, asks, records, "en", seed=0, stopped=[True, False])
+    assert rows[0]["invented_attributions"] == ["Daily Mail"] and rows[1]["invented_attributions"] == []
+    assert rows[0]["unsupported_facts"] == ["knopf", "mail"] and rows[1]["unsupported_facts"] == ["300"]
+    assert metrics["invented_attribution_share"] == 0.5
+    assert metrics["hallucination_share"] == pytest.approx(3 / (rows[0]["facts"] + rows[1]["facts"]))
+    kinds = metrics["by_kind"]
+    assert set(kinds) == {"description", "review_quotes"}
+    assert kinds["review_quotes"]["hallucination_share"] == 0.5  # "300" of "mog" (the title's) and "300"
+    assert kinds["description"]["stopped_share"] == 1.0 and kinds["review_quotes"]["invented_attribution_share"] == 0
+
+
 def test_chrf_interval_is_seeded_and_brackets_the_corpus_score():
     from tc3.evaluate import chrf
 
@@ -183,3 +204,32 @@ def test_summary_script_records_both_goals_and_the_attribution_shares(recall_ada
     (other / "report.json").write_text(json.dumps({"modes": {}}))
     with pytest.raises(SystemExit, match="has no seen mode"):
         smollm2_eval.main(["--recall", str(other), "--describe", str(report)])
+
+
+@pytest.mark.slow
+def test_goals_script_runs_end_to_end_on_the_tiny_model(tiny_model_dir, tmp_path):
+    """scripts/smollm2_goals.sh, the GPU proof's one command, on CPU with the tiny model in place of SmolLM2: three
+    runs trained with the shipped goal configs, three reports, summary.json and the attribution shares."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "N": "3", "MAX_NEW": "4", "BATCH": "3", "RESULTS": str(tmp_path / "results"),
+           "PYTHONPATH": str(root / "python")}
+    done = subprocess.run(["bash", str(root / "scripts" / "smollm2_goals.sh"), str(tiny_model_dir),
+                           str(tmp_path / "work")], env=env, capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((tmp_path / "results" / "smollm2-eval" / "summary.json").read_text())
+    assert summary["settings"]["epochs"] == {"seen": 20, "unseen": 3, "grounded": 3}
+    kinds = json.loads((tmp_path / "results" / "content-kinds.json").read_text())["invented_attribution_share"]
+    assert kinds["measured"] is True and "seen_rougeL" in done.stdout
+    recall = load_saved_config(tmp_path / "work" / "recall")
+    assert (recall.questions, recall.context_fraction, recall.lora_r) == ("fixed", 0.0, 64)
+    assert load_saved_config(tmp_path / "work" / "describe-all-kinds").kinds is None
+
+
+def load_saved_config(run_dir):
+    from tc3.config import load_config
+
+    return load_config(run_dir / "tc3_config.yaml")

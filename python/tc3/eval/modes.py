@@ -242,13 +242,17 @@ def run_modes(model: str, data: str, out_dir, modes: list[str], baseline: str | 
     if baseline is not None:
         check_model(baseline)
     config = training_config(model)
+    if "seen" in modes:
+        need("train", "datasets")  # the trained rows are drawn as tc3-train drew them
+        if config is not None and Path(config.data).resolve() != Path(data).resolve():
+            log(f"seen: {model} was trained on {config.data}; its train rows are drawn from --data {data}")
     records = mode_records(modes, data, config, n, seed)
     out_dir = claim_dir(out_dir, "tc3-eval")
     asked = [Asked("model", model, base, model_instruction or trained_instruction(model), config)]
     if baseline is not None:
         asked.append(Asked("baseline", baseline, None, baseline_instruction))
     device = default_device(device)
-    results = {label: {} for label in ("model", "baseline") if any(a.label == label for a in asked)}
+    results = {}
     for who in asked:
         results[who.label] = answer_modes(who, modes, records, settings, batch_size, device, seed, out_dir / "cache",
                                           log, progress)
@@ -296,7 +300,7 @@ def answer_modes(who: Asked, modes: list[str], records: dict, settings, batch_si
         stopped = [g["stopped"] for g in result["generations"]]
         extra, rows = answer_set_metrics(answers, asks, records[mode], who.instruction, seed, stopped)
         result["metrics"].update(extra)
-        result["generations"] = [g | row | {"rougeL": g["rougeL"]} for g, row in zip(result["generations"], rows)]
+        result["generations"] = [g | row for g, row in zip(result["generations"], rows)]
         out[mode] = result
     if loaded is not None:
         loaded.close()
