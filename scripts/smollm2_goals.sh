@@ -6,8 +6,8 @@
 # benches/smollm2_eval.py writes benches/results/smollm2-eval/summary.json (targets checked) and fills
 # invented_attribution_share in benches/results/content-kinds.json.
 #   scripts/smollm2_goals.sh BASE_DIR [WORK_DIR]     # BASE_DIR: scripts/smollm2_local.py's output
-# N (50), MAX_NEW (512), BATCH (50: all titles in one batch), RESULTS (benches/results) override. A rerun keeps
-# trained runs and cached answers.
+# N (50), MAX_NEW (512), BATCH (50: all titles in one batch), RESULTS (benches/results) override; TRAIN_EXTRA adds
+# key=value overrides to every training run (the CPU test: max_steps=2). A rerun keeps trained runs and cached answers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BASE=$1 WORK=${2:-runs/smollm2-goals} N=${N:-50} MAX_NEW=${MAX_NEW:-512} BATCH=${BATCH:-50} RESULTS=${RESULTS:-benches/results}
@@ -16,8 +16,9 @@ PREP=$WORK/prep
 train() {  # name config [key=value ...]
     local name=$1 config=$2
     shift 2
+    # shellcheck disable=SC2086 # TRAIN_EXTRA holds overrides
     [ -f "$WORK/$name/adapter_model.safetensors" ] || python -m tc3.cli.train --config "$config" model="$BASE" \
-        data="$PREP" output_dir="$WORK/$name" "$@"
+        data="$PREP" output_dir="$WORK/$name" "$@" ${TRAIN_EXTRA:-}
 }
 train recall smollm2-recall
 train describe smollm2-describe

@@ -216,7 +216,7 @@ def test_goals_script_runs_end_to_end_on_the_tiny_model(tiny_model_dir, tmp_path
 
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "N": "3", "MAX_NEW": "4", "BATCH": "3", "RESULTS": str(tmp_path / "results"),
-           "PYTHONPATH": str(root / "python")}
+           "TRAIN_EXTRA": "max_steps=2 eval_samples=4", "PYTHONPATH": str(root / "python")}
     done = subprocess.run(["bash", str(root / "scripts" / "smollm2_goals.sh"), str(tiny_model_dir),
                            str(tmp_path / "work")], env=env, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stderr[-3000:]
