@@ -23,7 +23,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--base", help="base of an adapter --model (default: from its adapter_config.json)")
     p.add_argument("--baseline", help="model to compare with (usually the untouched base), same settings")
     p.add_argument("--data", required=True, help="a tc3-prep output dir")
-    p.add_argument("--split", help="split of --data the titles come from (default validation; not with --modes)")
+    p.add_argument("--split", help="split of --data the titles come from (default: validation); not with --modes")
     p.add_argument("--modes", help="score the mission's ways instead, each against --baseline, in one report: "
                    "seen (products the model trained on, closed book), unseen (held-out titles), grounded (the "
                    "record in the prompt, beside the copy baseline); comma-separated, e.g. seen,unseen,grounded")
