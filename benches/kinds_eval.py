@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -26,8 +25,8 @@ from pathlib import Path
 import pyarrow as pa
 
 from tc3 import prep
-from tc3._rust_clean import attribution_sources
 from tc3.cli.prep import EXAMPLE_INPUT
+from tc3.eval.faithfulness import invented_attributions
 
 ROOT = Path(__file__).resolve().parent.parent
 LABELS = ROOT / "tests" / "data" / "kinds_labels.jsonl"
@@ -73,16 +72,6 @@ def score(labels: dict[str, str], predicted: dict[str, str]) -> dict:
         "precision": precision, "recall": recall, "support": support, "predicted": predictions,
         "confusion": {f"{truth} -> {guess}": n for (truth, guess), n in sorted(confusion.items()) if truth != guess},
     }
-
-
-def _normal(text: str) -> str:
-    return re.sub(r"[^0-9a-z]+", " ", text.lower()).strip()
-
-
-def invented_attributions(answer: str, record_text: str) -> list[str]:
-    """Sources credited after quotes in `answer` that `record_text` does not name (case and punctuation aside)."""
-    known = f" {_normal(record_text)} "
-    return [s for s in attribution_sources(answer) if f" {_normal(s)} " not in known]
 
 
 def invented_attribution_share(rows: list[dict]) -> dict:

@@ -88,7 +88,8 @@ def test_docs_key_table_is_the_schema():
 
 
 def test_configs_are_package_data_and_load_by_name():
-    assert set(shipped_configs()) == {"llama3-8b-qlora", "llama3-8b-qlora-80gb", "tiny-cpu"}
+    assert set(shipped_configs()) == {"llama3-8b-qlora", "llama3-8b-qlora-80gb", "llama3-8b-recall", "tiny-cpu",
+                                      "smollm2-describe", "smollm2-recall"}
     import tc3
 
     # inside the package (installed or from the source tree), and one copy only in the repository
@@ -99,6 +100,17 @@ def test_configs_are_package_data_and_load_by_name():
     assert load_config("llama3-8b-qlora") == load_config()
     assert load_config("tiny-cpu.yaml") == load_config(Path(str(SHIPPED)) / "tiny-cpu.yaml")
     assert load_config("tiny-cpu").backend == "hf"
+
+
+@pytest.mark.parametrize(("describe", "recall"), [("llama3-8b-qlora", "llama3-8b-recall"),
+                                                  ("smollm2-describe", "smollm2-recall")])
+def test_recall_configs_ask_one_question_closed_book_over_every_record(describe, recall):
+    """Issue 25's two goals: describe (varied questions, some grounded, a sample) and recall (the recipe that
+    memorised on SmolLM2: one fixed question, no context, every train record, lr 2e-3, r 64, 20 epochs)."""
+    d, r = load_config(describe), load_config(recall)
+    assert (d.questions, r.questions) == ("varied", "fixed") and d.context_fraction > 0 == r.context_fraction
+    assert r.train_samples is None and (r.learning_rate, r.lora_r, r.epochs) == (2e-3, 64, 20)
+    assert d.model == r.model and d.kinds == r.kinds and "review_quotes" not in r.kinds
 
 
 def test_train_by_name_list_configs_and_errors(tmp_path, capsys, monkeypatch):
@@ -112,7 +124,8 @@ def test_train_by_name_list_configs_and_errors(tmp_path, capsys, monkeypatch):
     assert main(["--config", "no-such-config"]) == 2
     err = capsys.readouterr().err
     assert err == ("tc3-train: error: config no-such-config not found: neither a file nor a shipped config "
-                   "(llama3-8b-qlora-80gb, llama3-8b-qlora, tiny-cpu)\n")
+                   "(llama3-8b-qlora-80gb, llama3-8b-qlora, llama3-8b-recall, smollm2-describe, smollm2-recall, "
+                   "tiny-cpu)\n")
     assert main([]) == 2
     assert "give --config FILE_OR_NAME" in capsys.readouterr().err
 

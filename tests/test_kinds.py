@@ -201,3 +201,22 @@ def test_train_config_filters_rows_by_kind(prep_dir: Path) -> None:
     no_kind = {name: split.remove_columns("kind") for name, split in splits.items()}
     with pytest.raises(ConfigError, match="no kind column"):
         keep_kinds(no_kind, ["description"], prep_dir)
+
+
+@pytest.mark.parametrize("name", ["llama3-8b-qlora", "llama3-8b-qlora-80gb", "tiny-cpu", None])
+def test_shipped_configs_train_without_review_quotes(prep_dir: Path, name) -> None:
+    """Issue 25: trained on press quotes, two answers in three were invented quotes. Every shipped config (and the
+    default) trains on the descriptive kinds only; `kinds=null` trains on all; the prep output keeps every row."""
+    from tc3.config import load_config
+    from tc3.data import load_splits, training_splits
+
+    overrides = [f"data={prep_dir}", "train_samples=null", "eval_samples=null"]
+    config = load_config(name, overrides)
+    assert "review_quotes" not in config.kinds and "description" in config.kinds
+    splits = load_splits(prep_dir)
+    quotes = [k == "review_quotes" for k in splits["train"]["kind"]]
+    assert sum(quotes) > 50  # the sample has press quotes to leave out
+    train, _ = training_splits(config)
+    assert len(train) == len(quotes) - sum(quotes)
+    everything, _ = training_splits(load_config(name, [*overrides, "kinds=null"]))
+    assert len(everything) == len(quotes)

@@ -305,3 +305,18 @@ def test_a_model_card_names_a_cached_base_by_its_hub_id(tmp_path):
     card = card_of(tmp_path, str(snapshot))
     assert str(tmp_path) not in card
     assert "base_model: org/base" in card and "for `org/base` that writes" in card and "model: org/base" in card
+
+
+def test_a_model_card_says_which_content_kinds_trained_and_why(tmp_path):
+    """Issue 25: a reader of the card learns that press quotes were left out, and what they did when they were not."""
+    from tc3.config import DESCRIPTIVE_KINDS
+    from tc3.model_card import write_model_card
+
+    card = card_of(tmp_path, "org/base")
+    assert ("Content kinds trained on: " + ", ".join(f"`{k}`" for k in DESCRIPTIVE_KINDS)) in card
+    assert "`review_quotes` records (press praise with its source) were left out" in card and "66%" in card
+    everything = TrainConfig(model="org/base", data=str(tmp_path / "prep"), output_dir=str(tmp_path / "all"),
+                             kinds=None)
+    (tmp_path / "all").mkdir()
+    write_model_card(tmp_path / "all", everything, {})
+    assert "every kind of the prep output trained, review_quotes" in (tmp_path / "all" / "README.md").read_text()

@@ -272,14 +272,17 @@ def generate_kept(loaded, asks: list, settings, batch_size: int = 8, progress=No
 
 
 def evaluate_model(loaded, records: list[dict], settings, batch_size: int = 8, progress=None,
-                   questions: str = "fixed", seed: int = 3407, keep: Path | None = None) -> dict:
+                   questions: str = "fixed", seed: int = 3407, keep: Path | None = None,
+                   asks: list | None = None) -> dict:
     """Generations and metrics of one loaded model on the records (title, description).
+
+    ``asks``: the prompt of each record, when the caller builds them (tc3.eval.modes); default `asks_for`.
 
     ``questions="unseen"`` scores the seen phrasings in full and adds ROUGE and the other text metrics of a second
     pass with held-out phrasings, under ``"unseen"``. ``keep``: a JSONL file that keeps finished answers of an
     interrupted run (generate_kept; the unseen pass uses ``keep`` with ``.unseen`` before its suffix).
     """
-    asks = asks_for(records, "fixed" if questions == "fixed" else "seen", seed)
+    asks = asks or asks_for(records, "fixed" if questions == "fixed" else "seen", seed)
     references = [r["description"] for r in records]
     generations = generate_kept(loaded, asks, settings, batch_size, progress, keep)
     predictions = [g.description for g in generations]

@@ -119,11 +119,17 @@ def render_question(template: str, title: str) -> str:
     return template.replace("{title}", title) if "{title}" in template else f"{template}\n\n{title}"
 
 
-def render_context(record: dict) -> str:
-    description = record["description"].strip()
+def context_description(description: str) -> str:
+    """A record's description as a grounded prompt shows it: cut at a word boundary past CONTEXT_DESCRIPTION_CHARS."""
+    description = description.strip()
     if len(description) > CONTEXT_DESCRIPTION_CHARS:
         description = description[:CONTEXT_DESCRIPTION_CHARS].rsplit(" ", 1)[0] + " ..."
-    return CONTEXT_TEMPLATE.format(uid=record["uid"], title=record["title"].strip(), description=description)
+    return description
+
+
+def render_context(record: dict) -> str:
+    return CONTEXT_TEMPLATE.format(uid=record["uid"], title=record["title"].strip(),
+                                   description=context_description(record["description"]))
 
 
 def user_turn(title: str, instruction: str, context: dict | None = None) -> str:

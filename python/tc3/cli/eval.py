@@ -1,4 +1,5 @@
-"""tc3-eval: the fine-tuned model against a baseline on held-out titles; report.json, report.md, report.png."""
+"""tc3-eval: the fine-tuned model against a baseline on held-out titles (or, with --modes, on trained products,
+held-out titles and grounded answers); report.json, report.md and its plots."""
 
 from __future__ import annotations
 
@@ -22,7 +23,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--base", help="base of an adapter --model (default: from its adapter_config.json)")
     p.add_argument("--baseline", help="model to compare with (usually the untouched base), same settings")
     p.add_argument("--data", required=True, help="a tc3-prep output dir")
-    p.add_argument("--split", default="validation", help="split of --data the titles come from")
+    p.add_argument("--split", help="split of --data the titles come from (default: validation); not with --modes")
+    p.add_argument("--modes", help="score the mission's ways instead, each against --baseline, in one report: "
+                   "seen (products the model trained on, closed book), unseen (held-out titles), grounded (the "
+                   "record in the prompt, beside the copy baseline); comma-separated, e.g. seen,unseen,grounded")
     p.add_argument("--n", type=positive_int, default=500, help="titles to evaluate (seeded sample)")
     p.add_argument("--seed", type=int, default=3407, help="seed of the title sample (and of --sample)")
     p.add_argument("--out", default="eval-report",
@@ -48,13 +52,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     need("train", *MODEL_MODULES)
     settings = settings_from(args)
+    if args.modes is not None:
+        return main_modes(args, settings)
     from tc3.evaluate import run_eval
     from tc3.generate import quiet_libraries
 
     quiet_libraries()
     set_threads(args)
     with Ticker("tc3-eval", "titles") as ticker:
-        report = run_eval(args.model, args.data, args.out, baseline=args.baseline, base=args.base, split=args.split,
+        report = run_eval(args.model, args.data, args.out, baseline=args.baseline, base=args.base,
+                          split=args.split or "validation",
                           n=args.n, seed=args.seed, settings=settings, batch_size=args.batch_size,
                           device=args.device, questions=args.questions, model_instruction=args.instruction,
                           baseline_instruction=args.baseline_instruction,
@@ -68,6 +75,36 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{label:17s} ROUGE-L seen phrasings {row['rougeL_seen']:.4f}, unseen {row['rougeL_unseen']:.4f} "
               f"(unseen/seen {row['unseen_over_seen']:.3f})")
     print(f"tc3-eval: wrote {args.out}/report.json, report.md, report.png")
+    return 0
+
+
+def main_modes(args, settings) -> int:
+    """tc3-eval --modes: tc3.eval.modes.run_modes, then a line per mode and model."""
+    from tc3.eval.modes import parse_modes
+
+    modes = parse_modes(args.modes)
+    if args.split is not None or args.questions != "fixed":
+        raise UserError("--modes chooses the split and the questions of each mode: leave out --split and --questions")
+    from tc3.eval.modes import run_modes
+    from tc3.generate import quiet_libraries
+
+    quiet_libraries()
+    set_threads(args)
+    with Ticker("tc3-eval", "titles") as ticker:
+        report = run_modes(args.model, args.data, args.out, modes, baseline=args.baseline, base=args.base, n=args.n,
+                           seed=args.seed, settings=settings, batch_size=args.batch_size, device=args.device,
+                           model_instruction=args.instruction, baseline_instruction=args.baseline_instruction,
+                           log=lambda msg: print(f"tc3-eval: {msg}", file=sys.stderr),
+                           progress=lambda label, done, total: ticker.update(done, total, label))
+    for mode, entry in report["modes"].items():
+        for label, m in entry["metrics"].items():
+            line = f"{mode:8s} {label:8s} ROUGE-L {m['rougeL']:.4f}  chrF {m['chrf']:.2f}"
+            if m.get("perplexity") is not None:
+                line += f"  perplexity {m['perplexity']:.2f}  stopped {100 * m['stopped_share']:.1f}%"
+            hallucination = m["hallucination_share"]
+            print(line + f"  invented attributions {100 * m['invented_attribution_share']:.1f}%  hallucination "
+                  + ("-" if hallucination is None else f"{100 * hallucination:.1f}%"))
+    print(f"tc3-eval: wrote {args.out}/report.json, report.md, report-<mode>.png")
     return 0
 
 
