@@ -26,6 +26,7 @@ import datetime
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -208,6 +209,9 @@ def job_tests(args) -> int:
         ("plain transformers from the merged dir", ["benches/gpu/gen_check.py", "merged", merged]),
     ]
     for name, command in steps:
+        if time.monotonic() - job.start > args.deadline:
+            checks.append({"test": f"job: {name}", "result": "not run (past the deadline)", "seconds": 0.0})
+            continue
         job.say(name)
         t0 = time.monotonic()
         done = job.python(*command, log="log_checks.txt", check=False)
@@ -217,7 +221,11 @@ def job_tests(args) -> int:
             break
     if (run_dir / "metrics.json").exists():
         shutil.copy(run_dir / "metrics.json", job.out / "train_metrics.json")
-    tests.wait()
+    try:
+        tests.wait(timeout=max(1.0, args.deadline + 60 - (time.monotonic() - job.start)))
+    except subprocess.TimeoutExpired:  # pytest ends on SIGINT with the tests it ran in its report
+        tests.send_signal(signal.SIGINT)
+        tests.wait()
     job.say(f"gpu tests exit {tests.returncode}")
     rows = (pytest_results(junit) if junit.exists() else []) + checks
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
@@ -278,8 +286,6 @@ def job_bench(args) -> int:
 def job_multigpu(args) -> int:
     """The same QLoRA run (config, data, global batch, steps) on 1 GPU and on 2 (torchrun, NVLink multicast off),
     then a 2-GPU run interrupted after its first complete checkpoint and resumed; multigpu_summary.py compares."""
-    import signal
-
     job = Job(Path(args.out), Path(args.work))
     job.say(f"multigpu on {job.device()}")
     model, data = job.model_8b(), job.corpus(args.records)
@@ -387,7 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", default="/tmp/tc3-gpu")
     parser.add_argument("--records", type=int, default=20_000, help="benchmark corpus size (default 20000)")
     parser.add_argument("--only", help="bench: the labels to run, comma-separated")
-    parser.add_argument("--deadline", type=float, default=480, help="bench: start no setup after this many seconds")
+    parser.add_argument("--deadline", type=float, default=450,
+                        help="bench, tests: start no step after this many seconds (tests: pytest is stopped 60 s later)")
     args = parser.parse_args(argv)
     jobs = {"bundle": job_bundle, "tests": job_tests, "bench": job_bench, "multigpu": job_multigpu, "stage": job_stage,
             "proof": job_proof}
