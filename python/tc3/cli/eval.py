@@ -8,7 +8,7 @@ import sys
 
 from tc3.cli.args import make_parser, positive_int
 from tc3.cli.generate import add_generation_args, set_threads, settings_from
-from tc3.errors import MODEL_MODULES, command, need
+from tc3.errors import MODEL_MODULES, UserError, command, need
 from tc3.progress import Ticker
 
 
