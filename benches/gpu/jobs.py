@@ -13,6 +13,7 @@ On the GPU host, from the repository root (the bundle and the built extension be
     python benches/gpu/jobs.py stage DIR...  # park pieces of a file (the SmolLM2 GGUF) in the work folder
     python benches/gpu/jobs.py proof         # SmolLM2-135M-Instruct (real weights, from the staged GGUF): QLoRA on a
                                              # 4-bit base, the merged model checked against the adapter
+    python benches/gpu/jobs.py goals         # the describe and recall goals on SmolLM2, scored by tc3-eval --modes
 
 Options: --out DIR (results; default $OUT, else /tmp/tc3-gpu/out), --work DIR (models, corpora, runs; kept between
 jobs on the same host: default /tmp/tc3-gpu), --records N (the benchmark corpus). Each job writes its log and a
@@ -384,10 +385,24 @@ def job_proof(args) -> int:
     return 0
 
 
+def job_goals(args) -> int:
+    """The two goals measured on SmolLM2-135M-Instruct (scripts/smollm2_goals.sh: describe and recall configs
+    trained, tc3-eval --modes against the base, summary.json); results under OUT/results. Needs rouge-score."""
+    job = Job(Path(args.out), Path(args.work))
+    job.say(f"goals on {job.device()}")
+    base = smollm2(job)
+    results = job.out / "results"
+    results.mkdir(exist_ok=True)
+    shutil.copy(ROOT / "benches" / "results" / "content-kinds.json", results)
+    job.run("bash", "scripts/smollm2_goals.sh", base, job.work / "goals", log="log_goals.txt",
+            env={"RESULTS": str(results)})
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("job", choices=["bundle", "tests", "bench", "multigpu", "stage", "proof"])
+    parser.add_argument("job", choices=["bundle", "tests", "bench", "multigpu", "stage", "proof", "goals"])
     parser.add_argument("dirs", nargs="*", help="stage: the folders whose files to park")
     parser.add_argument("--out", default=os.environ.get("OUT") or "/tmp/tc3-gpu/out")
     parser.add_argument("--work", default="/tmp/tc3-gpu")
@@ -397,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="bench, tests: start no step after this many seconds (tests: pytest is stopped 60 s later)")
     args = parser.parse_args(argv)
     jobs = {"bundle": job_bundle, "tests": job_tests, "bench": job_bench, "multigpu": job_multigpu, "stage": job_stage,
-            "proof": job_proof}
+            "proof": job_proof, "goals": job_goals}
     return jobs[args.job](args)
 
 
