@@ -122,6 +122,7 @@ def test_tc3_eval_modes_scores_seen_unseen_grounded_against_the_base(recall_adap
     assert main(args) == 0
     report = json.loads((out / "report.json").read_text())
     assert list(report["modes"]) == ["seen", "unseen", "grounded"]
+    assert report["settings"]["used"]["repetition_penalty"] == 1.0  # what generate() ran with, recorded
     assert report["models"]["model"]["training"]["epochs"] == 20 and report["settings"]["device"] == "cpu"
     trained = {r["uid"] for r in trained_rows(str(prep_dir), load_config(recall_adapter / "tc3_config.yaml"))}
     seen = report["generations"]["seen"]

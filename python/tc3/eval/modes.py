@@ -329,9 +329,10 @@ def modes_report(asked: list[Asked], modes: list[str], records: dict, results: d
     """report.json's content: settings, then for each mode its records' split, every label's metrics and the
     model-minus-baseline deltas (ROUGE-L's with a paired bootstrap interval), and every answer."""
     from tc3.evaluate import bootstrap_ci
+    from tc3.generate import settings_used
 
     report = {"settings": {**run, "modes": modes, **{k: v for k, v in settings.as_dict().items()
-                                                      if k != "instruction"}},
+                                                      if k != "instruction"}, "used": settings_used(settings)},
               "models": {a.label: {"name": a.name, "instruction": a.instruction,
                                    "training": training_summary(a.config)} for a in asked},
               "modes": {}, "generations": {}}
