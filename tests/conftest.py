@@ -8,10 +8,16 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import sys
 from pathlib import Path
 
 import pytest
+
+# The `gpu` tests run in parallel workers (pytest-xdist, `benches/gpu/jobs.py tests`): each worker's unsloth processes
+# write their generated sources into a folder of their own, never into another worker's at the same time.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ.setdefault("UNSLOTH_COMPILE_LOCATION", f"unsloth_compiled_cache_{os.environ['PYTEST_XDIST_WORKER']}")
 
 # Llama-3 base names for its special tokens; like Llama-3 base, the tokenizer has them but no chat template.
 BOS, EOS, PAD = "<|begin_of_text|>", "<|end_of_text|>", "<|finetune_right_pad_id|>"

@@ -193,8 +193,9 @@ def job_tests(args) -> int:
     junit = job.out / "pytest.xml"
     if not (TOKENIZER / "tokenizer.json").exists() and not (job.work / "llama3-8b-random" / "config.json").exists():
         raise SystemExit(f"jobs: no {TOKENIZER}: run `python benches/gpu/jobs.py bundle` where pip works")
+    workers = ["-n", str(args.workers)] if args.workers > 1 else []  # each test trains a tiny model: the GPU idles
     tests = subprocess.Popen([sys.executable, "-m", "pytest", "tests", "-m", "gpu", "-q", "-p", "no:cacheprovider",
-                              f"--junitxml={junit}"], cwd=ROOT, env=job.env, stdout=(job.out / "log_tests.txt").open("w"),
+                              *workers, f"--junitxml={junit}"], cwd=ROOT, env=job.env, stdout=(job.out / "log_tests.txt").open("w"),
                              stderr=subprocess.STDOUT)  # fmt: skip
     checks = []
     model, data = job.model_8b(), job.corpus(args.records)
@@ -413,6 +414,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", default="/tmp/tc3-gpu")
     parser.add_argument("--records", type=int, default=20_000, help="benchmark corpus size (default 20000)")
     parser.add_argument("--only", help="bench: the labels to run, comma-separated")
+    parser.add_argument("--workers", type=int, default=4,
+                        help="tests: pytest processes side by side on the GPU (pytest-xdist; 1: one after another)")
     parser.add_argument("--deadline", type=float, default=450,
                         help="bench, tests: start no step after this many seconds (tests: pytest is stopped 60 s later)")
     args = parser.parse_args(argv)
