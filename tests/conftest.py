@@ -19,6 +19,15 @@ import pytest
 if "PYTEST_XDIST_WORKER" in os.environ:
     os.environ.setdefault("UNSLOTH_COMPILE_LOCATION", f"unsloth_compiled_cache_{os.environ['PYTEST_XDIST_WORKER']}")
 
+def child_env(**extra: str) -> dict:
+    """The environment of a child process that imports tc3: the same tc3 the tests import (the source tree in a
+    development install, site-packages in an installed one: never the source tree without its compiled engine)."""
+    import tc3
+
+    package_dir = str(Path(tc3.__file__).resolve().parents[1])
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([package_dir, os.environ.get("PYTHONPATH", "")]), **extra}
+
+
 # Llama-3 base names for its special tokens; like Llama-3 base, the tokenizer has them but no chat template.
 BOS, EOS, PAD = "<|begin_of_text|>", "<|end_of_text|>", "<|finetune_right_pad_id|>"
 TEMPLATE_TOKENS = ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]

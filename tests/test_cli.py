@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib
 import io
-import os
 import re
 import signal
 import subprocess
@@ -16,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from conftest import child_env
 from rich.console import Console
 from tc3.cli import main as tc3_main
 from tc3.cli.main import VERBS, completion_script
@@ -293,8 +293,7 @@ def serving_demo(model_dir):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'python'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
+    env = child_env(HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error")
     proc = subprocess.Popen([sys.executable, "-m", "tc3.cli.main", "demo", "--model", str(model_dir),
                              "--device", "cpu", "--port", str(port), "--host", "127.0.0.1"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)

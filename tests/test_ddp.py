@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import child_env
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "python" / "tc3" / "configs" / "tiny-cpu.yaml"
@@ -39,8 +40,7 @@ def ddp_run(tiny_model_dir, prep_dir, tmp_path_factory):
     work = tmp_path_factory.mktemp("ddp")
     out, trace = work / "out", work / "trace"
     env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(ROOT / "python"), os.environ.get("PYTHONPATH", "")]),
+        **child_env(),
         "TC3_TRACE_DIR": str(trace),
         "OMP_NUM_THREADS": "1",
         "CUDA_VISIBLE_DEVICES": "",  # gloo on CPU even on a GPU machine

@@ -7,7 +7,6 @@ Also a script for the README's screenshot: python tests/test_demo_browser.py MOD
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -16,10 +15,10 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import child_env
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
@@ -32,7 +31,7 @@ def serve(model: str, port: int, *extra: str) -> subprocess.Popen:
     """`tc3-demo MODEL --port PORT` in a child process; returns once the page answers."""
     import urllib.request
 
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "python"), os.environ.get("PYTHONPATH", "")])}
+    env = child_env()
     command = [sys.executable, "-m", "tc3.cli.demo", "--model", model, "--port", str(port), "--device", "cpu", *extra]
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 180

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import child_env
 
 from tc3.eval.faithfulness import claimed_facts, invented_attributions, unsupported_facts
 from tc3.eval.modes import HEADLINE, asks_of, chrf_ci, copy_answers, parse_modes, trained_rows
@@ -211,13 +212,12 @@ def test_summary_script_records_both_goals_and_the_attribution_shares(recall_ada
 def test_goals_script_runs_end_to_end_on_the_tiny_model(tiny_model_dir, tmp_path):
     """scripts/smollm2_goals.sh, the GPU proof's one command, on CPU with the tiny model in place of SmolLM2: three
     runs trained with the shipped goal configs, three reports, summary.json and the attribution shares."""
-    import os
     import subprocess
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "N": "3", "MAX_NEW": "4", "BATCH": "3", "RESULTS": str(tmp_path / "results"),
-           "TRAIN_EXTRA": "max_steps=2 eval_samples=4", "PYTHONPATH": str(root / "python")}
+    env = child_env(N="3", MAX_NEW="4", BATCH="3", RESULTS=str(tmp_path / "results"),
+                    TRAIN_EXTRA="max_steps=2 eval_samples=4")
     done = subprocess.run(["bash", str(root / "scripts" / "smollm2_goals.sh"), str(tiny_model_dir),
                            str(tmp_path / "work")], env=env, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stderr[-3000:]

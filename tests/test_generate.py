@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from conftest import child_env
 from tc3.errors import UserError
 from tc3.generate import (
     GenerationSettings,
@@ -459,8 +460,7 @@ def interactive_generate(model_dir, *flags, leave: bytes = b"\x04", status: int 
     import signal
 
     master, slave = pty.openpty()
-    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
+    env = child_env(HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error")
     proc = subprocess.Popen([sys.executable, "-m", "tc3.cli.generate", "--model", str(model_dir), "--device", "cpu",
                              *flags], stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))

@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import child_env
 from tc3.config import load_config
 from tc3.data import load_splits, sample, training_splits
 from tc3.prompts import (
@@ -137,7 +138,6 @@ def test_reading_a_title_out_of_a_huge_adversarial_question_takes_linear_time():
     between a question's words and its end, repeated tail words): every question parser answers in well under a
     second. Run in a child with a deadline: the regexes held the GIL for minutes on these (44 s at 64,014
     characters), where no timeout in this process could stop them."""
-    import os
     import subprocess
     import sys
 
@@ -154,7 +154,7 @@ for text in texts:
     title_from_query(text), title_in_question(text), title_from_query(text + "?")
 print(time.perf_counter() - began)
 """
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "python")}
+    env = child_env()
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20, env=env)
     assert done.returncode == 0, done.stderr
     assert float(done.stdout) < 0.5

@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import child_env
 import torch
 from tc3.config import load_config
 from tc3.prompts import end_token_ids, prompt_ids
@@ -425,7 +426,6 @@ def test_unsloth_backend_on_gpu(tiny_model_dir, prep_dir, tmp_path):
     gradient checkpointing, padding-free batches, 8-bit AdamW. Its examples are masked like the hf backend's, the
     loss falls and the adapter reloads."""
     import importlib.util
-    import os
     import subprocess
     import sys
 
@@ -435,7 +435,7 @@ def test_unsloth_backend_on_gpu(tiny_model_dir, prep_dir, tmp_path):
     overrides = [f"model={tiny_model_dir}", f"data={prep_dir}", f"output_dir={out}", "backend=unsloth",
                  "load_in_4bit=true", "precision=auto", "optimizer=adamw_8bit", "gradient_checkpointing=true",
                  *TINY_RUN]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(CONFIGS.parent / "python"), *sys.path])}
+    env = child_env()
     # unsloth's prepared rows lose the prompt column: pair them with the input rows (same order, TRL does not shuffle)
     inspect = (
         "import json; from tc3.config import load_config; from tc3.data import training_splits; "

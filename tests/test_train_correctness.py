@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import realdata_records
+from conftest import child_env, realdata_records
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tc3.config import ConfigError, load_config
@@ -366,7 +366,6 @@ def test_every_random_initialisation_is_seeded(tiny_model_dir, prep_dir, tmp_pat
 def gpu_train(model, data, out, backend, *overrides) -> None:
     """tc3-train in a fresh process (unsloth must be imported first): 48 steps at learning rate 1e-2 on the
     one-sentence data, checkpoints every 24."""
-    import os
     import subprocess
     import sys
 
@@ -374,7 +373,7 @@ def gpu_train(model, data, out, backend, *overrides) -> None:
             f"backend={backend}", "optimizer=adamw_8bit", "max_steps=48", "per_device_batch_size=4",
             "train_samples=null", "eval_samples=8", "context_fraction=0", "questions=fixed", "learning_rate=1e-2",
             "eval_steps=100", "save_steps=24", *overrides]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(CONFIGS.parent.parent), *sys.path])}
+    env = child_env()
     done = subprocess.run([sys.executable, "-m", "tc3.cli.train", *argv], capture_output=True, text=True, env=env,
                           check=False)
     assert done.returncode == 0, done.stderr[-4000:]
