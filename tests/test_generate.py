@@ -208,6 +208,10 @@ def test_markup_in_a_title_reaches_the_model_as_text(tiny_model_dir):
 
 @pytest.mark.gpu
 def test_batch_agreement_bench_runs_in_bf16_on_cuda(tiny_model_dir, tmp_path):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
     out = tmp_path / "agreement.json"
     assert _batch_agreement_bench().main([str(tiny_model_dir), "--n", "8", "-o", str(out)]) == 0
     result = json.loads(out.read_text())
