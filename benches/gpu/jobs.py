@@ -51,11 +51,12 @@ PIP_PLATFORM = ["--python-version", "3.12", "--implementation", "cp", "--abi", "
                 "manylinux_2_17_x86_64", "--platform", "manylinux_2_24_x86_64"]  # fmt: skip
 
 
-def bundle_pins() -> list[str]:
-    """The wheels a GPU host lacks, as `name==version`: pyproject.toml's [tool.tc3.gpu-bundle] pins (the `gpu` and
-    `train` extras at the versions tested there, and their small dependencies)."""
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    return project["tool"]["tc3"]["gpu-bundle"]["pins"]
+def bundle_pins() -> tuple[list[str], list[str]]:
+    """The packages a GPU host lacks, as `name==version`: pyproject.toml's [tool.tc3.gpu-bundle] `pins` (wheels:
+    the `gpu` and `train` extras at the versions tested there, their small dependencies) and `from-source` (built
+    into wheels here)."""
+    bundle = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["tc3"]["gpu-bundle"]
+    return bundle["pins"], bundle.get("from-source", [])
 
 
 class Job:
@@ -136,9 +137,11 @@ def job_bundle(args) -> int:
     import zipfile
 
     wheels = ROOT / ".whl" / "gpu"
-    pins = bundle_pins()
+    binary, from_source = bundle_pins()
     subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", *PIP_PLATFORM,
-                    "-d", wheels, *pins], check=True)  # fmt: skip
+                    "-d", wheels, *binary], check=True)  # fmt: skip
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", wheels, *from_source], check=True)
+    pins = binary + from_source
     stage = Path(args.work) / "bundle-stage"
     shutil.rmtree(stage, ignore_errors=True)
     site = stage / "gpusite"
