@@ -65,6 +65,11 @@ def test_an_output_that_cannot_be_written_is_one_line_before_any_work(
         for verb, argv in commands(locked / "out", prep_dir, tiny_model_dir, adapter, titles):
             assert_one_line(*run(verb, argv, capsys), f"{locked} is not writable")
         assert not any(locked.iterdir())
+    # A folder that refuses even root (a kernel file system): a traceback from the staging folder before
+    for refusing in (Path("/sys"), Path("/proc")):
+        if refusing.is_dir():
+            for verb, argv in commands(refusing / "tc3-out", prep_dir, tiny_model_dir, adapter, titles):
+                assert_one_line(*run(verb, argv, capsys), f"{refusing} is not writable")
 
 
 @pytest.mark.parametrize("device", ["gpu", "cuda:99", "cuda:x", "cpu:0"])

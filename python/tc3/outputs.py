@@ -106,8 +106,14 @@ def check_writable(path: str | os.PathLike[str]) -> None:
     if not above.is_dir():
         raise UserError(f"cannot write {shown}: {above} is a file, not a folder")
     for folder in (above, path) if path.is_dir() else (above,):
-        if not os.access(folder, os.W_OK | os.X_OK):
-            raise UserError(f"cannot write {shown}: {folder} is not writable")
+        # A file made and removed, not os.access: root passes access checks that /sys, /proc or a read-only
+        # mount still refuse.
+        try:
+            handle, probe = tempfile.mkstemp(dir=folder, prefix=".tc3-write-check-")
+        except OSError as err:
+            raise UserError(f"cannot write {shown}: {folder} is not writable ({err.strerror})") from None
+        os.close(handle)
+        os.unlink(probe)
 
 
 # Outputs that live inside another command's output and are rebuilt from it: replaced along with it. Any other
