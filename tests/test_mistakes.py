@@ -156,3 +156,31 @@ def test_a_missing_model_reads_the_same_in_every_command(tmp_path, capsys, prep_
     assert err == f"tc3-export: error: adapter '{gone}' does not exist\n"
     status, err = run("export", [str(adapter), str(tmp_path / "m"), "--base", str(gone)], capsys)
     assert err == f"tc3-export: error: base '{gone}' does not exist\n"
+
+
+@pytest.mark.parametrize("option, value", [("--top-k", "-5"), ("--top-p", "-1"), ("--top-p", "2"), ("--top-p", "0")])
+@pytest.mark.parametrize("verb", ["generate", "eval", "demo"])
+def test_a_sampling_value_out_of_range_is_one_line_before_the_model_loads(verb, option, value, tmp_path, capsys,
+                                                                         prep_dir, tiny_model_dir) -> None:
+    argv = {"generate": ["--model", str(tiny_model_dir), "--title", "Mug"],
+            "eval": ["--model", str(tiny_model_dir), "--data", str(prep_dir), "--out", str(tmp_path / "ev")],
+            "demo": ["--model", str(tiny_model_dir)]}[verb]
+    assert_one_line(*run(verb, [*argv, "--sample", option, value], capsys), option)
+    assert not (tmp_path / "ev").exists()
+
+
+def test_a_config_file_that_is_not_text_is_one_line(tmp_path, capsys, prep_dir) -> None:
+    config = tmp_path / "weights.yaml"
+    config.write_bytes(b"\x00\xff\xfe PAR1")
+    argv = ["--config", str(config), f"data={prep_dir}", f"output_dir={tmp_path / 'out'}"]
+    assert_one_line(*run("train", argv, capsys), "not UTF-8 text")
+
+
+def test_a_max_length_no_example_fits_is_one_line_in_the_dry_run_and_the_run(tmp_path, capsys, prep_dir,
+                                                                          tiny_model_dir) -> None:
+    argv = ["--config", "tiny-cpu", f"model={tiny_model_dir}", f"data={prep_dir}", f"output_dir={tmp_path / 'out'}",
+            "max_length=5", "max_steps=1"]
+    for extra in (["--dry-run"], []):
+        status, err = run("train", [*argv, *extra], capsys)
+        assert status == 2 and "no train example fits max_length 5" in err.splitlines()[-1], err
+    assert not (tmp_path / "out").exists()

@@ -313,6 +313,8 @@ def _read_file(path: Path) -> dict:
     """The typed values of a YAML config file, each read by its field's type (see `parse_value`)."""
     try:
         root = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a YAML config: not UTF-8 text") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
     if root is None:

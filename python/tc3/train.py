@@ -152,6 +152,13 @@ def describe_fits(fits: dict, config: TrainConfig) -> str:
             f"(overlong: {config.overlong}; no example loses its end token)")
 
 
+def check_some_fit(name: str, fits: dict, max_length: int) -> None:
+    """ConfigError when max_length left no example of a split (every one dropped): training would stop in TRL."""
+    if fits["whole"] + fits["trimmed"] == 0:
+        raise ConfigError(f"no {name} example fits max_length {max_length} (all {fits['dropped']} dropped, even "
+                          "trimmed to a word): raise max_length, or leave it null to derive it from the data")
+
+
 def describe_token_rows(tokenizer, ids: list[int] | None) -> str:
     if ids is None:
         return "not checked (the weights are not on this machine yet)"
@@ -181,6 +188,7 @@ def dry_run(config: TrainConfig) -> None:
     for name, split in (("train", train), ("eval", evaluation)):
         fits = tokenize_examples(split, tokenizer, max_length, config.overlong, config.dataset_num_proc)[1]
         print(f"# max_length {max_length}, {name}: {describe_fits(fits, config)}")
+        check_some_fit(name, fits, max_length)
     token_rows = rows_to_train_on_disk(model_dir(config.model), tokenizer)
     print(f"# template token rows: {describe_token_rows(tokenizer, token_rows)}")
     planned = attention.plan(backend, config.padding_free, config.varlen_attention,
@@ -724,6 +732,8 @@ def build_run(config: TrainConfig, resume: bool = False, callbacks=()) -> Run:
             tokenize_examples(split, tokenizer, max_length, config.overlong, config.dataset_num_proc)
             for split in (train_set, eval_set)
         )
+    check_some_fit("train", train_fits, max_length)
+    check_some_fit("eval", eval_fits, max_length)
     resolved = replace(config, max_length=max_length)
     if world_size > 1:
         facts = {"train": content_digest(train_set), "eval": content_digest(eval_set), "max_length": max_length}

@@ -62,6 +62,10 @@ def settings_from(args):
         raise UserError("--repetition-penalty must be positive")
     if args.sample and args.temperature <= 0:
         raise UserError("--temperature must be positive")
+    if args.sample and not 0 < args.top_p <= 1:
+        raise UserError(f"--top-p must be above 0 and at most 1, got {args.top_p}")
+    if args.sample and args.top_k < 0:
+        raise UserError(f"--top-k must be 0 (no limit) or more, got {args.top_k}")
     return GenerationSettings(max_new_tokens=args.max_new_tokens, repetition_penalty=args.repetition_penalty,
                               do_sample=args.sample, temperature=args.temperature, top_p=args.top_p,
                               top_k=args.top_k, seed=getattr(args, "seed", None),
