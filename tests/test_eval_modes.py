@@ -234,3 +234,15 @@ def load_saved_config(run_dir):
     from tc3.config import load_config
 
     return load_config(run_dir / "tc3_config.yaml")
+
+
+def test_seen_coverage_says_how_much_of_the_train_rows_a_run_can_have_seen(tmp_path):
+    """A run of 3 steps of 4 examples has seen at most 12 of 400 rows: 'seen' is then mostly unseen, and said so."""
+    import json
+
+    from tc3.eval.modes import seen_coverage
+
+    (tmp_path / "metrics.json").write_text(json.dumps({"global_step": 3, "global_batch_size": 4}))
+    assert seen_coverage(str(tmp_path), 400) == pytest.approx(0.03)
+    assert seen_coverage(str(tmp_path), 10) == 1.0
+    assert seen_coverage(str(tmp_path / "other"), 10) is None

@@ -104,7 +104,8 @@ def main_modes(args, settings) -> int:
             hallucination = m["hallucination_share"]
             print(line + f"  invented attributions {100 * m['invented_attribution_share']:.1f}%  hallucination "
                   + ("-" if hallucination is None else f"{100 * hallucination:.1f}%"))
-    print(f"tc3-eval: wrote {args.out}/report.json, report.md, report-<mode>.png")
+    plots = ", ".join(f"report-{mode}.png" for mode in report["modes"])
+    print(f"tc3-eval: wrote {args.out}/report.json, report.md, {plots}")
     return 0
 
 

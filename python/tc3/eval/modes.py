@@ -70,6 +70,17 @@ def trained_rows(data: str, config) -> list[dict]:
     return sample(splits["train"], config.train_samples, config.seed).to_list()
 
 
+def seen_coverage(model: str, rows: int) -> float | None:
+    """The largest share of its `rows` train rows a tc3 run can have trained on: examples fed (optimizer steps x
+    global batch, from its metrics.json) over rows, at most 1. None when the run has no metrics."""
+    metrics = Path(model) / "metrics.json"
+    if not metrics.is_file() or not rows:
+        return None
+    facts = json.loads(metrics.read_text())
+    fed = facts.get("global_step", 0) * facts.get("global_batch_size", 0)
+    return min(1.0, fed / rows) if fed else None
+
+
 def asks_of(mode: str, records: list[dict], config=None) -> list:
     """The prompts of `records` in `mode`. `config`: the asked model's training config, for ``seen``: each product
     asked with its training question (a drawn template under ``questions: varied``); None: the instruction."""
@@ -247,6 +258,10 @@ def run_modes(model: str, data: str, out_dir, modes: list[str], baseline: str | 
         if config is not None and Path(config.data).resolve() != Path(data).resolve():
             log(f"seen: {model} was trained on {config.data}; its train rows are drawn from --data {data}")
     records = mode_records(modes, data, config, n, seed)
+    coverage = seen_coverage(model, len(trained_rows(data, config))) if "seen" in modes and config else None
+    if coverage is not None and coverage < 1:
+        log(f"seen: {model} trained on at most {coverage:.0%} of its train rows (fewer steps than one epoch): "
+            "part of the 'seen' products were never trained on")
     out_dir = claim_dir(out_dir, "tc3-eval")
     asked = [Asked("model", model, base, model_instruction or trained_instruction(model), config)]
     if baseline is not None:
@@ -259,7 +274,7 @@ def run_modes(model: str, data: str, out_dir, modes: list[str], baseline: str | 
     if "grounded" in modes:
         results["copy"] = {"grounded": copy_result(records["grounded"], seed)}
     report = modes_report(asked, modes, records, results, settings, data=str(data), n=n, seed=seed,
-                          batch_size=batch_size, device=device_name(device))
+                          batch_size=batch_size, device=device_name(device), seen_coverage=coverage)
     from tc3.eval.report import write_modes_report
 
     write_modes_report(Path(out_dir), report)
