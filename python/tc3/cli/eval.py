@@ -1,5 +1,7 @@
-"""tc3-eval: the fine-tuned model against a baseline on held-out titles (or, with --modes, on trained products,
-held-out titles and grounded answers); report.json, report.md and its plots."""
+"""tc3-eval: the fine-tuned model scored against a baseline (--modes: seen, unseen, grounded)
+
+On held-out titles, or with --modes on trained products, held-out titles and grounded answers; writes report.json,
+report.md and its plots."""
 
 from __future__ import annotations
 
