@@ -184,3 +184,10 @@ def test_a_max_length_no_example_fits_is_one_line_in_the_dry_run_and_the_run(tmp
         status, err = run("train", [*argv, *extra], capsys)
         assert status == 2 and "no train example fits max_length 5" in err.splitlines()[-1], err
     assert not (tmp_path / "out").exists()
+
+
+def test_resume_into_a_folder_that_does_not_exist_says_so(tmp_path, capsys, prep_dir, tiny_model_dir) -> None:
+    argv = ["--config", "tiny-cpu", f"model={tiny_model_dir}", f"data={prep_dir}",
+            f"output_dir={tmp_path / 'never-ran'}", "--resume"]
+    assert_one_line(*run("train", argv, capsys), "does not exist (no run to resume)")
+    assert not (tmp_path / "never-ran").exists()

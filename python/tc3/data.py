@@ -61,7 +61,8 @@ def check_rows(prep_dir: Path) -> None:
     import pyarrow.parquet as pq
 
     for split, hint in (("train", "tc3-prep kept no record for it"),
-                        ("validation", "made with --val-fraction 0? run tc3-prep with a share above 0")):
+                        ("validation", "its --val-fraction drew no record: too small a share, or too few "
+                                       "records; run tc3-prep with a larger --val-fraction")):
         files = sorted((prep_dir / "data").glob(f"{split}-*.parquet"))
         if files and sum(pq.ParquetFile(f).metadata.num_rows for f in files) == 0:
             raise ConfigError(f"the {split} split of {prep_dir} is empty ({hint})")

@@ -546,6 +546,8 @@ def check_output_dir(config: TrainConfig, resume: bool) -> Path | None:
         if (output_dir / "adapter_model.safetensors").exists() or complete_checkpoints(output_dir):
             raise ConfigError(f"{output_dir} already holds a run: pass --resume, or choose another output_dir")
         return None
+    if not output_dir.is_dir():
+        raise ConfigError(f"--resume: {output_dir} does not exist (no run to resume): run without --resume")
     checkpoints = complete_checkpoints(output_dir)
     if not checkpoints:
         raise ConfigError(f"--resume: no complete checkpoint in {output_dir} (the run stopped before its first was "
