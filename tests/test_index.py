@@ -278,6 +278,9 @@ def test_cli_builds_and_queries(prep_copy, capsys):
     assert r["uid"] in out and f"lookup: {r['uid']}" in out
     assert cli.main([str(prep_copy), "--query", "Stainless Steel Espresso Machine"]) == 0
     assert "no product matches" in capsys.readouterr().out
+    # a typed query is cleaned as the indexed titles were: markup and entities do not count against it
+    assert cli.main([str(prep_copy), "--query", f"<b>{r['title'].replace('&', '&amp;')}</b>", "-k", "1"]) == 0
+    assert f"lookup: {r['uid']}" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -285,6 +288,7 @@ def test_cli_builds_and_queries(prep_copy, capsys):
     (["{tmp}/nowhere"], "is not a directory"),
     (["{tmp}", "--query", "x"], "neither a tc3-index dir nor a tc3-prep dir"),
     (["{prep}", "--query", "x", "-k", "0"], "-k must be at least 1"),
+    (["{prep}", "--query", "  <br> "], "--query is empty"),
     (["{prep}", "--force", "--threads", "0"], "--threads must be at least 1"),
 ])
 def test_cli_user_mistakes_exit_2_with_one_line(prep_copy, tmp_path, capsys, argv, message):

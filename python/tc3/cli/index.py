@@ -63,11 +63,16 @@ def build(args: argparse.Namespace) -> int:
 
 
 def query(args: argparse.Namespace) -> int:
+    from tc3.user_text import accept
+
     if args.k < 1:
         raise UserError(f"-k must be at least 1, not {args.k}")
+    text = accept(args.query)  # cleaned as the titles the index was built from were
+    if not text:
+        raise UserError("--query is empty: give a title or part of one")
     ix = index.ProductIndex.open(args.out or args.prep_dir)
-    hits = ix.search(args.query, k=args.k)
-    table = Table(title=f"{args.query!r} in {ix.path} ({len(ix):,} records)",
+    hits = ix.search(text, k=args.k)
+    table = Table(title=f"{text!r} in {ix.path} ({len(ix):,} records)",
                   caption="coverage: share of the query's content words (stopwords left out) found in the title")
     for name, justify in (("uid", "left"), ("score", "right"), ("coverage", "right"), ("title", "left")):
         table.add_column(name, justify=justify)
@@ -75,7 +80,7 @@ def query(args: argparse.Namespace) -> int:
         table.add_row(h.uid, f"{h.score:.2f}", f"{h.coverage:.0%}", h.title)
     console = Console()
     console.print(table)
-    best = ix.lookup(args.query)
+    best = ix.lookup(text)
     if best is not None:
         console.print(f"lookup: {best.uid} ({best.title})")
     else:  # the coverage of the table's first row: one definition, `index.coverage`
