@@ -76,21 +76,18 @@ def trainable_token_indices(model, ids: list[int]) -> dict[str, list[int]] | Non
 
 
 def make_rows_trainable(model, ids: list[int]) -> None:
-    """Give the trainable-token deltas of rows `ids` (PEFT's `trainable_tokens_delta`, rows x dim) gradients, kept
-    in fp32 like LoRA's matrices (a bf16 row loses updates under about 1/256 of its size).
+    """Give the trainable-token deltas of rows `ids` (PEFT's `trainable_tokens_delta`, rows x dim) gradients (the
+    trainer keeps them in fp32 with LoRA's matrices: `tc3.train.trainable_in_fp32`).
 
     Needed on unsloth: its `get_peft_model` (2026.10.x, through unsloth_zoo's `prepare_model_for_training`) freezes
     every parameter that is not a LoRA matrix, these deltas too, so the rows stayed at their initial mean while the
     run said they were trained. Raises RuntimeError when rows were asked for and the model has no delta for them."""
-    import torch
-
     if not ids:
         return
-    deltas = [(name, p) for name, p in model.named_parameters() if "trainable_tokens_delta" in name]
+    deltas = [p for name, p in model.named_parameters() if "trainable_tokens_delta" in name]
     if not deltas:
         raise RuntimeError(f"template token rows {ids} were to be trained, but the model has no trainable tokens")
-    for _, delta in deltas:
-        delta.data = delta.data.float()
+    for delta in deltas:
         delta.requires_grad_(True)
 
 

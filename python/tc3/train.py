@@ -679,11 +679,11 @@ class Run:
 
 
 def trainable_in_fp32(model) -> None:
-    """Put the trainable parameters (LoRA matrices, trainable-token rows) back in fp32, the master copy the optimizer
-    updates. TRL 1.15's SFTTrainer casts them to bf16 on a 4-bit base whatever the run's precision ("the PEFT adapter
-    weights are converted to bf16", sft_trainer.py): an fp16 run then fails in its gradient scaler, which cannot
-    unscale bf16 gradients, and a bf16 master copy loses updates under 1/256 of a weight. The optimizer is made
-    when training starts, after this."""
+    """Put the trainable parameters (LoRA matrices, trainable-token rows) in fp32, the master copy the optimizer
+    updates: a bf16 one loses updates under 1/256 of a weight. The token rows come in the embedding's own dtype, and
+    TRL 1.15's SFTTrainer casts every trainable parameter to bf16 on a 4-bit base whatever the run's precision ("the
+    PEFT adapter weights are converted to bf16", sft_trainer.py), after which an fp16 run fails in its gradient
+    scaler, which cannot unscale bf16 gradients. The optimizer is made when training starts, after this."""
     import torch
 
     for param in model.parameters():
