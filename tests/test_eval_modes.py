@@ -242,7 +242,8 @@ def test_seen_coverage_says_how_much_of_the_train_rows_a_run_can_have_seen(tmp_p
 
     from tc3.eval.modes import seen_coverage
 
-    (tmp_path / "metrics.json").write_text(json.dumps({"global_step": 3, "global_batch_size": 4}))
-    assert seen_coverage(str(tmp_path), 400) == pytest.approx(0.03)
-    assert seen_coverage(str(tmp_path), 10) == 1.0
-    assert seen_coverage(str(tmp_path / "other"), 10) is None
+    for rows, coverage in ((400, pytest.approx(0.03)), (10, 1.0)):
+        facts = {"global_step": 3, "global_batch_size": 4, "train_examples": rows}
+        (tmp_path / "metrics.json").write_text(json.dumps(facts))
+        assert seen_coverage(str(tmp_path)) == coverage
+    assert seen_coverage(str(tmp_path / "other")) is None

@@ -70,15 +70,16 @@ def trained_rows(data: str, config) -> list[dict]:
     return sample(splits["train"], config.train_samples, config.seed).to_list()
 
 
-def seen_coverage(model: str, rows: int) -> float | None:
-    """The largest share of its `rows` train rows a tc3 run can have trained on: examples fed (optimizer steps x
-    global batch, from its metrics.json) over rows, at most 1. None when the run has no metrics."""
+def seen_coverage(model: str) -> float | None:
+    """The largest share of its training examples a tc3 run can have trained on: examples fed (optimizer steps x
+    global batch) over the examples it had (overlong ones dropped), from its metrics.json, at most 1. None when the
+    run has no metrics."""
     metrics = Path(model) / "metrics.json"
-    if not metrics.is_file() or not rows:
+    if not metrics.is_file():
         return None
     facts = json.loads(metrics.read_text())
-    fed = facts.get("global_step", 0) * facts.get("global_batch_size", 0)
-    return min(1.0, fed / rows) if fed else None
+    fed, rows = facts.get("global_step", 0) * facts.get("global_batch_size", 0), facts.get("train_examples", 0)
+    return min(1.0, fed / rows) if fed and rows else None
 
 
 def asks_of(mode: str, records: list[dict], config=None) -> list:
@@ -258,7 +259,7 @@ def run_modes(model: str, data: str, out_dir, modes: list[str], baseline: str | 
         if config is not None and Path(config.data).resolve() != Path(data).resolve():
             log(f"seen: {model} was trained on {config.data}; its train rows are drawn from --data {data}")
     records = mode_records(modes, data, config, n, seed)
-    coverage = seen_coverage(model, len(trained_rows(data, config))) if "seen" in modes and config else None
+    coverage = seen_coverage(model) if "seen" in modes else None
     if coverage is not None and coverage < 1:
         log(f"seen: {model} trained on at most {coverage:.0%} of its train rows (fewer steps than one epoch): "
             "part of the 'seen' products were never trained on")
