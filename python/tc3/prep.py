@@ -5,13 +5,13 @@ Rules and outputs are described in docs/cleaning.md. The heavy work runs in Rust
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from tc3 import _rust_clean
+from tc3._rust_clean import PrepOptions
 from tc3.errors import UserError
 from tc3.outputs import check_dest, claim_file, is_within, staged_dir, staged_path
 from tc3.sniff import describe, looks_like_json_lines, read_head
@@ -20,10 +20,11 @@ from tc3.prompts import questions_card_section
 if TYPE_CHECKING:  # pyarrow (and numpy with it) loads only when a batch is cleaned, not for tc3-prep
     import pyarrow as pa
 
-__all__ = ["run", "clean_batch", "classify_kind", "dedup_keys", "DROP_REASONS", "CLEANING_RULES", "CONTENT_KINDS"]
+__all__ = ["PrepOptions", "options", "run", "clean_batch", "classify_kind", "dedup_keys", "DROP_REASONS", "CLEANING_RULES", "CONTENT_KINDS"]
 
 CLEANING_RULES = tuple(_rust_clean.CLEANING_RULES)  # stats.json `cleaned`, in the order the rules run
 CONTENT_KINDS = tuple(_rust_clean.CONTENT_KINDS)  # the `kind` column's values, as in stats.json `kinds`
+DEDUP_MODES = tuple(_rust_clean.DEDUP_MODES)  # `dedup` values
 DROP_REASONS = (
     "malformed", "empty_title", "empty_description", "same_as_title",
     "too_short", "too_long", "duplicate", "near_duplicate", *(f"kind_{k}" for k in CONTENT_KINDS),
@@ -40,53 +41,44 @@ DATASET_CARD_PROMPTS = (
 )
 
 
+def options(**given: Any) -> PrepOptions:
+    """The engine's options: `given` (PrepOptions keywords; `drop_kinds` may also be "a,b" as on the command line)
+    over the engine's defaults, which `PrepOptions()` holds. A mistake raises UserError (status 2)."""
+    if isinstance(given.get("drop_kinds"), str):
+        given["drop_kinds"] = given["drop_kinds"].split(",")
+    with engine_errors():
+        return PrepOptions(**{k: list(v) if k in _LISTS else v for k, v in given.items()})
+
+
+_LISTS = ("drop_patterns", "drop_kinds")  # any iterable of names or patterns is taken
+
+
 def run(
     inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
     *,
-    val_fraction: float = 0.01,
-    seed: int = 3407,
-    limit: int | None = None,
-    sample: int | None = None,
-    min_title_chars: int = 3,
-    max_title_chars: int = 400,
-    min_desc_chars: int = 40,
-    max_desc_chars: int = 5000,
-    dedup: str = "exact",
-    drop_patterns: Iterable[str] = (),
-    drop_kinds: Iterable[str] = (),
-    strip_attributed_quotes: bool = False,
-    rejects: str | os.PathLike[str] | None = None,
-    max_errors: int | None = None,
-    threads: int | None = None,
     force: bool = False,
     progress: ProgressCallback | None = None,
+    **given: Any,
 ) -> dict[str, Any]:
     """Cleans `inputs` (trn.json lines, plain or gzip, "-" for stdin) into `out_dir`; returns stats.json's dict.
 
-    `out_dir` is built beside itself under a temporary name and renamed into place at the end (tc3.outputs):
-    an existing `out_dir` is replaced only with `force` and only when tc3-prep wrote it, and so is the `rejects`
-    file; `rejects` may not lie inside `out_dir`. `progress(bytes_read, bytes_total, records, kept)` is called a
-    few times a second. `drop_kinds` (names from `CONTENT_KINDS`) drops kept records of those kinds, counted as
-    `kind_<name>`; `strip_attributed_quotes` removes quoted praise with its source before the length filters.
-    Mistakes and unreadable inputs raise UserError (status 2 and 1). A run that ends early (`limit`, an error,
-    Ctrl-C) while a pipe or stdin gives nothing returns within about a second; its reading thread then waits in
-    the background until the pipe gives data or ends, and may take that data.
+    `given` are the engine's options (`PrepOptions` keywords: val_fraction, seed, limit, sample, min/max
+    title/desc chars, dedup, drop_patterns, drop_kinds, strip_attributed_quotes, rejects, max_errors, threads,
+    rule_times), checked before anything is touched. `out_dir` is built beside itself under a temporary name and
+    renamed into place at the end (tc3.outputs): an existing `out_dir` is replaced only with `force` and only when
+    tc3-prep wrote it, and so is the `rejects` file; `rejects` may not lie inside `out_dir`.
+    `progress(bytes_read, bytes_total, records, kept)` is called a few times a second. `drop_kinds` (names from
+    `CONTENT_KINDS`) drops kept records of those kinds, counted as `kind_<name>`; `strip_attributed_quotes` removes
+    quoted praise with its source before the length filters. Mistakes and unreadable inputs raise UserError
+    (status 2 and 1). A run that ends early (`limit`, an error, Ctrl-C) while a pipe or stdin gives nothing returns
+    within about a second; its reading thread then waits in the background until the pipe gives data or ends, and
+    may take that data.
     """
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
-    if isinstance(drop_kinds, str):  # "review_quotes,metadata_only", as on the command line
-        drop_kinds = drop_kinds.split(",")
-    counts = {
-        "seed": seed, "limit": limit, "sample": sample, "max_errors": max_errors, "threads": threads,
-        "min_title_chars": min_title_chars, "max_title_chars": max_title_chars,
-        "min_desc_chars": min_desc_chars, "max_desc_chars": max_desc_chars,
-    }
-    for name, value in counts.items():
-        least = 1 if name in ("threads", "limit", "sample") else 0  # a limit or sample of 0 would keep nothing
-        if value is not None and value < least:
-            flag = "--" + name.replace("_", "-")
-            raise UserError(f"{flag} must be {'at least 1' if least else 'zero or more'}, not {value}")
+    resolved = options(**given, card_notes=DATASET_CARD_PROMPTS)
+    rejects = resolved.rejects
     check_dest(out_dir, "tc3-prep", force=force)
     if rejects is not None:
         if is_within(rejects, out_dir):
@@ -97,29 +89,9 @@ def run(
     # The rejects file, like out_dir, replaces an earlier one only once the run is known to be usable.
     with (staged_dir(out_dir, "tc3-prep", force=force) as staged,
           staged_path(rejects) if rejects is not None else nullcontext() as staged_rejects, engine_errors()):
-        stats = _rust_clean.run(
-            [os.fspath(i) for i in inputs],
-            os.fspath(staged),
-            val_fraction=val_fraction,
-            seed=seed,
-            limit=limit,
-            sample=sample,
-            min_title_chars=min_title_chars,
-            max_title_chars=max_title_chars,
-            min_desc_chars=min_desc_chars,
-            max_desc_chars=max_desc_chars,
-            dedup=dedup,
-            drop_patterns=list(drop_patterns),
-            drop_kinds=list(drop_kinds),
-            strip_attributed_quotes=strip_attributed_quotes,
-            rejects=None if staged_rejects is None else os.fspath(staged_rejects),
-            max_errors=max_errors,
-            threads=threads,
-            card_notes=DATASET_CARD_PROMPTS,
-            progress=progress,
-        )
-        stats = json.loads(stats)
-        check_usable(stats, max_errors)
+        stats = _rust_clean.run([os.fspath(i) for i in inputs], os.fspath(staged),
+                                resolved.replace(rejects=staged_rejects), progress=progress)
+        check_usable(stats, resolved.max_errors)
     return stats
 
 
@@ -162,18 +134,11 @@ def check_usable(stats: dict[str, Any], max_errors: int | None) -> None:
 
 
 def clean_batch(
-    table: pa.Table | pa.RecordBatch,
-    *,
-    min_title_chars: int = 3,
-    max_title_chars: int = 400,
-    min_desc_chars: int = 40,
-    max_desc_chars: int = 5000,
-    drop_patterns: Iterable[str] = (),
-    drop_kinds: Iterable[str] = (),
-    strip_attributed_quotes: bool = False,
+    table: pa.Table | pa.RecordBatch, **filters: Any,
 ) -> tuple[pa.Table | pa.RecordBatch, dict[str, Any]]:
     """Cleans and filters rows with `title` and `content` (and optional `uid`) columns, as `run` does,
-    without the global steps (dedup, split). Returns kept rows as `uid`, `title`, `description`, `kind`
+    without the global steps (dedup, split). `filters` are `run`'s filter options (min/max title/desc chars,
+    drop_patterns, drop_kinds, strip_attributed_quotes). Returns kept rows as `uid`, `title`, `description`, `kind`
     (same type as given: Table or RecordBatch) and counts: rows, kept, dropped per reason, cleaned per
     rule, kept rows per kind, kept rows holding a chat-template marker (``template_markers``).
 
@@ -181,27 +146,24 @@ def clean_batch(
     """
     import pyarrow as pa
 
-    options = dict(
-        min_title_chars=min_title_chars, max_title_chars=max_title_chars,
-        min_desc_chars=min_desc_chars, max_desc_chars=max_desc_chars, drop_patterns=list(drop_patterns),
-        drop_kinds=list(drop_kinds), strip_attributed_quotes=strip_attributed_quotes,
-    )
+    resolved = options(**filters)
     if isinstance(table, pa.RecordBatch):
         with engine_errors():
-            batch, counts = _rust_clean.clean_batch(table, **options)
-        return batch, json.loads(counts)
+            return _rust_clean.clean_batch(table, resolved)
     if not isinstance(table, pa.Table):
         raise TypeError(f"clean_batch takes a pyarrow Table or RecordBatch, not {type(table).__name__}")
     batches, totals = [], None
     for piece in table.to_batches() or [pa.RecordBatch.from_pylist([], schema=table.schema)]:
         with engine_errors():
-            batch, counts = _rust_clean.clean_batch(piece, **options)
+            batch, counts = _rust_clean.clean_batch(piece, resolved)
         batches.append(batch)
-        totals = _add_counts(totals, json.loads(counts))
+        totals = _add_counts(totals, counts)
     return pa.Table.from_batches(batches), totals
 
 
-def dedup_keys(table: pa.Table | pa.RecordBatch, *, near: bool = False, seed: int = 3407) -> pa.Table | pa.RecordBatch:
+def dedup_keys(
+    table: pa.Table | pa.RecordBatch, *, near: bool = False, seed: int | None = None,
+) -> pa.Table | pa.RecordBatch:
     """The keys `run` dedups by, one row per row of `table`'s `description` column (as `clean_batch`
     returns it), so that a distributed engine can dedup across shards as `run` does within one process.
 
@@ -209,7 +171,7 @@ def dedup_keys(table: pa.Table | pa.RecordBatch, *, near: bool = False, seed: in
     hash (equal keys: the same letters and numbers, ignoring case, spaces and punctuation); with `near`,
     also `bands`, 16 uint64 LSH band keys (rows that share a value at one position are near-duplicate
     candidates) and `signature`, 64 uint32 MinHash values (a candidate is a near duplicate when at least
-    80% of them agree). `seed` is `run`'s seed (the MinHash permutations depend on it). A null
+    80% of them agree). `seed` is `run`'s seed (the MinHash permutations depend on it; None: run's default). A null
     description gives null keys. Keep the first row of each `key` group by input position to get what
     `run` keeps with `dedup="exact"`. Raises UserError when there is no string `description` column.
     """

@@ -9,12 +9,14 @@ use arrow_array::builder::{FixedSizeBinaryBuilder, FixedSizeListBuilder, UInt32B
 use arrow_array::cast::AsArray;
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
+use serde_json::{json, Value};
 
 use crate::dedup::{band_keys, exact_key, MinHasher, BAND_COUNT, PERMUTATIONS};
+use crate::error::PrepError;
+use crate::options::Filters;
 use crate::output::Columns;
-use crate::record::{clean_fields, Filters, Outcome};
+use crate::record::{clean_fields, Outcome};
 use crate::stats::Stats;
-use crate::PrepError;
 
 /// Reads row `i` of an optional string column (Utf8, LargeUtf8 or Utf8View); null reads as `None`.
 fn string_at<'a>(column: Option<&'a dyn Array>, i: usize) -> Option<Cow<'a, str>> {
@@ -63,6 +65,16 @@ pub fn clean_batch(batch: &RecordBatch, filters: &Filters) -> Result<(RecordBatc
         }
     }
     Ok((kept.finish(), stats))
+}
+
+/// `clean_batch`'s counts as the Python layer returns them: `rows`, `kept`, and from `stats.json` `dropped`,
+/// `cleaned`, `kinds` and `template_markers`.
+pub fn counts(stats: &Stats, kept: usize) -> Value {
+    let report = stats.to_json();
+    json!({
+        "rows": stats.records, "kept": kept, "dropped": report["dropped"], "cleaned": report["cleaned"],
+        "kinds": report["kinds"], "template_markers": report["template_markers"],
+    })
 }
 
 /// The dedup keys the engine compares, for rows of `description` (cleaned text, as `clean_batch` returns

@@ -14,7 +14,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
 use crate::record::CleanedRef;
-use crate::PrepError;
+use crate::error::PrepError;
 
 /// Uncompressed text bytes in one shard; a shard is one file of one row group.
 pub const SHARD_BYTES: usize = 96 << 20;

@@ -22,7 +22,9 @@ use crate::output::{prepare_out_dir, Encoders, SplitWriter, StagedFile};
 use crate::record::{process_line, Cleaned, CleanedRef, MalformedKind, Original, Outcome, Reason};
 use crate::stats::{write_dataset_card, Stats};
 use crate::text::Changes;
-use crate::{Dedup, Options, PrepError, Source};
+use crate::error::PrepError;
+use crate::options::{Dedup, Options};
+use crate::source::Source;
 
 /// Bytes of input a chunk holds (more for a longer line). Small in tests, so that small inputs fill the queues.
 const CHUNK_BYTES: u64 = if cfg!(test) { 4 << 10 } else { 4 << 20 };

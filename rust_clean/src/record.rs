@@ -2,10 +2,10 @@
 
 use std::borrow::Cow;
 
-use regex::Regex;
 use serde::Deserialize;
 
 use crate::kinds::{self, Kind};
+use crate::options::Filters;
 use crate::text::{clean_text, same_alnum_key, strip_boilerplate, Changes};
 
 /// Why a record is not kept, named as in `stats.json` `dropped`.
@@ -92,34 +92,6 @@ impl MalformedKind {
             MalformedKind::InvalidJson => "invalid_json",
             MalformedKind::NotObject => "not_object",
             MalformedKind::BadFieldType => "bad_field_type",
-        }
-    }
-}
-
-/// Length bounds and extra patterns: the options that decide one record on its own.
-#[derive(Clone, Debug)]
-pub struct Filters {
-    pub min_title_chars: usize,
-    pub max_title_chars: usize,
-    pub min_desc_chars: usize,
-    pub max_desc_chars: usize,
-    pub drop_patterns: Vec<Regex>,
-    /// `--drop-kinds`: kept records of these kinds are dropped instead.
-    pub drop_kinds: Vec<Kind>,
-    /// `--strip-attributed-quotes`: remove quoted praise with its source before the length filters.
-    pub strip_attributed_quotes: bool,
-}
-
-impl Default for Filters {
-    fn default() -> Self {
-        Filters {
-            min_title_chars: 3,
-            max_title_chars: 400,
-            min_desc_chars: 40,
-            max_desc_chars: 5000,
-            drop_patterns: vec![],
-            drop_kinds: vec![],
-            strip_attributed_quotes: false,
         }
     }
 }

@@ -9,7 +9,9 @@ use crate::kinds::Kind;
 use crate::markers::holds_template_marker;
 use crate::record::{CleanedRef, MalformedKind, Reason};
 use crate::text::{Changes, RULES};
-use crate::{Options, PrepError, Source};
+use crate::error::PrepError;
+use crate::options::Options;
+use crate::source::Source;
 
 #[derive(Clone, Debug, Default)]
 pub struct Stats {

@@ -32,17 +32,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="trn.json files (.json/.jsonl/.gz) or - for stdin")
     p.add_argument("-o", "--out", required=True, type=Path, metavar="OUT_DIR", help="output directory")
     p.add_argument("--example", action="store_true", help="use the bundled 500 real records as input")
-    p.add_argument("--val-fraction", type=float, default=0.01, help="share of records in validation (default 0.01)")
-    p.add_argument("--seed", type=int, default=3407, help="seed of the split, sample and MinHash (default 3407)")
+    d = prep.PrepOptions()  # the engine's defaults, shown in the help and used when a flag is not given
+    p.add_argument("--val-fraction", type=float, default=d.val_fraction,
+                   help="share of records in validation (default %(default)s)")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of the split, sample and MinHash (default %(default)s)")
     p.add_argument("--limit", type=int, metavar="N", help="read only the first N records")
     p.add_argument("--sample", type=int, metavar="N", help="keep N kept records drawn uniformly at random (seeded)")
-    p.add_argument("--min-title-chars", type=int, default=3, help="default 3")
-    p.add_argument("--max-title-chars", type=int, default=400, help="default 400")
-    p.add_argument("--min-desc-chars", type=int, default=40, help="default 40")
-    p.add_argument("--max-desc-chars", type=int, default=5000, help="default 5000")
-    p.add_argument("--dedup", choices=["none", "exact", "near"], default="exact",
+    for bound in ("min_title_chars", "max_title_chars", "min_desc_chars", "max_desc_chars"):
+        p.add_argument("--" + bound.replace("_", "-"), type=int, default=getattr(d, bound), help="default %(default)s")
+    p.add_argument("--dedup", choices=prep.DEDUP_MODES, default=d.dedup,
                    help="exact: same description up to case and punctuation; near: also word 5-gram "
-                   "Jaccard >= 0.8 (MinHash+LSH) (default exact)")
+                   "Jaccard >= 0.8 (MinHash+LSH) (default %(default)s)")
     p.add_argument("--drop-pattern", action="append", default=[], metavar="REGEX",
                    help="extra boilerplate removed from descriptions (Rust regex syntax; repeatable)")
     p.add_argument("--drop-kinds", type=kind_list, default=[], metavar="KIND,...",
@@ -53,6 +53,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rejects", type=Path, metavar="FILE", help="write dropped records with their reason as JSON lines")
     p.add_argument("--max-errors", type=int, metavar="N", help="fail when more than N lines are malformed (default: when more than half are)")
     p.add_argument("--threads", type=int, metavar="N", help="worker threads (default: all cores)")
+    p.add_argument("--rule-times", action="store_true",
+                   help="add rule_seconds (time in each hot rule, summed over threads) to stats.json")
     p.add_argument("--force", action="store_true",
                    help="replace OUT_DIR (and the --rejects file) when an earlier tc3-prep wrote them; anything "
                    "else is never replaced")
@@ -95,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             min_desc_chars=args.min_desc_chars, max_desc_chars=args.max_desc_chars, dedup=args.dedup,
             drop_patterns=args.drop_pattern, drop_kinds=args.drop_kinds,
             strip_attributed_quotes=args.strip_attributed_quotes, rejects=args.rejects, max_errors=args.max_errors,
-            threads=args.threads, force=args.force, progress=progress,
+            threads=args.threads, rule_times=args.rule_times, force=args.force, progress=progress,
         )
     if not args.quiet:
         Console().print(summary(stats, args.out, time.perf_counter() - started))
