@@ -10,6 +10,7 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use flate2::read::MultiGzDecoder;
@@ -131,14 +132,7 @@ pub fn run(
         source.check()?;
     }
     prepare_out_dir(out_dir)?;
-    let rejects = match &opts.rejects {
-        Some(path) => {
-            let file = StagedFile::new(path);
-            let w = File::create(&file.tmp).map_err(|e| PrepError::Io(format!("creating {}: {e}", path.display())))?;
-            Some((file, BufWriter::new(w)))
-        }
-        None => None,
-    };
+    let rejects = opts.rejects.as_deref().map(open_rejects).transpose()?;
     let threads = opts.threads.max(1);
     let bytes_read = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -186,20 +180,35 @@ pub fn run(
     // waiting in a read from a pipe: it is not waited for (see `READER_GRACE`).
     stop.store(true, Ordering::Relaxed);
     drop(result_rx);
-    let reader_ended = !matches!(reader_done.recv_timeout(READER_GRACE), Err(RecvTimeoutError::Timeout));
-    let reader_result = if reader_ended {
-        let result = reader.join().map_err(|_| PrepError::Io("the reader thread panicked".into()))?;
-        for w in workers {
-            w.join().map_err(|_| PrepError::Io("a worker thread panicked".into()))?;
-        }
-        result
-    } else {
-        Ok(())
-    };
+    let reader_result = join_threads(&reader_done, reader, workers)?;
     outcome?;
     reader_result?;
     order.stats.bytes_read = bytes_read.load(Ordering::Relaxed);
     order.finish(out_dir, started)
+}
+
+/// The staged rejects file (put in place by `Sequencer::finish`) and its writer.
+fn open_rejects(path: &std::path::Path) -> Result<(StagedFile, BufWriter<File>), PrepError> {
+    let file = StagedFile::new(path);
+    let w = File::create(&file.tmp).map_err(|e| PrepError::Io(format!("creating {}: {e}", path.display())))?;
+    Ok((file, BufWriter::new(w)))
+}
+
+/// Joins the reader and the workers, unless the reader is still waiting in a read from a pipe after an early
+/// end (then none is waited for, see `READER_GRACE`); returns the reader's result.
+fn join_threads(
+    reader_done: &Receiver<()>,
+    reader: JoinHandle<Result<(), PrepError>>,
+    workers: Vec<JoinHandle<()>>,
+) -> Result<Result<(), PrepError>, PrepError> {
+    if matches!(reader_done.recv_timeout(READER_GRACE), Err(RecvTimeoutError::Timeout)) {
+        return Ok(Ok(()));
+    }
+    let result = reader.join().map_err(|_| PrepError::Io("the reader thread panicked".into()))?;
+    for w in workers {
+        w.join().map_err(|_| PrepError::Io("a worker thread panicked".into()))?;
+    }
+    Ok(result)
 }
 
 /// The state of the ordering thread.
