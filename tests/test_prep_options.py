@@ -99,3 +99,15 @@ def test_stats_come_back_typed_and_equal_the_file(tmp_path: Path) -> None:
     assert isinstance(stats, dict) and isinstance(stats["dropped"], dict) and isinstance(stats["seconds"], float)
     assert stats == json.loads((tmp_path / "out" / "stats.json").read_text())
     assert "rule_seconds" not in stats  # off by default: a default run's outputs do not vary
+
+
+def test_rule_times_add_only_times(tmp_path: Path) -> None:
+    from tc3.cli.prep import main
+
+    assert main(["--example", "-o", str(tmp_path / "plain"), "-q", "--threads", "2"]) == 0
+    assert main(["--example", "-o", str(tmp_path / "timed"), "-q", "--threads", "2", "--rule-times"]) == 0
+    plain, timed = (json.loads((tmp_path / d / "stats.json").read_text()) for d in ("plain", "timed"))
+    assert set(timed.pop("rule_seconds")) == {"text", "unescape", "kinds", "dedup"}
+    assert {**timed, "seconds": 0} == {**plain, "seconds": 0}
+    for name in ("README.md", "data/train-00000-of-00001.parquet"):
+        assert (tmp_path / "timed" / name).read_bytes() == (tmp_path / "plain" / name).read_bytes()

@@ -17,6 +17,7 @@ pub mod record;
 pub mod source;
 pub mod stats;
 pub mod text;
+pub mod timing;
 pub mod unescape;
 
 #[cfg(feature = "python")]

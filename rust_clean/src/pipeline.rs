@@ -23,6 +23,7 @@ use crate::output::{prepare_out_dir, Encoders, SplitWriter, StagedFile};
 use crate::record::{process_line, Cleaned, CleanedRef, MalformedKind, Original, Outcome, Reason};
 use crate::stats::{write_dataset_card, Stats};
 use crate::text::Changes;
+use crate::timing::{self, Rule};
 use crate::error::PrepError;
 use crate::options::{Dedup, Options};
 use crate::source::Source;
@@ -69,6 +70,8 @@ struct ChunkResult {
     items: Vec<Item>,
     /// The text of the chunk's kept records (`Stored`).
     text: String,
+    /// The worker's rule times for this chunk (zero unless `Options::rule_times`).
+    rule_nanos: timing::Nanos,
 }
 
 /// A kept record, its text in its chunk's `text`: one allocation a chunk, freed at once by the ordering
@@ -187,6 +190,15 @@ pub fn run(
     order.finish(out_dir, started)
 }
 
+/// Switches the calling thread's rule timing off when dropped.
+struct TimingOff;
+
+impl Drop for TimingOff {
+    fn drop(&mut self) {
+        timing::enable(false);
+    }
+}
+
 /// The staged rejects file (put in place by `Sequencer::finish`) and its writer.
 fn open_rejects(path: &std::path::Path) -> Result<(StagedFile, BufWriter<File>), PrepError> {
     let file = StagedFile::new(path);
@@ -260,6 +272,9 @@ impl Sequencer<'_> {
         let mut next_seq = 0;
         let mut line_in_file = vec![0u64; self.inputs.len()];
         let mut last_report = Instant::now();
+        timing::take(); // this is the caller's thread: nothing from an earlier run, and timing off after this one
+        timing::enable(self.opts.rule_times);
+        let _off = TimingOff;
         loop {
             let result = match results.recv_timeout(IDLE_REPORT) {
                 Ok(result) => result?,
@@ -271,8 +286,9 @@ impl Sequencer<'_> {
                 Err(RecvTimeoutError::Disconnected) => break,
             };
             pending.insert(result.seq, result);
-            while let Some(ChunkResult { file, items, text, .. }) = pending.remove(&next_seq) {
+            while let Some(ChunkResult { file, items, text, rule_nanos, .. }) = pending.remove(&next_seq) {
                 next_seq += 1;
+                self.stats.add_rule_times(rule_nanos);
                 for item in items {
                     if self.limit_reached() {
                         break;
@@ -333,7 +349,7 @@ impl Sequencer<'_> {
                 let record = record.get(chunk_text);
                 self.stats.changed(changes);
                 let here = location(file, line);
-                let duplicate = match self.deduper.check(here, key, signature.as_deref()) {
+                let duplicate = match timing::time(Rule::Dedup, || self.deduper.check(here, key, signature.as_deref())) {
                     Verdict::Unique => None,
                     Verdict::Duplicate { of } => Some((Reason::Duplicate, of)),
                     Verdict::NearDuplicate { of } => Some((Reason::NearDuplicate, of)),
@@ -409,6 +425,7 @@ impl Sequencer<'_> {
             drop(w);
             file.commit()?;
         }
+        self.stats.add_rule_times(timing::take()); // the dedup checks, timed on this thread
         self.stats.seconds = started.elapsed().as_secs_f64();
         write_dataset_card(out_dir, &self.stats, &self.opts.card_notes)?;
         self.stats.write_json(&out_dir.join("stats.json"))?;
@@ -419,6 +436,7 @@ impl Sequencer<'_> {
 /// Worker loop: chunks in, cleaned items out, until the reader is done or the run stops.
 fn work(chunks: &Mutex<Receiver<Result<Chunk, PrepError>>>, results: &SyncSender<Result<ChunkResult, PrepError>>, opts: &Options) {
     let hasher = (opts.dedup == Dedup::Near).then(|| MinHasher::new(opts.seed));
+    timing::enable(opts.rule_times);
     loop {
         let chunk = match chunks.lock().expect("chunk queue").recv() {
             Ok(c) => c,
@@ -426,7 +444,7 @@ fn work(chunks: &Mutex<Receiver<Result<Chunk, PrepError>>>, results: &SyncSender
         };
         let out = chunk.map(|c| {
             let (items, text) = clean_chunk(&c.data, opts, hasher.as_ref());
-            ChunkResult { seq: c.seq, file: c.file, items, text }
+            ChunkResult { seq: c.seq, file: c.file, items, text, rule_nanos: timing::take() }
         });
         if results.send(out).is_err() {
             return;
@@ -454,8 +472,8 @@ fn clean_chunk(data: &[u8], opts: &Options, hasher: Option<&MinHasher>) -> (Vec<
             }
             match process_line(line, &opts.filters, keep_original) {
                 Outcome::Kept { record, changes } => Item::Kept {
-                    key: exact_key(&record.description),
-                    signature: hasher.map(|h| Box::new(h.signature(&record.description))),
+                    key: timing::time(Rule::Dedup, || exact_key(&record.description)),
+                    signature: hasher.map(|h| Box::new(timing::time(Rule::Dedup, || h.signature(&record.description)))),
                     validation: is_validation(record.uid.as_deref(), &record.title, opts.seed, opts.val_fraction),
                     record: Stored::store(&record, &mut text),
                     changes,
@@ -611,6 +629,24 @@ mod tests {
             assert_eq!(stats.kept_train + stats.kept_validation, 3);
             assert_eq!((stats.template_markers, &stats.to_json()["template_markers"]), (2, &json!(2)));
         }
+    }
+
+    #[test]
+    fn rule_times_are_reported_only_when_asked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("trn.json");
+        std::fs::write(&input, record_line().repeat(200)).unwrap();
+        for rule_times in [false, true] {
+            let out = dir.path().join(format!("out{rule_times}"));
+            let opts = Options { rule_times, dedup: Dedup::Near, ..Options::default() };
+            let stats = run(&[Source::Path(input.clone())], &out, &opts, &mut |_: &Progress| Ok(())).unwrap();
+            let written: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("stats.json")).unwrap()).unwrap();
+            let names: Vec<&str> = written["rule_seconds"].as_object().map_or(vec![], |o| o.keys().map(String::as_str).collect());
+            assert_eq!(names, if rule_times { vec!["dedup", "kinds", "text", "unescape"] } else { vec![] });
+            assert_eq!(written["options"], opts.to_json(), "the times change no option that the card records");
+            assert!(!rule_times || stats.rule_nanos.unwrap()[Rule::Text as usize] > 0);
+        }
+        assert_eq!(timing::take(), [0; 4], "the caller's thread is left with nothing timed");
     }
 
     /// One JSON line of a record that is kept.

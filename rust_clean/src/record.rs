@@ -7,6 +7,7 @@ use serde::Deserialize;
 use crate::kinds::{self, Kind};
 use crate::options::Filters;
 use crate::text::{clean_text, same_alnum_key, strip_boilerplate, Changes};
+use crate::timing::{self, Rule};
 
 /// Why a record is not kept, named as in `stats.json` `dropped`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -180,11 +181,11 @@ pub fn clean_fields(
     keep_original: bool,
 ) -> Outcome {
     let mut changes = Changes::default();
-    let clean_title = title.as_deref().map(|t| clean_text(t, &mut changes)).unwrap_or_default();
+    let clean_title = title.as_deref().map(|t| timing::time(Rule::Text, || clean_text(t, &mut changes))).unwrap_or_default();
     let description = content
         .as_deref()
         .map(|c| {
-            let cleaned = clean_text(c, &mut changes);
+            let cleaned = timing::time(Rule::Text, || clean_text(c, &mut changes));
             let text = strip_boilerplate(cleaned, &filters.drop_patterns, &mut changes);
             match filters.strip_attributed_quotes.then(|| kinds::strip_attributed_quotes(&text)).flatten() {
                 Some(stripped) => {
@@ -198,7 +199,7 @@ pub fn clean_fields(
     // The kind is only worked out for records the other filters keep.
     let verdict = match judge(&clean_title, &description, filters) {
         Some(reason) => Err(reason),
-        None => match kinds::classify(&description) {
+        None => match timing::time(Rule::Kinds, || kinds::classify(&description)) {
             kind if filters.drop_kinds.contains(&kind) => Err(Reason::dropped_kind(kind)),
             kind => Ok(kind),
         },

@@ -9,6 +9,7 @@ use crate::kinds::Kind;
 use crate::markers::holds_template_marker;
 use crate::record::{CleanedRef, MalformedKind, Reason};
 use crate::text::{Changes, RULES};
+use crate::timing::{self, Nanos, Rule};
 use crate::error::PrepError;
 use crate::options::Options;
 use crate::source::Source;
@@ -37,6 +38,8 @@ pub struct Stats {
     pub files: Vec<String>,
     pub options: Value,
     pub seconds: f64,
+    /// Time in each hot rule summed over threads, when asked for (`Options::rule_times`).
+    pub rule_nanos: Option<Nanos>,
 }
 
 impl Stats {
@@ -44,6 +47,7 @@ impl Stats {
         Stats {
             inputs: inputs.iter().map(|s| (s.name(), s.size())).collect(),
             options: opts.to_json(),
+            rule_nanos: opts.rule_times.then_some([0; Rule::ALL.len()]),
             ..Stats::default()
         }
     }
@@ -66,13 +70,19 @@ impl Stats {
         }
     }
 
+    pub fn add_rule_times(&mut self, more: Nanos) {
+        if let Some(total) = &mut self.rule_nanos {
+            timing::add(total, more);
+        }
+    }
+
     pub fn to_json(&self) -> Value {
         let named = |names: &[&str], counts: &[u64]| -> Map<String, Value> {
             names.iter().zip(counts).map(|(n, c)| (n.to_string(), json!(c))).collect()
         };
         let reasons: Vec<&str> = Reason::ALL.iter().map(|r| r.name()).collect();
         let kinds: Vec<&str> = MalformedKind::ALL.iter().map(|k| k.name()).collect();
-        json!({
+        let mut report = json!({
             "version": env!("CARGO_PKG_VERSION"),
             "inputs": self.inputs.iter().map(|(name, bytes)| json!({"path": name, "bytes": bytes})).collect::<Vec<_>>(),
             "bytes": self.bytes_read,
@@ -89,14 +99,25 @@ impl Stats {
             "template_markers": self.template_markers,
             "files": self.files.iter().map(|f| format!("data/{f}")).collect::<Vec<_>>(),
             "options": self.options,
-            "seconds": (self.seconds * 1000.0).round() / 1000.0,
-        })
+            "seconds": millis(self.seconds),
+        });
+        if let Some(nanos) = self.rule_nanos {
+            let seconds: Map<String, Value> =
+                Rule::ALL.iter().zip(nanos).map(|(r, n)| (r.name().to_string(), json!(millis(n as f64 / 1e9)))).collect();
+            report["rule_seconds"] = Value::Object(seconds);
+        }
+        report
     }
 
     pub fn write_json(&self, path: &Path) -> Result<(), PrepError> {
         let text = serde_json::to_string_pretty(&self.to_json()).expect("stats serialize") + "\n";
         fs::write(path, text).map_err(|e| PrepError::Io(format!("writing {}: {e}", path.display())))
     }
+}
+
+/// Seconds to the millisecond, as stats.json gives times.
+fn millis(seconds: f64) -> f64 {
+    (seconds * 1000.0).round() / 1000.0
 }
 
 /// A Hub dataset card whose `configs:` block makes `datasets.load_dataset(dir)` find both splits.

@@ -8,6 +8,7 @@ use unicode_normalization::char::is_combining_mark;
 use unicode_normalization::{is_nfc_quick, IsNormalized, UnicodeNormalization};
 
 use crate::pattern::Pattern;
+use crate::timing::{self, Rule};
 use crate::unescape::unescape_twice;
 
 /// The element names of HTML (the WHATWG standard's, and the obsolete ones old pages still use): only a
@@ -102,7 +103,7 @@ impl Changes {
 
 /// Rules 1-4, shared by title and description: entities, tags, NFC, white space.
 pub fn clean_text(s: &str, changes: &mut Changes) -> String {
-    let decoded = unescape_twice(s);
+    let decoded = timing::time(Rule::Unescape, || unescape_twice(s));
     changes.mark(Changes::HTML_ENTITIES, matches!(decoded.text, Cow::Owned(_)));
     changes.mark(Changes::ENTITY_WITHOUT_SEMICOLON, decoded.without_semicolon);
     changes.mark(Changes::DOUBLE_ESCAPED, decoded.twice);
