@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tc3.errors import UserError
+from tc3.layout import PrepDir
 from tc3.outputs import check_dest, staged_dir
 
 __all__ = [
@@ -27,7 +28,7 @@ __all__ = [
 ]
 
 META_NAME = "tc3-index.json"
-SPLITS = ("train", "validation")
+SPLITS = PrepDir.SPLITS
 FORMAT = 3  # 2: the `row` field; 3: titles analysed by TITLE_TOKENIZER
 TITLE_TOKENIZER = "tc3_title"  # the name the index's title field knows `title_analyzer` by
 
@@ -184,11 +185,8 @@ def _key(q_content: list[str], q_sequence: list[str], title: str) -> tuple[float
 
 
 def _prep_files(prep_dir: Path) -> dict[str, list[Path]]:
-    data = prep_dir / "data"
-    files = {split: sorted(data.glob(f"{split}-*.parquet")) for split in SPLITS}
-    if not any(files.values()):
-        raise UserError(f"{prep_dir} is not a tc3-prep output dir (no data/train-*.parquet)")
-    return files
+    prep = PrepDir(prep_dir).check()
+    return {split: prep.split_files(split) for split in SPLITS}
 
 
 def _sources(prep_dir: Path, files: dict[str, list[Path]]) -> list[dict[str, Any]]:

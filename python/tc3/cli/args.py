@@ -41,6 +41,18 @@ def positive_int(text: str) -> int:
     return value
 
 
+def precision_arg(text: str) -> str:
+    """The type of a --dtype option: a precision in tc3's vocabulary (fp32, bf16, fp16), torch's names (float32 ...)
+    read as the same (tc3.runtime.precision_of)."""
+    from tc3.errors import UserError
+    from tc3.runtime import precision_of
+
+    try:
+        return precision_of(text)
+    except UserError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 class Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line, as every other mistake of tc3 is (tc3.errors): `PROG: error:
     MESSAGE (PROG --help lists the options)`, exit status 2, without argparse's usage block before it."""

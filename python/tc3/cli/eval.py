@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = settings_from(args)
     if args.modes is not None:
         return main_modes(args, settings)
-    from tc3.evaluate import run_eval
+    from tc3.eval.run import run_eval
     from tc3.generate import quiet_libraries
 
     quiet_libraries()

@@ -9,7 +9,7 @@ from contextlib import closing
 from pathlib import Path
 
 from tc3.cache_keys import GENERATION_MODULES, code_and_prompts
-from tc3.cli.args import make_parser, positive_int
+from tc3.cli.args import make_parser, positive_int, precision_arg
 from tc3.errors import INTERRUPTED, MODEL_MODULES, UserError, command, need, one_line
 from tc3.outputs import check_dest, fingerprint, resumable_jsonl
 from tc3.progress import Ticker
@@ -23,7 +23,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="merged model or LoRA adapter: a local dir or a Hub id")
     p.add_argument("--base", help="base model of an adapter (default: base_model_name_or_path of its config)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="default: bf16 on GPU, fp32 on CPU")
+    p.add_argument("--dtype", type=precision_arg, metavar="{fp32,bf16,fp16}",
+                   help="default: fp32 on CPU; on a GPU the precision the model was trained in (its saved plan), "
+                   "else bf16 where the GPU has it (fp16 otherwise); float32, bfloat16, float16 are read too")
     p.add_argument("--threads", type=positive_int,
                    help="CPU threads for torch (default: torch's; 1 is faster on a busy box)")
 
@@ -192,7 +194,7 @@ def run(args) -> int:
     from tc3.generate import (generate_batch, load_model, quiet_libraries, read_as, read_titles, settings_used,
                               title_from_query)
     from tc3.grounding import answer_found, answer_grounded, find, found_text
-    from tc3.models import check_model, fingerprint as model_fingerprint
+    from tc3.model_ref import resolve_model
 
     # Every mistake that can be seen before the model loads is reported before it loads.
     need("train", *MODEL_MODULES)
@@ -209,10 +211,10 @@ def run(args) -> int:
     if args.output:
         check_dest(args.output, "tc3-generate", folder=False)
     index = open_index(args)
-    check_model(args.model, base=args.base)
+    model = resolve_model(args.model, base=args.base)
     quiet_libraries()
     set_threads(args)
-    loaded = load_model(args.model, base=args.base, device=args.device, dtype=args.dtype)
+    loaded = load_model(model, device=args.device, dtype=args.dtype)
 
     def answer(titles: list[str]):
         if index is None:
@@ -233,7 +235,7 @@ def run(args) -> int:
         line_editing()
         return interactive(loaded, settings, literal=args.literal, index=index)
     if args.output:
-        key = fingerprint(Path(args.input), args.split, model_fingerprint(args.model, args.base), settings.as_dict(),
+        key = fingerprint(Path(args.input), args.split, model.fingerprint, settings.as_dict(),
                           args.batch_size, args.index, args.device, args.dtype, *code_and_prompts(*GENERATION_MODULES))
         with resumable_jsonl(args.output, "tc3-generate", key) as (done, out), Ticker(*TICKER) as ticker:
             if done:
