@@ -15,7 +15,6 @@ llama.cpp, which stops where the fine-tune ends its answers, and a measure of ho
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 from tc3.config import ConfigError
@@ -190,9 +189,9 @@ def write_export(target: ResolvedModel, merged, out_dir: Path, check: dict | Non
             (staging / MODELFILE).write_text(modelfile(tokenizer, written.name), encoding="utf-8")
         if check is not None:
             (staging / CHECK_FILE).write_text(json.dumps(check, indent=2, ensure_ascii=False) + "\n")
-        for name in (RunDir.CONFIG, RunDir.PLAN):
-            if run.file(name).is_file():
-                shutil.copy(run.file(name), staging / name)
+        if run.plan is not None:
+            run.plan.save(staging / RunDir.PLAN)
         if run.config is not None:
+            run.config.save(staging / RunDir.CONFIG)
             write_model_card(staging, run.config, {**run.metrics, "merged_into": target.base}, merged=True,
                              plan=run.plan)

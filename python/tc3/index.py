@@ -258,24 +258,8 @@ def build_index(
             index = _with_analyzer(tantivy.Index(_schema(), path=str(tmp), reuse=False))
             # 128 MB of indexing heap per thread: few segments to merge, yet memory stays well under 1 GB.
             writer = index.writer(heap_size=128_000_000 * threads, num_threads=threads)
-            records, done = {}, 0
-            for split in SPLITS:
-                records[split] = 0
-                for f in files[split]:
-                    for batch in pq.ParquetFile(f).iter_batches(BATCH_ROWS, columns=["uid", "title", "description"]):
-                        uids, titles, descriptions = (c.to_pylist() for c in batch.columns)
-                        for row, (uid, title, description) in enumerate(zip(uids, titles, descriptions), done):
-                            doc = tantivy.Document()
-                            doc.add_text("uid", uid or "")
-                            doc.add_text("title", normalize(title))
-                            doc.add_bytes("description", description.encode())
-                            doc.add_text("split", split)
-                            doc.add_unsigned("row", row)
-                            writer.add_document(doc)
-                        records[split] += batch.num_rows
-                        done += batch.num_rows
-                        if progress:
-                            progress(done, total)
+            records = _add_records(writer, files, progress, total)
+            done = sum(records.values())
             writer.commit()
             writer.wait_merging_threads()
         except BaseException:
@@ -294,6 +278,33 @@ def build_index(
         }
         (tmp / META_NAME).write_text(json.dumps(meta, indent=2) + "\n")
     return meta
+
+
+def _add_records(writer, files: dict[str, list[Path]], progress: ProgressCallback | None, total: int) -> dict:
+    """Every record of `files` (split -> Parquet files) added to the tantivy `writer`, numbered in order; returns
+    the records added by split. `progress(done, total)` after each batch."""
+    import pyarrow.parquet as pq
+    import tantivy
+
+    records, done = {}, 0
+    for split in SPLITS:
+        records[split] = 0
+        for f in files[split]:
+            for batch in pq.ParquetFile(f).iter_batches(BATCH_ROWS, columns=["uid", "title", "description"]):
+                uids, titles, descriptions = (c.to_pylist() for c in batch.columns)
+                for row, (uid, title, description) in enumerate(zip(uids, titles, descriptions), done):
+                    doc = tantivy.Document()
+                    doc.add_text("uid", uid or "")
+                    doc.add_text("title", normalize(title))
+                    doc.add_bytes("description", description.encode())
+                    doc.add_text("split", split)
+                    doc.add_unsigned("row", row)
+                    writer.add_document(doc)
+                records[split] += batch.num_rows
+                done += batch.num_rows
+                if progress:
+                    progress(done, total)
+    return records
 
 
 class ProductIndex:

@@ -55,7 +55,7 @@ class ResolvedModel:
 
     def over(self, base: str) -> ResolvedModel:
         """The same adapter over another base (tc3-export merges into the 16-bit original of a 4-bit base)."""
-        return self if base == self.base else resolve_model(self.name, base, self.run)
+        return self if base == self.base else resolve_model(self.name, base, self.run, known=(self.weights,))
 
 
 def stamp(ref: str) -> dict:
@@ -80,21 +80,28 @@ def adapter_base(run: RunDir, base: str | None = None) -> str | None:
     return found
 
 
-def resolve_model(name: str, base: str | None = None, run: RunDir | None = None) -> ResolvedModel:
+def resolve_model(name: str, base: str | None = None, run: RunDir | None = None, known=()) -> ResolvedModel:
     """Find a model's files (a command calls it once, before any long work): a local path first, then the Hub,
     cache first (tc3.models.resolve). `base` overrides an adapter's own; `run` is its folder when the caller has
-    it already. UserError when anything is missing: the model, an adapter's base, or a --base for a whole model."""
-    run = run or RunDir(resolve(name, "model"))
+    it already; `known`: folders the command has read already (an eval's baseline is usually the model's base),
+    reused rather than read again. UserError when anything is missing: the model, an adapter's base, or a --base
+    for a whole model."""
+    run = run or _folder(resolve(name, "model"), known)
     base_name = adapter_base(run, base)
     if base_name is None:
         if base:
             raise UserError(f"--base was given but '{name}' is not an adapter (no adapter_config.json)")
         weights = run
     else:
-        weights = RunDir(_resolve_base(base_name, given=base is not None))
+        weights = _folder(_resolve_base(base_name, given=base is not None), known)
     fingerprint = stamp(name) | ({"base": stamp(base_name)} if base_name else {})
     return ResolvedModel(name=name, run=run, base=base_name, weights=weights, hub_id=hub_id(name),
                          quantized=is_quantized(weights.model_config or {}), fingerprint=fingerprint)
+
+
+def _folder(path: Path, known) -> RunDir:
+    """The RunDir of `path`: one of `known` when it is that folder, else a new one."""
+    return next((folder for folder in known if folder.path.resolve() == path.resolve()), None) or RunDir(path)
 
 
 def _resolve_base(base_name: str, given: bool) -> Path:

@@ -25,6 +25,12 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _TRUE = {"1", "true", "yes", "on"}
 
 
+def looks_like_hub_id(ref: str) -> bool:
+    """Whether `ref` has the shape of a hub id, `name` or `owner/name` (never a path: no leading `.`, `/`, `~`, at
+    most one `/`). The one test of every command; `hub_id` says which id a local folder comes from."""
+    return bool(_HUB_ID.match(ref))
+
+
 def check_model_ref(model: str, what: str = "model") -> None:
     """Checked by every command before anything loads, answered within a second: raises UserError unless `model`
     is a local folder, or a hub id (`name` or `owner/name`) that is in the Hub cache or can be fetched.
@@ -37,8 +43,7 @@ def check_model_ref(model: str, what: str = "model") -> None:
     if path.exists():
         check_model_folder(model, what)
         return
-    if (model.startswith((".", "/", "~")) or model.count("/") > 1 or not _HUB_ID.match(model)
-            or ("/" in model and Path(model.split("/", 1)[0]).expanduser().is_dir())):
+    if not looks_like_hub_id(model) or ("/" in model and Path(model.split("/", 1)[0]).expanduser().is_dir()):
         raise UserError(f"{what} '{model}' does not exist")
     if _snapshots(model).is_dir():
         return

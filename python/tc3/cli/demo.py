@@ -6,15 +6,8 @@ import argparse
 import os
 import sys
 
-from tc3.cli.args import make_parser
-from tc3.cli.generate import (
-    add_generation_args,
-    add_grounding_args,
-    add_model_args,
-    open_index,
-    set_threads,
-    settings_from,
-)
+from tc3.cli.args import add_generation_args, add_model_args, make_parser, set_threads, settings_from
+from tc3.cli.generate import add_grounding_args, open_index
 from tc3.demo import HOST
 from tc3.errors import INTERRUPTED, MODEL_MODULES, command, need
 
@@ -47,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
 
     check_can_serve(args.port, args.host)
     model = resolve_model(args.model, base=args.base)
-    reference = resolve_model(args.baseline) if args.baseline else None
+    reference = resolve_model(args.baseline, known=(model.run, model.weights)) if args.baseline else None
     quiet_libraries()
     set_threads(args)
     index = open_index(args)

@@ -244,7 +244,7 @@ def run_modes(model: str, data: str, out_dir, modes: list[str], baseline: str | 
     settings = settings or GenerationSettings()
     need("eval", "rouge_score", "sacrebleu", "matplotlib")
     tuned = resolve_model(model, base)
-    other = resolve_model(baseline) if baseline is not None else None
+    other = resolve_model(baseline, known=(tuned.run, tuned.weights)) if baseline is not None else None
     config = tuned.config
     if "seen" in modes:
         need("train", "datasets")  # the trained rows are drawn as tc3-train drew them

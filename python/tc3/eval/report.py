@@ -174,9 +174,9 @@ def _asking(instruction: str) -> str:
     return f"`{instruction}` (\"{INSTRUCTIONS[instruction]}\")" if instruction in INSTRUCTIONS else f'"{instruction}"'
 
 
-def render_markdown(report: dict, labels: list[str]) -> str:
+def markdown_head(report: dict, labels: list[str], names: dict) -> list[str]:
+    """The lines above the table: what was asked of which titles, warnings on the sample, the models."""
     s = report["settings"]
-    names = {label: report["models"][label]["name"] for label in labels}
     fixed = s.get("questions", "fixed") == "fixed"
     lines = ["# tc3-eval report", ""]
     lines.append(f"{s['n_scored']} titles of the `{s['split']}` split of `{s['data']}` (seed {s['seed']}); "
@@ -202,6 +202,12 @@ def render_markdown(report: dict, labels: list[str]) -> str:
                      + ("`baseline_as_model` is the same base asked the model's way, for reference." if
                         "baseline_as_model" in labels else ""))
     lines.append("")
+    return lines
+
+
+def markdown_table(report: dict, labels: list[str]) -> list[str]:
+    """The metric table (a column a model, the change against the baseline) and the metrics' notes."""
+    lines = []
     pair = "baseline" in labels and "model" in labels
     header = "| metric | " + " | ".join(labels) + (" | change |" if pair else " |")
     lines += [header, "|" + "---|" * (len(labels) + 1 + pair)]
@@ -228,6 +234,13 @@ def render_markdown(report: dict, labels: list[str]) -> str:
               "writes as long as they do. Brackets: 95% bootstrap intervals (1,000 resamples of the titles; for the "
               "change, of the per-title differences).",
               ""]
+    return lines
+
+
+def render_markdown(report: dict, labels: list[str]) -> str:
+    """report.md: the settings, the models and how each was asked, the metric table, the phrasings, examples."""
+    names = {label: report["models"][label]["name"] for label in labels}
+    lines = markdown_head(report, labels, names) + markdown_table(report, labels)
     if "phrasings" in report:
         lines += _phrasing_markdown(report, names)
     lines += ["![metrics](report.png)", "", f"## {len(report['examples'])} examples", ""]

@@ -176,7 +176,8 @@ def run_eval(model: str, data: str, out_dir: str | Path, baseline: str | None = 
     records, n_usable = eval_records(data, split, n, seed, log)
     models = {"model": resolve_model(model, base)}
     if baseline is not None:
-        models["baseline"] = models["baseline_as_model"] = resolve_model(baseline)
+        tuned = models["model"]
+        models["baseline"] = models["baseline_as_model"] = resolve_model(baseline, known=(tuned.run, tuned.weights))
     device = default_device(device)
     out_dir = claim_dir(out_dir, "tc3-eval")
     askings = askings_of(model_instruction or trained_instruction(models["model"]), baseline, baseline_instruction,
