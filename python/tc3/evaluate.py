@@ -1,26 +1,11 @@
 """Honest before/after numbers: generate for held-out titles with a fine-tuned model and a baseline, each asked the
 way that suits it (the model as trained, the baseline in the references' language, and beside it the model's way),
-under one setting, and score them.
-
-Metrics (all offline):
-
-* ROUGE-1/2/L: ``rouge-score``, F-measure, averaged over examples (0..1), with :class:`RougeTokenizer` (words of
-  any script; Porter stemming of ASCII words as rouge-score does), with a bootstrap interval on ROUGE-L.
-* BLEU and chrF: ``sacrebleu`` corpus scores with default settings (0..100).
-* Evaluation loss / perplexity: mean token negative log-likelihood of the reference answers given the prompt,
-  over the completion tokens the trainer trains on (the reference and the chat template's end-of-turn), and its
-  exponential.
-* Mean length (words and new tokens), distinct-2 (distinct word bigrams / all word bigrams over all outputs).
-* Loops: the share of outputs in which some word 4-gram occurs 3 or more times (:func:`has_loop`): a generation
-  caught in a cycle repeats every 4-gram of the cycle, plain prose rarely says the same four words three times.
-* Stopped: the share of outputs that ended with an end token before the new-token limit; beside it, the share of
-  references longer than the limit (a model that writes as long as the references cannot stop on those) and the
-  stop share among the titles whose reference fits; with a bootstrap interval.
-* Faithfulness of a grounded answer (:func:`unsupported_share`, used by ``benches/grounded_rouge.py``).
+under one setting, and score them: ROUGE-1/2/L, BLEU, chrF, loss/perplexity on the references, length, distinct-2,
+loops, stop share, with bootstrap intervals (each metric's definition: `tc3.eval.metrics`).
 
 The code: `tc3.eval.metrics` (the metrics), `tc3.eval.run` (``run_eval``: models, answers, cache) and
-`tc3.eval.report` (the report); this module is their stable import path. ``run_eval`` writes ``report.json`` (settings, metrics of each model, every generation), ``report.md`` (a table, the
-plot, 10 side-by-side examples) and ``report.png`` (the metric pairs).
+`tc3.eval.report` (``report.json``: settings, metrics of each model, every generation; ``report.md``: a table, the
+plot, 10 side-by-side examples; ``report.png``: the metric pairs); this module is their stable import path.
 """
 
 from tc3.eval.metrics import (RougeTokenizer, bleu, bootstrap_ci, chrf, distinct_n, has_loop, mean,
