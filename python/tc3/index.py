@@ -258,7 +258,9 @@ def build_index(
             index = _with_analyzer(tantivy.Index(_schema(), path=str(tmp), reuse=False))
             # 128 MB of indexing heap per thread: few segments to merge, yet memory stays well under 1 GB.
             writer = index.writer(heap_size=128_000_000 * threads, num_threads=threads)
-            records = _add_records(writer, files, progress, total)
+            records = {}
+            for doc in _documents(files, records, progress, total):
+                writer.add_document(doc)
             done = sum(records.values())
             writer.commit()
             writer.wait_merging_threads()
@@ -280,13 +282,14 @@ def build_index(
     return meta
 
 
-def _add_records(writer, files: dict[str, list[Path]], progress: ProgressCallback | None, total: int) -> dict:
-    """Every record of `files` (split -> Parquet files) added to the tantivy `writer`, numbered in order; returns
-    the records added by split. `progress(done, total)` after each batch."""
+def _documents(files: dict[str, list[Path]], records: dict, progress: ProgressCallback | None, total: int):
+    """Every record of `files` (split -> Parquet files) as a tantivy Document, numbered in order, counted by split
+    into `records`; `progress(done, total)` after each batch. A generator: the writer stays in build_index, whose
+    error handling drops it (a frame of this function in a traceback would otherwise keep it writing)."""
     import pyarrow.parquet as pq
     import tantivy
 
-    records, done = {}, 0
+    done = 0
     for split in SPLITS:
         records[split] = 0
         for f in files[split]:
@@ -299,12 +302,11 @@ def _add_records(writer, files: dict[str, list[Path]], progress: ProgressCallbac
                     doc.add_bytes("description", description.encode())
                     doc.add_text("split", split)
                     doc.add_unsigned("row", row)
-                    writer.add_document(doc)
+                    yield doc
                 records[split] += batch.num_rows
                 done += batch.num_rows
                 if progress:
                     progress(done, total)
-    return records
 
 
 class ProductIndex:
