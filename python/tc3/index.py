@@ -250,7 +250,6 @@ def build_index(
     check_dest(out, "tc3-index", force=force)
     threads = threads or min(os.cpu_count() or 1, 8)
     total = sum(pq.ParquetFile(f).metadata.num_rows for split in SPLITS for f in files[split])
-
     started = time.perf_counter()
     with staged_dir(out, "tc3-index", force=force) as tmp:
         index = writer = None
@@ -261,7 +260,6 @@ def build_index(
             records = {}
             for doc in _documents(files, records, progress, total):
                 writer.add_document(doc)
-            done = sum(records.values())
             writer.commit()
             writer.wait_merging_threads()
         except BaseException:
@@ -271,7 +269,7 @@ def build_index(
         meta = {
             "format": FORMAT,
             "records": records,
-            "total": done,
+            "total": sum(records.values()),
             "sources": _sources(prep, files),
             "tantivy": tantivy.__version__,
             "threads": threads,
