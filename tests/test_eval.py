@@ -242,9 +242,9 @@ def test_report_has_no_nan_rows_says_when_n_exceeds_the_split_and_warns_on_small
                                                                                          tmp_path, capsys):
     from tc3.cli.eval import main
     from tc3.evaluate import usable_records
-    from tc3.generate import read_prep_split
+    from tc3.layout import PrepDir
 
-    usable = len(usable_records(read_prep_split(prep_dir, "validation")))
+    usable = len(usable_records(PrepDir(prep_dir).read_split("validation")))
     out = tmp_path / "report"
     # 2 new tokens: no reference fits the limit, so "stopped among titles whose reference fits" has no value
     assert main(["--model", str(tiny_model_dir), "--data", str(prep_dir), "--n", "100000", "--max-new-tokens", "2",
@@ -284,14 +284,20 @@ def test_plot_has_a_panel_for_every_row_of_the_table(tmp_path, monkeypatch):
 def test_cache_key_covers_revision_base_device_and_references(tiny_model_dir, pt_adapter, tmp_path, monkeypatch):
     import shutil
 
-    from tc3.evaluate import _cache_key
+    from types import SimpleNamespace
+
+    from tc3.eval.run import _cache_key
     from tc3.generate import GenerationSettings
+    from tc3.model_ref import resolve_model, stamp
 
     records = [{"title": "A", "description": "one"}, {"title": "B", "description": "two"}]
     settings = GenerationSettings()
 
     def key(name=str(pt_adapter), base=None, recs=records, device="cpu"):
-        return _cache_key(name, base, recs, settings, 8, "fixed", device)
+        # a hub id that is not really downloaded: keyed by its fingerprint alone
+        model = resolve_model(name, base) if "/" not in name or name.startswith("/") else SimpleNamespace(
+            fingerprint=stamp(name))
+        return _cache_key(model, recs, settings, 8, "fixed", device)
 
     assert key() == key()
     assert key(device="cuda") != key()
@@ -318,11 +324,14 @@ def test_cache_key_covers_the_prompts_and_tc3_itself(pt_adapter, monkeypatch):
     import tc3
     from tc3 import prompts
     from tc3.cache_keys import code_digest
-    from tc3.evaluate import _cache_key
+    from tc3.eval.run import _cache_key
     from tc3.generate import GenerationSettings
+    from tc3.model_ref import resolve_model
+
+    model = resolve_model(str(pt_adapter))
 
     def key():
-        return _cache_key(str(pt_adapter), None, [{"title": "A", "description": "one"}], GenerationSettings(), 8)
+        return _cache_key(model, [{"title": "A", "description": "one"}], GenerationSettings(), 8)
 
     before = key()
     monkeypatch.setitem(prompts.INSTRUCTIONS, "pt", "Descreva o produto.")

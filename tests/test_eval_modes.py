@@ -241,9 +241,10 @@ def test_seen_coverage_says_how_much_of_the_train_rows_a_run_can_have_seen(tmp_p
     import json
 
     from tc3.eval.modes import seen_coverage
+    from tc3.layout import RunDir
 
     for rows, coverage in ((400, pytest.approx(0.03)), (10, 1.0)):
         facts = {"global_step": 3, "global_batch_size": 4, "train_examples": rows}
         (tmp_path / "metrics.json").write_text(json.dumps(facts))
-        assert seen_coverage(str(tmp_path)) == coverage
-    assert seen_coverage(str(tmp_path / "other")) is None
+        assert seen_coverage(RunDir(tmp_path)) == coverage
+    assert seen_coverage(RunDir(tmp_path / "other")) is None

@@ -5,6 +5,7 @@ adapter."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 from tc3.errors import UserError
@@ -39,6 +40,7 @@ def test_merged_and_unmerged_adapter_answer_alike_on_a_full_precision_base(adapt
 
 
 def test_adapter_over_a_quantized_base_stays_unmerged(adapter, tiny_model_dir, tmp_path, monkeypatch):
+    import tc3.model_ref as model_ref
     import tc3.models as models
 
     config = json.loads((tiny_model_dir / "config.json").read_text())
@@ -48,7 +50,7 @@ def test_adapter_over_a_quantized_base_stays_unmerged(adapter, tiny_model_dir, t
     assert models.is_quantized(quantized) and not models.is_quantized(tiny_model_dir)
 
     # bitsandbytes needs CUDA: stand in for a 4-bit base with the tiny one, flagged as quantized
-    monkeypatch.setattr(models, "is_quantized", lambda model_or_dir: True)
+    monkeypatch.setattr(model_ref, "is_quantized", lambda model_or_config: True)
     loaded = load_model(str(adapter), device="cpu")
     assert loaded.merged is False and type(loaded.model).__name__.startswith("PeftModel")
     with pytest.raises(UserError, match="is quantized: merging"):
@@ -112,3 +114,29 @@ def test_tc3_export_names_the_answer_end_everywhere_keeps_fp32_and_measures_depa
     err = capsys.readouterr().err
     assert err.startswith("tc3-export: error:") and "notes.txt" in err and err.count("\n") == 1
     assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_export_merges_in_the_precision_the_run_was_trained_in(adapter, tmp_path):
+    """Seen: a base stored in float32 and trained in bf16 on a GPU (precision auto) was merged in fp32: the export
+    guessed the precision from the base. It reads the run's saved plan; a run saved before plans keeps the old
+    guess (the base's fp32)."""
+    from safetensors import safe_open
+    from tc3.cli.export import main
+    from tc3.config import TrainConfig
+    from tc3.train.plan import TrainPlan
+
+    run = tmp_path / "run"
+    shutil.copytree(adapter, run)
+    TrainConfig(precision="auto").save(run / "tc3_config.yaml")
+    assert main([str(run), str(tmp_path / "old"), "--device", "cpu", "--no-check"]) == 0
+    with safe_open(str(tmp_path / "old" / "model.safetensors"), "pt") as f:
+        assert {str(f.get_tensor(k).dtype) for k in f.keys()} == {"torch.float32"}  # no plan: the base's dtype
+    TrainPlan(backend="unsloth", device="cuda", precision="bf16", optimizer="adamw_8bit", attention="SDPA",
+              checkpointing=True, per_device_batch=8, gradient_accumulation=1, world_size=1,
+              max_length=64).save(run / "tc3_plan.json")
+    assert main([str(run), str(tmp_path / "merged"), "--device", "cpu"]) == 0
+    with safe_open(str(tmp_path / "merged" / "model.safetensors"), "pt") as f:
+        assert {str(f.get_tensor(k).dtype) for k in f.keys()} == {"torch.bfloat16"}
+    assert json.loads((tmp_path / "merged" / "export_check.json").read_text())["dtype"] == "bf16"
+    assert json.loads((tmp_path / "merged" / "tc3_plan.json").read_text())["precision"] == "bf16"
+    assert "Backend `unsloth` on cuda, bf16, optimizer `adamw_8bit`" in (tmp_path / "merged" / "README.md").read_text()

@@ -8,7 +8,8 @@ import json
 
 import pytest
 import tc3.grounding as grounding
-from tc3.generate import GenerationSettings, load_model, read_prep_split
+from tc3.generate import GenerationSettings, load_model
+from tc3.layout import PrepDir
 from tc3.grounding import answer_grounded, citation, found_text, no_match_answer, stream_grounded
 from tc3.index import ProductIndex, build_index
 
@@ -30,7 +31,7 @@ def tiny(tiny_model_dir):
 
 @pytest.fixture(scope="module")
 def record(prep_dir):
-    rows = read_prep_split(prep_dir, "validation")
+    rows = PrepDir(prep_dir).read_split("validation")
     return next(r for r in rows if len(r["title"].split()) >= 4)
 
 
@@ -71,7 +72,7 @@ def test_lookup_and_answer_ignore_case(tiny, index, record, asks):
 
 
 def test_a_question_without_its_question_mark_is_still_looked_up(index, prep_dir):
-    short = next(r for r in read_prep_split(prep_dir, "train") if len(r["title"].split()) == 2)
+    short = next(r for r in PrepDir(prep_dir).read_split("train") if len(r["title"].split()) == 2)
     text = f"what can you tell me about {short['title'].lower()}"  # too many words that are not in the title
     assert index.lookup(text) is None
     title, hit = grounding.find(index, text)
@@ -182,7 +183,7 @@ def test_grounded_benchmark_reports_the_copy_baseline_and_faithfulness(tiny, ind
     spec = importlib.util.spec_from_file_location("grounded_rouge", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    rows = read_prep_split(prep_dir, "validation")[:3]
+    rows = PrepDir(prep_dir).read_split("validation")[:3]
     items = []
     for row in rows:
         hit = index.lookup(row["title"].lower())

@@ -1,5 +1,6 @@
 """End to end on CPU: the tiny random Llama trained for a few dozen steps on a tc3-prep output of the real records."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -196,7 +197,7 @@ def test_training_examples_are_masked_and_well_formed(tiny_model_dir, prep_dir, 
 
 def test_eager_loss_matches_the_model_loss(tiny_model_dir):
     """The CPU stand-in for TRL's Triton loss kernel gives the model's own loss and gradients."""
-    from tc3.train import use_eager_loss_off_gpu
+    from tc3.kernels import use_eager_loss_off_gpu
     from transformers import AutoModelForCausalLM
     from trl.trainer.utils import add_fused_lm_head
 
@@ -405,6 +406,62 @@ def test_export_merges_into_a_plain_model(trained, tmp_path):
     assert (logits[0, -1].argmax() == trained_logits[0, -1].argmax()).item()
 
 
+def test_the_plan_is_saved_with_the_run_and_in_the_card(trained):
+    from tc3.layout import RunDir
+
+    out, metrics, _ = trained
+    plan = RunDir(out).plan
+    assert (plan.backend, plan.device, plan.precision, plan.optimizer) == ("hf", "cpu", "fp32", "adamw_torch")
+    assert plan.max_length == metrics["max_length"] == RunDir(out).config.max_length
+    assert (plan.per_device_batch, plan.gradient_accumulation, plan.world_size, plan.checkpointing) == (4, 1, 1, False)
+    assert plan.attention == metrics["attention"] and plan.global_batch == metrics["global_batch_size"]
+    assert "## Training plan\nBackend `hf` on cpu, fp32, optimizer `adamw_torch`" in (out / "README.md").read_text()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="8-bit optimizers run as asked on CUDA")
+def test_an_8bit_optimizer_on_cpu_is_recorded_as_the_one_that_ran(tiny_model_dir, prep_dir, tmp_path):
+    """Seen: on CPU the optimizer fell back to adamw_torch while tc3_config.yaml and the model card said adamw_8bit."""
+    from tc3.layout import RunDir
+    from tc3.train import check_output_dir, train
+
+    out = tmp_path / "run"
+    config = tiny_config(tiny_model_dir, prep_dir, out, "optimizer=adamw_8bit", "max_steps=2", "train_samples=16",
+                         "eval_samples=4", "eval_steps=2", "save_steps=2", "max_length_cap=64", "lr_scheduler=constant")
+    train(config)
+    run = RunDir(out)
+    assert run.config.optimizer == run.plan.optimizer == "adamw_torch"
+    assert run.plan.notes == ["adamw_8bit needs CUDA (bitsandbytes): adamw_torch"]
+    card = (out / "README.md").read_text()
+    assert "optimizer: adamw_torch" in card and "optimizer: adamw_8bit" not in card
+    # the run resumes, extended, with the config as the user wrote it (adamw_8bit asked for, adamw_torch run)
+    assert check_output_dir(dataclasses.replace(config, max_steps=4), resume=True) == out / "checkpoint-2"
+
+
+def test_a_run_saved_before_plans_still_exports_generates_and_resumes(trained, tmp_path):
+    """A run dir without tc3_plan.json (and with the optimizer as asked, not as run): every reader falls back to what
+    it did before plans were saved."""
+    from tc3.export import trained_dtype
+    from tc3.generate import GenerationSettings, generate_batch, load_model
+    from tc3.layout import RunDir
+    from tc3.model_ref import resolve_model
+    from tc3.train import check_output_dir
+
+    out, _, _ = trained
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    (old / "tc3_plan.json").unlink()
+    config = load_config(old / "tc3_config.yaml", [f"output_dir={old}", "optimizer=adamw_8bit"])
+    config.save(old / "tc3_config.yaml")
+    assert RunDir(old).plan is None
+    assert trained_dtype(resolve_model(str(old))) == "fp32"  # the config's precision, as before
+    loaded = load_model(str(old), device="cpu")
+    assert loaded.precision == "fp32" and generate_batch(loaded, ["X"], GenerationSettings(max_new_tokens=2))
+    # resumable with the config as saved (tc3-train's check, before anything loads): the schedule extended
+    extended = load_config(old / "tc3_config.yaml", ["max_steps=48", "lr_scheduler=constant"])
+    (old / "tc3_config.yaml").write_text((old / "tc3_config.yaml").read_text().replace("linear", "constant"))
+    assert check_output_dir(extended, resume=True) == old / "checkpoint-32"
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="with CUDA a quantized model is simply loaded")
 def test_a_quantized_model_on_cpu_is_a_clear_error(tiny_model_dir, prep_dir, tmp_path, capsys):
     from tc3.cli.train import main
@@ -471,3 +528,16 @@ def test_unsloth_backend_on_gpu(tiny_model_dir, prep_dir, tmp_path):
 
     model, tokenizer = load_trained(out, device="cuda")
     assert torch.isfinite(probe_logits(model, tokenizer)).all()
+
+
+def test_library_internals_tc3_patches_are_there():
+    """tc3.kernels changes TRL from outside: each name it replaces must still be there, in the release it was read
+    against (a newer TRL: read the patches again, then raise TRL_WRITTEN_FOR)."""
+    import trl
+    import trl.trainer.utils
+    from tc3 import kernels
+    from trl import SFTTrainer
+
+    assert hasattr(trl.trainer.utils, "_ChunkedLogProbFunction")
+    assert callable(SFTTrainer.create_model_card)
+    assert trl.__version__.startswith(kernels.TRL_WRITTEN_FOR + ".")

@@ -98,7 +98,7 @@ def test_no_encoded_example_exceeds_the_length_or_loses_its_end(tiny_tokenizer, 
 @pytest.mark.parametrize("overlong", ["trim", "drop"])
 def test_every_training_example_ends_with_its_end_token(tiny_model_dir, prep_dir, tmp_path, overlong):
     """Seen: TRL cut examples over max_length with their end-of-turn token, teaching the model not to stop."""
-    from tc3.generate import read_prep_split
+    from tc3.layout import PrepDir
     from tc3.train import build_run
 
     run = build_run(config_for(tiny_model_dir, prep_dir, tmp_path / "run", "max_length_cap=96",
@@ -106,7 +106,7 @@ def test_every_training_example_ends_with_its_end_token(tiny_model_dir, prep_dir
     eot = run.tokenizer.convert_tokens_to_ids(EOT)
     rows = run.trainer.train_dataset
     fits = run.fits["train"]
-    descriptive = sum(r["kind"] != "review_quotes" for r in read_prep_split(prep_dir, "train"))  # tiny-cpu's kinds
+    descriptive = sum(r["kind"] != "review_quotes" for r in PrepDir(prep_dir).read_split("train"))  # tiny-cpu's kinds
     assert sum(fits.values()) == min(400, descriptive) and fits["trimmed" if overlong == "trim" else "dropped"] > 100
     assert len(rows) == fits["whole"] + fits["trimmed"]
     for row in rows:
@@ -482,17 +482,17 @@ def test_trainable_parameters_stay_fp32_when_trl_sees_a_4bit_base(tiny_model_dir
     """TRL 1.15 casts every trainable parameter of a 4-bit model to bf16: an fp16 run's gradient scaler then fails
     ("not implemented for 'BFloat16'", seen on an H100 with backend=hf precision=fp16). The run puts them back in fp32.
     The tiny model is marked 4-bit as bitsandbytes marks it, which is what TRL reads."""
-    import tc3.train
+    import tc3.train.model
     from tc3.train import build_run
 
-    load_hf = tc3.train.load_hf
+    load_hf = tc3.train.model.load_hf
 
     def marked_4bit(*args, **kwargs):
         model, tokenizer, rows = load_hf(*args, **kwargs)
         model.is_loaded_in_4bit = True
         return model, tokenizer, rows
 
-    monkeypatch.setattr(tc3.train, "load_hf", marked_4bit)
+    monkeypatch.setattr(tc3.train.model, "load_hf", marked_4bit)
     run = build_run(config_for(tiny_model_dir, prep_dir, tmp_path / "run", "train_samples=16"))
     trainable = {name: p.dtype for name, p in run.trainer.model.named_parameters() if p.requires_grad}
     assert trainable and set(trainable.values()) == {torch.float32}, trainable

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--device", default=None, help="default: cuda when there is one")
-    p.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: bf16 on CUDA, fp32 on CPU)")
+    p.add_argument("--dtype", default=None, help="fp32, bf16 or fp16, torch's names too (default: tc3.runtime.inference_precision)")
     p.add_argument("-o", "--output", help="JSON file (default: stdout)")
     args = p.parse_args(argv)
     result = json.dumps(measure(args.model, args.n, args.batch_size, args.max_new_tokens, args.device, args.dtype),

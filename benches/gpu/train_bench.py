@@ -240,7 +240,7 @@ def run_setup(args) -> int:
     os.environ.update(OFFLINE)
     name = args.name
     if not name.startswith("hf"):
-        # read when unsloth is imported, which happens here, before tc3.train.prepare_environment could set it
+        # read when unsloth is imported, which happens here, before tc3.train.model.prepare_environment could set it
         if name == "course" or "padding_free=false" in args.set:
             os.environ["UNSLOTH_DISABLE_AUTO_PADDING_FREE"] = "1"
         import unsloth  # noqa: F401  (first, as tc3.train does: it patches transformers and TRL)

@@ -160,7 +160,7 @@ def register_hf_varlen(compute_dtype: str | None = None) -> None:
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface
 
-    from tc3.train import torch_dtype
+    from tc3.runtime import torch_dtype
 
     dtype = torch_dtype(compute_dtype) if compute_dtype else None
     AttentionInterface.register(HF_VARLEN, functools.partial(hf_varlen_attention, compute_dtype=dtype))

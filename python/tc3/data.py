@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tc3.cache_keys import code_digest, prompt_values
 from tc3.config import ConfigError
+from tc3.layout import PrepDir
 from tc3.prompts import choose_question, completion_messages, encode_example, prompt_messages, seeded_unit
 
 COLUMNS = ("uid", "title", "description")
@@ -20,7 +21,7 @@ def cache_dir_for(prep_dir: Path) -> str:
     name alone, so a second `prep` dir, or one made again, would silently load the Arrow cache of the first."""
     from datasets import config
 
-    files = sorted((prep_dir / "data").glob("*.parquet"))
+    files = PrepDir(prep_dir).parquet_files()
     identity = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
     key = hashlib.sha256(repr(identity).encode()).hexdigest()[:16]
     return str(Path(config.HF_DATASETS_CACHE) / "tc3-prep" / key)
@@ -41,9 +42,7 @@ def load_splits(prep_dir: str | Path):
     """The train and validation splits of a `tc3-prep` output dir (its dataset card names the Parquet files)."""
     from datasets import load_dataset
 
-    prep_dir = Path(prep_dir)
-    if not (prep_dir / "README.md").is_file() or not (prep_dir / "data").is_dir():
-        raise ConfigError(f"{prep_dir} is not a tc3-prep output dir (expected README.md and data/)")
+    prep_dir = PrepDir(prep_dir).check().path
     check_rows(prep_dir)
     splits = load_dataset(str(prep_dir), cache_dir=cache_dir_for(prep_dir))
     for split in ("train", "validation"):
@@ -63,7 +62,7 @@ def check_rows(prep_dir: Path) -> None:
     for split, hint in (("train", "tc3-prep kept no record for it"),
                         ("validation", "its --val-fraction drew no record: too small a share, or too few "
                                        "records; run tc3-prep with a larger --val-fraction")):
-        files = sorted((prep_dir / "data").glob(f"{split}-*.parquet"))
+        files = PrepDir(prep_dir).split_files(split)
         if files and sum(pq.ParquetFile(f).metadata.num_rows for f in files) == 0:
             raise ConfigError(f"the {split} split of {prep_dir} is empty ({hint})")
 

@@ -1,8 +1,9 @@
 """Merge a trained LoRA adapter into a full-precision copy of its base: a plain model dir for transformers, vLLM and
 llama.cpp, which stops where the fine-tune ends its answers, and a measure of how far it departs from the adapter.
 
-* dtype: by default the one the adapter was trained in (its tc3 config's ``precision``; for ``auto``, the dtype the
-  base is stored in), so an fp32 base is not silently rounded to bf16;
+* dtype: by default the one the adapter was trained in (its saved training plan's ``precision``; for a run saved
+  before plans were, its config's explicit ``precision``, else the dtype the base is stored in), so an fp32 run is
+  not silently rounded to bf16 and a bf16 run over an fp32 base is not widened;
 * end token: ``config.json``, ``generation_config.json`` and the tokenizer all name the token that ends an answer
   under the chat template (Llama-3: ``<|eot_id|>``), not the base's end-of-text;
 * QLoRA: the adapter was trained over 4-bit weights, and the export merges it into the 16-bit originals (merging
@@ -14,16 +15,17 @@ llama.cpp, which stops where the fine-tune ends its answers, and a measure of ho
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
-from tc3.config import ConfigError, load_config
+from tc3.config import ConfigError
 from tc3.gguf import MODELFILE, QUANTS as GGUF_QUANTS, check_supported, modelfile, write_gguf
-from tc3.models import check_model_folder, check_model_ref, go_offline_if_possible, model_dir
+from tc3.layout import RunDir
+from tc3.model_ref import ResolvedModel, resolve_model
+from tc3.models import check_model_folder, check_model_ref, go_offline_if_possible
 from tc3.outputs import check_dest, staged_dir
+from tc3.runtime import PRECISIONS, precision_of
 
 QUANTIZED_SUFFIX = "-bnb-4bit"  # unsloth's pre-quantized repos; the 16-bit weights are the same id without it
-DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 # Titles the merged model and the adapter both answer to measure how far apart they are.
 CHECK_TITLES = ("Mog's Kittens", "Girls Ballet Tutu Neon Pink", "Anker PowerCore 10000 Portable Charger",
                 "The Prophet (Hardcover)", "Stainless Steel Garlic Press", "Harry Potter and the Goblet of Fire",
@@ -36,26 +38,28 @@ CHECK_FILE = "export_check.json"
 
 def sixteen_bit_base(base: str) -> str:
     """The base to merge into. Merging into 4-bit weights would bake their rounding error into the merged model, so
-    a pre-quantized base is replaced by its 16-bit original."""
-    if base.endswith(QUANTIZED_SUFFIX):
-        return base[: -len(QUANTIZED_SUFFIX)]
-    local = model_dir(base)
-    if local and "quantization_config" in json.loads((local / "config.json").read_text()):
-        raise ConfigError(f"base {base} is quantized; pass --base with its 16-bit weights")
-    return base
+    unsloth's pre-quantized id is replaced by its 16-bit original (any other quantized base is refused once it is
+    resolved: `check_mergeable`)."""
+    return base[: -len(QUANTIZED_SUFFIX)] if base.endswith(QUANTIZED_SUFFIX) else base
 
 
-def trained_dtype(adapter_dir: Path, base: str) -> str:
-    """fp32, bf16 or fp16: the tc3 config's explicit ``precision``, else the dtype the base's weights are stored in
-    (what training on CPU keeps; bf16 when the config does not say)."""
-    saved = adapter_dir / "tc3_config.yaml"
-    precision = load_config(saved).precision if saved.is_file() else "auto"
+def check_mergeable(target: ResolvedModel) -> None:
+    if target.quantized:
+        raise ConfigError(f"base {target.base} is quantized; pass --base with its 16-bit weights")
+
+
+def trained_dtype(target: ResolvedModel) -> str:
+    """fp32, bf16 or fp16: the precision the adapter was trained in, from its saved training plan. A run saved before
+    plans were: its config's explicit ``precision``, else the dtype the base's weights are stored in (what training
+    on CPU keeps; bf16 when the base does not say)."""
+    if target.plan is not None:
+        return target.plan.precision
+    precision = target.config.precision if target.config else "auto"
     if precision != "auto":
         return precision
-    local = model_dir(base)
-    config = json.loads((local / "config.json").read_text()) if local else {}
-    stored = config.get("dtype") or config.get("torch_dtype")
-    return {name: key for key, name in DTYPES.items()}.get(stored, "bf16")
+    stored = target.weights.model_config or {}
+    stored = stored.get("dtype") or stored.get("torch_dtype")
+    return precision_of(stored) if stored in ("float32", "bfloat16", "float16") else "bf16"
 
 
 def answer_end_token(tokenizer) -> str:
@@ -133,52 +137,61 @@ def departure(adapter, merged, titles=CHECK_TITLES, max_new_tokens: int = CHECK_
 def export_merged(adapter_dir: str | Path, out_dir: str | Path, base: str | None = None, dtype: str = "auto",
                   device: str | None = None, check: bool = True, gguf: str | None = None) -> Path:
     """Write base + adapter, merged, in ``dtype`` (auto, fp32, bf16, fp16) to ``out_dir``, with tokenizer, config,
-    model card and (``check``) ``export_check.json``, the :func:`departure` of the merged model from the adapter;
-    with ``gguf`` (a quant of tc3.gguf.QUANTS: f16, q8_0, q4_k_m) also ``model-<quant>.gguf`` and an Ollama
+    plan, model card and (``check``) ``export_check.json``, the :func:`departure` of the merged model from the
+    adapter; with ``gguf`` (a quant of tc3.gguf.QUANTS: f16, q8_0, q4_k_m) also ``model-<quant>.gguf`` and an Ollama
     ``Modelfile`` (tc3.gguf). Returns ``out_dir``. Raises UserError for a user mistake."""
     from tc3.models import load_model
 
     adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
-    adapter_config = check_model_folder(str(adapter_dir), "adapter", adapter=True) / "adapter_config.json"
+    run = RunDir(check_model_folder(str(adapter_dir), "adapter", adapter=True))
     check_dest(out_dir, "tc3-export")
     if gguf is not None and gguf not in GGUF_QUANTS:
         raise ConfigError(f"gguf quant must be one of {', '.join(GGUF_QUANTS)}, got {gguf!r}")
-    if dtype != "auto" and dtype not in DTYPES:
-        raise ConfigError(f"dtype must be auto, {', '.join(DTYPES)}, got {dtype!r}")
-    trained_base = json.loads(adapter_config.read_text())["base_model_name_or_path"]
+    if dtype != "auto" and dtype not in PRECISIONS:
+        raise ConfigError(f"dtype must be auto, {', '.join(PRECISIONS)}, got {dtype!r}")
+    trained_base = run.adapter_config["base_model_name_or_path"]
     base = base or sixteen_bit_base(trained_base)
     check_model_ref(base, "base")
     go_offline_if_possible(base)
-    dtype = trained_dtype(adapter_dir, base) if dtype == "auto" else dtype
+    target = resolve_model(str(adapter_dir), base, run)
+    check_mergeable(target)
+    trained = trained_dtype(target)
+    dtype = trained if dtype == "auto" else dtype
 
+    merged = load_model(target, device=device, dtype=dtype, merge=True)
+    result = None
+    if check:  # the adapter as it was trained and evaluated: over its own base, unmerged where that is 4-bit
+        adapter = load_model(target.over(trained_base), device=merged.device, dtype=trained, merge=False)
+        result = {"dtype": dtype, "base": base, "adapter_base": trained_base, **departure(adapter, merged)}
+        adapter.close()
+    write_export(target, merged, out_dir, result, gguf)
+    return out_dir
+
+
+def write_export(target: ResolvedModel, merged, out_dir: Path, check: dict | None, gguf: str | None) -> None:
+    """The merged model's folder, written whole: weights, the tokenizer as the trainer saved it (ending on the
+    answer's end token), the GGUF and Modelfile, export_check.json, and the run's config, plan and a model card."""
     from tc3.model_card import write_model_card
     from tc3.prompts import load_tokenizer
 
-    merged = load_model(str(adapter_dir), base=base, device=device, dtype=DTYPES[dtype], merge=True)
-    result = None
-    if check:  # the adapter as it was trained and evaluated: over its own base, unmerged where that is 4-bit
-        adapter = load_model(str(adapter_dir), device=merged.device, dtype=DTYPES[trained_dtype(adapter_dir, base)],
-                             merge=False)
-        result = {"dtype": dtype, "base": base, "adapter_base": trained_base, **departure(adapter, merged)}
-        adapter.close()
     # the tokenizer as the trainer saved it (load_model readies its copy for batched generation: left padding)
-    tokenizer = load_tokenizer(str(adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else base))
+    tokenizer = load_tokenizer(str(target.tokenizer_path))
     name_end_token(merged.model, tokenizer)
     if gguf is not None:
         check_supported(merged.model.config)  # before the merge is written, not after
 
+    run = target.run
     with staged_dir(out_dir, "tc3-export") as staging:  # whole or absent: a half-written merge never sits at out_dir
         merged.model.save_pretrained(str(staging), safe_serialization=True)
         tokenizer.save_pretrained(str(staging))
         if gguf is not None:
             written = write_gguf(merged.model, tokenizer, staging, gguf)
             (staging / MODELFILE).write_text(modelfile(tokenizer, written.name), encoding="utf-8")
-        if result is not None:
-            (staging / CHECK_FILE).write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
-        saved_config = adapter_dir / "tc3_config.yaml"
-        metrics_file = adapter_dir / "metrics.json"
-        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-        if saved_config.is_file():
-            shutil.copy(saved_config, staging / saved_config.name)
-            write_model_card(staging, load_config(saved_config), {**metrics, "merged_into": base}, merged=True)
-    return out_dir
+        if check is not None:
+            (staging / CHECK_FILE).write_text(json.dumps(check, indent=2, ensure_ascii=False) + "\n")
+        if run.plan is not None:
+            run.plan.save(staging / RunDir.PLAN)
+        if run.config is not None:
+            run.config.save(staging / RunDir.CONFIG)
+            write_model_card(staging, run.config, {**run.metrics, "merged_into": target.base}, merged=True,
+                             plan=run.plan)

@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .errors import UserError
+from .layout import PrepDir
 from .models import LoadedModel, load_model, prepare_tokenizer  # noqa: F401 (the CLIs' imports)
 from .outputs import split_lines
 from .prompts import end_token_ids, prompt_ids, title_in_question
@@ -464,7 +465,7 @@ def read_titles(path: str | os.PathLike, split: str = "validation") -> Titles:
     if not path.exists():
         raise UserError(f"input '{path}' does not exist")
     if path.is_dir():
-        records = Titles({k: r[k] for k in ("uid", "title") if k in r} for r in read_prep_split(path, split))
+        records = Titles({k: r[k] for k in ("uid", "title") if k in r} for r in PrepDir(path).read_split(split))
     else:
         records = _read_title_file(path)
     if not records:
@@ -546,23 +547,3 @@ def _read_csv(path: Path, text: str, separator: str) -> Titles:
         uid = row.get(columns["uid"]) if "uid" in columns else None
         records.append({"uid": uid, "title": title} if uid else {"title": title})
     return records
-
-
-def read_prep_split(directory: str | os.PathLike, split: str) -> list[dict]:
-    """Rows (``uid``, ``title``, ``description``) of one split of a tc3-prep output directory."""
-    import pyarrow.parquet as pq
-
-    directory = Path(directory)
-    files = sorted((directory / "data").glob(f"{split}-*.parquet")) or sorted(directory.glob(f"{split}-*.parquet"))
-    if not files:
-        raise UserError(f"'{directory}' has no {split} split (expected data/{split}-*.parquet from tc3-prep)")
-    rows: list[dict] = []
-    for file in files:
-        try:
-            table = pq.read_table(file)
-        except Exception as err:
-            raise UserError(f"cannot read {file}: {err}") from None
-        if "title" not in table.column_names:
-            raise UserError(f"{file} has no 'title' column")
-        rows.extend(table.to_pylist())
-    return rows

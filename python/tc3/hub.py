@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from tc3.config import ConfigError
-from tc3.models import check_model_folder, hub_id
+from tc3.models import check_model_folder, hub_id, looks_like_hub_id
 
 # What a model repo needs from a tc3-train or tc3-export dir, by kind: top-level file names (shell patterns).
 # Never checkpoints, optimizer state or tc3_config.yaml (it names local paths; the model card shows the config).
@@ -85,10 +85,6 @@ def hub_token() -> str:
     return token
 
 
-def looks_like_hub_id(ref: str) -> bool:
-    return ref.count("/") == 1 and not ref.startswith(("/", ".", "~")) and not os.path.isabs(ref)
-
-
 @dataclass
 class PushPlan:
     """What a push of `path` to `repo_id` would do, and why it would fail (`problems`, empty when it would not)."""
@@ -126,7 +122,7 @@ def _adapter_base(plan: PushPlan) -> None:
         plan.problems.append(f"{ADAPTER_CONFIG} names no base model (base_model_name_or_path)")
         return
     published = hub_id(recorded)
-    if not published or not looks_like_hub_id(published):
+    if not published or "/" not in published or not looks_like_hub_id(published):  # owner/name: others can load it
         plan.problems.append(
             f"the adapter's base model is the local folder {recorded!r}, which nobody else can load: publish the base "
             f"and set base_model_name_or_path in {ADAPTER_CONFIG} to its hub id, or push a merged model (tc3-export)"

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tc3.errors import UserError
+from tc3.layout import PrepDir
 from tc3.outputs import check_dest, staged_dir
 
 __all__ = [
@@ -27,7 +28,7 @@ __all__ = [
 ]
 
 META_NAME = "tc3-index.json"
-SPLITS = ("train", "validation")
+SPLITS = PrepDir.SPLITS
 FORMAT = 3  # 2: the `row` field; 3: titles analysed by TITLE_TOKENIZER
 TITLE_TOKENIZER = "tc3_title"  # the name the index's title field knows `title_analyzer` by
 
@@ -184,11 +185,8 @@ def _key(q_content: list[str], q_sequence: list[str], title: str) -> tuple[float
 
 
 def _prep_files(prep_dir: Path) -> dict[str, list[Path]]:
-    data = prep_dir / "data"
-    files = {split: sorted(data.glob(f"{split}-*.parquet")) for split in SPLITS}
-    if not any(files.values()):
-        raise UserError(f"{prep_dir} is not a tc3-prep output dir (no data/train-*.parquet)")
-    return files
+    prep = PrepDir(prep_dir).check()
+    return {split: prep.split_files(split) for split in SPLITS}
 
 
 def _sources(prep_dir: Path, files: dict[str, list[Path]]) -> list[dict[str, Any]]:
@@ -252,7 +250,6 @@ def build_index(
     check_dest(out, "tc3-index", force=force)
     threads = threads or min(os.cpu_count() or 1, 8)
     total = sum(pq.ParquetFile(f).metadata.num_rows for split in SPLITS for f in files[split])
-
     started = time.perf_counter()
     with staged_dir(out, "tc3-index", force=force) as tmp:
         index = writer = None
@@ -260,24 +257,9 @@ def build_index(
             index = _with_analyzer(tantivy.Index(_schema(), path=str(tmp), reuse=False))
             # 128 MB of indexing heap per thread: few segments to merge, yet memory stays well under 1 GB.
             writer = index.writer(heap_size=128_000_000 * threads, num_threads=threads)
-            records, done = {}, 0
-            for split in SPLITS:
-                records[split] = 0
-                for f in files[split]:
-                    for batch in pq.ParquetFile(f).iter_batches(BATCH_ROWS, columns=["uid", "title", "description"]):
-                        uids, titles, descriptions = (c.to_pylist() for c in batch.columns)
-                        for row, (uid, title, description) in enumerate(zip(uids, titles, descriptions), done):
-                            doc = tantivy.Document()
-                            doc.add_text("uid", uid or "")
-                            doc.add_text("title", normalize(title))
-                            doc.add_bytes("description", description.encode())
-                            doc.add_text("split", split)
-                            doc.add_unsigned("row", row)
-                            writer.add_document(doc)
-                        records[split] += batch.num_rows
-                        done += batch.num_rows
-                        if progress:
-                            progress(done, total)
+            records = {}
+            for doc in _documents(files, records, progress, total):
+                writer.add_document(doc)
             writer.commit()
             writer.wait_merging_threads()
         except BaseException:
@@ -287,7 +269,7 @@ def build_index(
         meta = {
             "format": FORMAT,
             "records": records,
-            "total": done,
+            "total": sum(records.values()),
             "sources": _sources(prep, files),
             "tantivy": tantivy.__version__,
             "threads": threads,
@@ -296,6 +278,33 @@ def build_index(
         }
         (tmp / META_NAME).write_text(json.dumps(meta, indent=2) + "\n")
     return meta
+
+
+def _documents(files: dict[str, list[Path]], records: dict, progress: ProgressCallback | None, total: int):
+    """Every record of `files` (split -> Parquet files) as a tantivy Document, numbered in order, counted by split
+    into `records`; `progress(done, total)` after each batch. A generator: the writer stays in build_index, whose
+    error handling drops it (a frame of this function in a traceback would otherwise keep it writing)."""
+    import pyarrow.parquet as pq
+    import tantivy
+
+    done = 0
+    for split in SPLITS:
+        records[split] = 0
+        for f in files[split]:
+            for batch in pq.ParquetFile(f).iter_batches(BATCH_ROWS, columns=["uid", "title", "description"]):
+                uids, titles, descriptions = (c.to_pylist() for c in batch.columns)
+                for row, (uid, title, description) in enumerate(zip(uids, titles, descriptions), done):
+                    doc = tantivy.Document()
+                    doc.add_text("uid", uid or "")
+                    doc.add_text("title", normalize(title))
+                    doc.add_bytes("description", description.encode())
+                    doc.add_text("split", split)
+                    doc.add_unsigned("row", row)
+                    yield doc
+                records[split] += batch.num_rows
+                done += batch.num_rows
+                if progress:
+                    progress(done, total)
 
 
 class ProductIndex:

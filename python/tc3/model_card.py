@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from tc3.layout import PrepDir
 from tc3.models import hub_id, model_dir
 from tc3.prompts import questions_card_section
 
@@ -52,11 +53,11 @@ def without_local_paths(value):
 
 def data_summary(prep_dir: str) -> str:
     """What the prep report says about the data, when it is there (its input paths as `public_path` shows them)."""
-    stats = Path(prep_dir) / "stats.json"
+    stats = PrepDir(prep_dir).stats
     what = f"A `tc3-prep` output dir (`{public_path(prep_dir)}`) of LF-Amazon-1.3M (AmazonTitles-1.3MM) `trn.json`"
-    if not stats.is_file():
+    if stats is None:
         return what + "."
-    report = without_local_paths(json.loads(stats.read_text(encoding="utf-8")))
+    report = without_local_paths(stats)
     return f"{what}; its report:\n\n```json\n{json.dumps(report, indent=2)}\n```"
 
 
@@ -93,9 +94,34 @@ def examples_section(config, metrics: dict) -> str:
     return "\n".join(lines).strip()
 
 
-def write_model_card(out_dir: Path, config, metrics: dict, merged: bool = False) -> None:
+def plan_section(plan) -> str:
+    """Markdown of the training plan (tc3.train.plan.TrainPlan): how the run ran on its machine. A run saved before
+    plans were says so."""
+    if plan is None:
+        return "## Training plan\nNot recorded (a run saved before tc3 wrote its plan)."
+    notes = "".join(f"\n- {note}" for note in plan.notes)
+    return (f"## Training plan\nBackend `{plan.backend}` on {plan.device}, {plan.precision}, optimizer "
+            f"`{plan.optimizer}`, global batch {plan.global_batch} ({plan.world_size} process(es)), attention: "
+            f"{plan.attention}.{notes}\n```json\n{json.dumps(plan.to_dict(), indent=2)}\n```")
+
+
+def front_matter(config, license_id: str, merged: bool) -> str:
+    front = {
+        # the Hub accepts only a hub id here; a model from a plain local dir is named in the text alone
+        **({"base_model": hub_id(config.model)} if hub_id(config.model) else {}),
+        "library_name": "transformers" if merged else "peft",
+        "license": license_id,
+        "language": ["pt", "en"],
+        "pipeline_tag": "text-generation",
+        "tags": ["tc3", "lora", "sft", "trl", "product-descriptions"] + (["merged"] if merged else []),
+    }
+    return yaml.safe_dump(front, sort_keys=False, allow_unicode=True).strip()
+
+
+def write_model_card(out_dir: Path, config, metrics: dict, merged: bool = False, plan=None) -> None:
     """OUT_DIR/README.md for the Hub: front matter (base_model only as a hub id), what the model is, its prompt,
-    data, metrics, config and license. No absolute local path goes in (`public_path`)."""
+    data, metrics, training plan (`plan`, tc3.train.plan.TrainPlan; None for a run saved before plans were), config
+    and license. No absolute local path goes in (`public_path`)."""
     license_id = base_model_license(config.model)
     base = f"`{public_model(config.model)}`"
     if not hub_id(config.model):
@@ -106,18 +132,9 @@ def write_model_card(out_dir: Path, config, metrics: dict, merged: bool = False)
         data=public_path(config.data),
         output_dir=public_path(config.output_dir),
     )
-    front = {
-        # the Hub accepts only a hub id here; a model from a plain local dir is named in the text alone
-        **({"base_model": hub_id(config.model)} if hub_id(config.model) else {}),
-        "library_name": "transformers" if merged else "peft",
-        "license": license_id,
-        "language": ["pt", "en"],
-        "pipeline_tag": "text-generation",
-        "tags": ["tc3", "lora", "sft", "trl", "product-descriptions"] + (["merged"] if merged else []),
-    }
     what = "A 16-bit model with a LoRA adapter merged in" if merged else "A LoRA adapter"
     card = f"""---
-{yaml.safe_dump(front, sort_keys=False, allow_unicode=True).strip()}
+{front_matter(config, license_id, merged)}
 ---
 # {Path(config.output_dir).name}
 
@@ -144,6 +161,8 @@ Train examples: {metrics.get("train_examples")}, eval examples: {metrics.get("ev
 ```json
 {json.dumps(without_local_paths(metrics), indent=2)}
 ```
+
+{plan_section(plan)}
 
 ## Config
 ```yaml

@@ -25,6 +25,12 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _TRUE = {"1", "true", "yes", "on"}
 
 
+def looks_like_hub_id(ref: str) -> bool:
+    """Whether `ref` has the shape of a hub id, `name` or `owner/name` (never a path: no leading `.`, `/`, `~`, at
+    most one `/`). The one test of every command; `hub_id` says which id a local folder comes from."""
+    return bool(_HUB_ID.match(ref))
+
+
 def check_model_ref(model: str, what: str = "model") -> None:
     """Checked by every command before anything loads, answered within a second: raises UserError unless `model`
     is a local folder, or a hub id (`name` or `owner/name`) that is in the Hub cache or can be fetched.
@@ -37,8 +43,7 @@ def check_model_ref(model: str, what: str = "model") -> None:
     if path.exists():
         check_model_folder(model, what)
         return
-    if (model.startswith((".", "/", "~")) or model.count("/") > 1 or not _HUB_ID.match(model)
-            or ("/" in model and Path(model.split("/", 1)[0]).expanduser().is_dir())):
+    if not looks_like_hub_id(model) or ("/" in model and Path(model.split("/", 1)[0]).expanduser().is_dir()):
         raise UserError(f"{what} '{model}' does not exist")
     if _snapshots(model).is_dir():
         return
@@ -158,7 +163,6 @@ def fit_embeddings(model, tokenizer) -> None:
 
 
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "*.model", "*.txt", "*.tiktoken"]
-DTYPES = ("float32", "bfloat16", "float16")
 
 
 def resolve(name: str, what: str = "model") -> Path:
@@ -188,93 +192,17 @@ def first_line(err: BaseException) -> str:
     return message.splitlines()[0] if message else type(err).__name__
 
 
-DEVICES = "cpu, cuda, cuda:N, mps or auto"
-
-
-def default_device(device: str | None) -> str:
-    """The one device policy of every command: the torch device to run on, `device` as given (cpu, cuda, cuda:N,
-    mps) or, for None and "auto", cuda when a CUDA GPU is there, else cpu. A UserError, before any model loads,
-    for a name that is no device (`gpu`) or a device this machine lacks (cuda without a GPU or a CUDA build)."""
-    import torch
-
-    if not device or device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    kind, colon, index = device.partition(":")
-    if kind not in ("cpu", "cuda", "mps") or (colon and (kind != "cuda" or not index.isdigit())):
-        raise UserError(f"--device {device} is not a device ({DEVICES})")
-    if kind == "cuda" and not torch.cuda.is_available():
-        why = "this torch is built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
-        raise UserError(f"--device {device}: {why}; use --device cpu (or auto)")
-    if kind == "cuda" and index and int(index) >= torch.cuda.device_count():
-        count = torch.cuda.device_count()
-        raise UserError(f"--device {device}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
-    if kind == "mps" and not torch.backends.mps.is_available():
-        raise UserError(f"--device {device}: MPS (Apple GPU) is not available here; use --device cpu (or auto)")
-    return device
-
-
-def adapter_base(path: Path, base: str | None = None) -> str | None:
-    """The base model an adapter dir names (``base`` overrides it), or None when ``path`` is not an adapter."""
-    adapter_config = path / "adapter_config.json"
-    if not adapter_config.is_file():
-        return None
-    try:
-        config = json.loads(adapter_config.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise UserError(f"adapter config {adapter_config} is unreadable: {err}") from None
-    found = base or config.get("base_model_name_or_path")
-    if not found:
-        raise UserError(f"adapter '{path}' does not name its base model; pass --base DIR_OR_HUB_ID")
-    return found
-
-
-def is_quantized(model_or_dir) -> bool:
-    """Whether a model (or a model dir's config.json) holds quantized weights (bitsandbytes 4/8-bit, GPTQ ...)."""
-    if isinstance(model_or_dir, (str, Path)):
-        config = Path(model_or_dir) / "config.json"
-        return config.is_file() and "quantization_config" in json.loads(config.read_text(encoding="utf-8"))
-    return bool(getattr(model_or_dir, "is_quantized", False)
-                or getattr(getattr(model_or_dir, "config", None), "quantization_config", None))
-
-
-def fingerprint(name: str, base: str | None = None) -> dict:
-    """What identifies a model's weights without loading them: for a local dir its files (name, size, mtime), for a
-    Hub id its cached snapshot (the commit); an adapter adds its base's. The eval cache is keyed by it."""
-
-    def one(ref: str) -> dict:
-        path = Path(ref).expanduser()
-        if path.is_dir():
-            files = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in path.iterdir() if p.is_file())
-            return {"path": str(path.resolve()), "files": files}
-        snapshot = cached_snapshot(ref)
-        return {"hub_id": ref, "revision": snapshot.name if snapshot else None}
-
-    found = one(name)
-    path = Path(name).expanduser()
-    its_base = adapter_base(path, base) if path.is_dir() else base
-    if its_base:
-        found["base"] = one(its_base)
-    return found
-
-
-def check_model(name: str, base: str | None = None) -> tuple[Path, str | None, Path, Path]:
-    """Finds a model's files without loading them (a command calls it before any long work): its folder, the base
-    of an adapter (None for a merged model), where its tokenizer and weights are. UserError when any is missing."""
-    path = resolve(name, "model")
-    base_name = adapter_base(path, base)
-    if base_name is None:
-        if base:
-            raise UserError(f"--base was given but '{name}' is not an adapter (no adapter_config.json)")
-        return path, None, path, path
-    try:
-        base_path = resolve(base_name, "adapter base model")
-    except UserError as err:
-        hint = "" if base else " (read from adapter_config.json; pass --base DIR_OR_HUB_ID to override)"
-        raise UserError(f"{err}{hint}") from None
-    if (base_path / "adapter_config.json").is_file() and not (base_path / "config.json").is_file():
-        raise UserError(f"adapter base model '{base_name}' is itself an adapter")
-    tokenizer_path = path if (path / "tokenizer_config.json").is_file() else base_path
-    return path, base_name, tokenizer_path, base_path
+def is_quantized(model_or_config) -> bool:
+    """Whether weights are stored quantized (bitsandbytes 4/8-bit, GPTQ ...): the one test, of a loaded model, a
+    transformers config, a parsed config.json (a dict) or a model dir (its config.json)."""
+    if isinstance(model_or_config, (str, Path)):
+        config = Path(model_or_config) / "config.json"
+        model_or_config = json.loads(config.read_text(encoding="utf-8")) if config.is_file() else {}
+    if isinstance(model_or_config, dict):
+        return "quantization_config" in model_or_config
+    return bool(getattr(model_or_config, "is_quantized", False)
+                or getattr(model_or_config, "quantization_config", None)
+                or getattr(getattr(model_or_config, "config", None), "quantization_config", None))
 
 
 @dataclass
@@ -285,6 +213,7 @@ class LoadedModel:
     base: str | None = None
     device: str = "cpu"
     merged: bool = False  # an adapter merged into its base (False: applied on the fly, or no adapter)
+    precision: str = "fp32"  # what the weights were loaded in (tc3.runtime)
 
     def close(self) -> None:
         """Drop the weights (eval runs several models one after the other)."""
@@ -294,54 +223,62 @@ class LoadedModel:
         gc.collect()
 
 
-def load_model(name: str, base: str | None = None, device: str | None = None, dtype: str | None = None,
+def load_model(model, base: str | None = None, device: str | None = None, dtype: str | None = None,
                merge: bool | None = None) -> LoadedModel:
     """The one loading path of generate, eval, export and demo: a merged model dir/Hub id, or a PEFT adapter over
     its base, ready to generate (eval mode, left padding).
 
-    The base of an adapter is read from its ``adapter_config.json`` (``base_model_name_or_path``); ``base``
-    overrides it. The tokenizer comes from the adapter directory when it has one (the trainer saves the tokenizer
-    it trained with, template and added tokens included), otherwise from the base. ``dtype``: float32, bfloat16 or
-    float16 (default bf16 on CUDA, fp32 on CPU). ``merge=None`` merges the adapter into a full-precision base and
-    keeps it unmerged over a quantized one: merging into 4-bit weights re-rounds them and changes the answers;
-    ``merge=True`` on a quantized base is refused. Raises UserError with a one-line message.
+    ``model``: a tc3.model_ref.ResolvedModel, or a name resolved here (`resolve_model`: the base of an adapter from
+    its ``adapter_config.json``, ``base`` overriding it; the tokenizer from the adapter directory when it has one,
+    template and added tokens included, else from the base). ``dtype``: a precision (fp32, bf16, fp16; torch's
+    names too), default `tc3.runtime.inference_precision`: on CUDA the one the model was trained in (its saved
+    plan), fp32 on CPU. ``merge=None`` merges the adapter into a full-precision base and keeps it unmerged over a
+    quantized one: merging into 4-bit weights re-rounds them and changes the answers; ``merge=True`` on a quantized
+    base is refused. Raises UserError with a one-line message.
     """
-    import torch
-    from transformers import AutoModelForCausalLM
+    from tc3.model_ref import ResolvedModel, resolve_model
+    from tc3.runtime import default_device, inference_precision, precision_of
 
-    from tc3.prompts import load_tokenizer
-
+    ref = (model.over(base) if base else model) if isinstance(model, ResolvedModel) else resolve_model(model, base)
     device = default_device(device)
-    dtype = dtype or ("bfloat16" if device.startswith("cuda") else "float32")
-    if dtype not in DTYPES:
-        raise UserError(f"unknown dtype '{dtype}' ({', '.join(DTYPES)})")
-    path, base_name, tokenizer_path, weights_path = check_model(name, base)
-    quantized = is_quantized(weights_path)
-    if merge and quantized:
-        raise UserError(f"'{base_name}' is quantized: merging an adapter into it would change its answers")
-    try:
-        tokenizer = load_tokenizer(str(tokenizer_path))  # chat template ensured, as the trainer does
-        # A quantized base is placed by its quantizer; a full-precision one is moved below.
-        placement = {"device_map": device} if quantized else {}
-        model = AutoModelForCausalLM.from_pretrained(str(weights_path), dtype=getattr(torch, dtype), **placement)
-    except (OSError, ValueError, ImportError) as err:
-        raise UserError(f"cannot load '{weights_path}': {first_line(err)}") from None
-    fit_embeddings(model, tokenizer)
+    precision = precision_of(dtype) if dtype else inference_precision(device, ref.plan and ref.plan.precision)
+    if merge and ref.quantized:
+        raise UserError(f"'{ref.base}' is quantized: merging an adapter into it would change its answers")
+    loaded_model, tokenizer = _load_weights(ref, device, precision)
     merged = False
-    if base_name is not None:
+    if ref.is_adapter:
         from peft import PeftModel
 
         try:
-            model = PeftModel.from_pretrained(model, str(path))
+            loaded_model = PeftModel.from_pretrained(loaded_model, str(ref.path))
         except Exception as err:  # shape mismatches, missing weights
-            raise UserError(f"cannot apply adapter '{name}' to '{base_name}': {first_line(err)}") from None
-        if merge is not False and not quantized:
-            model, merged = model.merge_and_unload(), True
+            raise UserError(f"cannot apply adapter '{ref.name}' to '{ref.base}': {first_line(err)}") from None
+        if merge is not False and not ref.quantized:
+            loaded_model, merged = loaded_model.merge_and_unload(), True
     prepare_tokenizer(tokenizer)
-    if not quantized:
-        model.to(device)
-    model.eval()
-    return LoadedModel(model=model, tokenizer=tokenizer, name=name, base=base_name, device=device, merged=merged)
+    if not ref.quantized:
+        loaded_model.to(device)
+    loaded_model.eval()
+    return LoadedModel(model=loaded_model, tokenizer=tokenizer, name=ref.name, base=ref.base, device=device,
+                       merged=merged, precision=precision)
+
+
+def _load_weights(ref, device: str, precision: str):
+    """(the base or whole model, in `precision`, its embeddings fitted to the tokenizer; the tokenizer)."""
+    from transformers import AutoModelForCausalLM
+
+    from tc3.prompts import load_tokenizer
+    from tc3.runtime import torch_dtype
+
+    try:
+        tokenizer = load_tokenizer(str(ref.tokenizer_path))  # chat template ensured, as the trainer does
+        # A quantized base is placed by its quantizer; a full-precision one is moved by load_model.
+        placement = {"device_map": device} if ref.quantized else {}
+        model = AutoModelForCausalLM.from_pretrained(str(ref.weights.path), dtype=torch_dtype(precision), **placement)
+    except (OSError, ValueError, ImportError) as err:
+        raise UserError(f"cannot load '{ref.weights.path}': {first_line(err)}") from None
+    fit_embeddings(model, tokenizer)
+    return model, tokenizer
 
 
 def prepare_tokenizer(tokenizer) -> None:
@@ -352,9 +289,7 @@ def prepare_tokenizer(tokenizer) -> None:
 
 
 def load_trained(path: str | Path, device: str = "cpu", dtype=None):
-    """(model, tokenizer) from a tc3 output (an adapter dir or a merged model dir), through :func:`load_model`."""
-    import torch
-
-    names = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
-    loaded = load_model(str(path), device=device, dtype=names.get(dtype, dtype), merge=False)
+    """(model, tokenizer) from a tc3 output (an adapter dir or a merged model dir), through :func:`load_model`;
+    `dtype`: a precision or a torch dtype."""
+    loaded = load_model(str(path), device=device, dtype=dtype and str(dtype), merge=False)
     return loaded.model, loaded.tokenizer

@@ -77,7 +77,7 @@ def trainable_token_indices(model, ids: list[int]) -> dict[str, list[int]] | Non
 
 def make_rows_trainable(model, ids: list[int]) -> None:
     """Give the trainable-token deltas of rows `ids` (PEFT's `trainable_tokens_delta`, rows x dim) gradients (the
-    trainer keeps them in fp32 with LoRA's matrices: `tc3.train.trainable_in_fp32`).
+    trainer keeps them in fp32 with LoRA's matrices: `tc3.kernels.trainable_in_fp32`).
 
     Needed on unsloth: its `get_peft_model` (2026.10.x, through unsloth_zoo's `prepare_model_for_training`) freezes
     every parameter that is not a LoRA matrix, these deltas too, so the rows stayed at their initial mean while the

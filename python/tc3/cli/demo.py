@@ -6,15 +6,8 @@ import argparse
 import os
 import sys
 
-from tc3.cli.args import make_parser
-from tc3.cli.generate import (
-    add_generation_args,
-    add_grounding_args,
-    add_model_args,
-    open_index,
-    set_threads,
-    settings_from,
-)
+from tc3.cli.args import add_generation_args, add_model_args, make_parser, set_threads, settings_from
+from tc3.cli.generate import add_grounding_args, open_index
 from tc3.demo import HOST
 from tc3.errors import INTERRUPTED, MODEL_MODULES, command, need
 
@@ -43,17 +36,16 @@ def main(argv: list[str] | None = None) -> int:
     settings = settings_from(args)
     from tc3.demo import build_app, check_can_serve, launch
     from tc3.generate import load_model, quiet_libraries
-    from tc3.models import check_model
+    from tc3.model_ref import resolve_model
 
     check_can_serve(args.port, args.host)
-    check_model(args.model, base=args.base)
-    if args.baseline:
-        check_model(args.baseline)
+    model = resolve_model(args.model, base=args.base)
+    reference = resolve_model(args.baseline, known=(model.run, model.weights)) if args.baseline else None
     quiet_libraries()
     set_threads(args)
     index = open_index(args)
-    loaded = load_model(args.model, base=args.base, device=args.device, dtype=args.dtype)
-    baseline = load_model(args.baseline, device=args.device, dtype=args.dtype) if args.baseline else None
+    loaded = load_model(model, device=args.device, dtype=args.dtype)
+    baseline = load_model(reference, device=args.device, dtype=args.dtype) if reference else None
     app = build_app(loaded, baseline, settings, literal=args.literal, index=index)
     try:
         launch(app, port=args.port, host=args.host)

@@ -8,8 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tc3.cli.args import make_parser, positive_int
-from tc3.cli.generate import add_generation_args, set_threads, settings_from
+from tc3.cli.args import add_device_args, add_generation_args, make_parser, positive_int, set_threads, settings_from
 from tc3.errors import MODEL_MODULES, UserError, command, need
 from tc3.progress import Ticker
 
@@ -39,8 +38,7 @@ def parser() -> argparse.ArgumentParser:
                    "training question template per title; unseen = seen, plus a second pass with phrasings held "
                    "out of training, ROUGE-L of both side by side")
     p.add_argument("--batch-size", type=positive_int, default=8, help="titles generated together")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (auto: cuda when available)")
-    p.add_argument("--threads", type=positive_int, help="CPU threads for torch (default: torch's; 1 is faster on a busy box)")
+    add_device_args(p)
     p.add_argument("--baseline-instruction", default="en",
                    help="how the baseline is asked: 'en' (default: the references' language), 'pt' or a literal "
                    "instruction; when the model is asked otherwise, the baseline is also asked the model's way and "
@@ -56,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = settings_from(args)
     if args.modes is not None:
         return main_modes(args, settings)
-    from tc3.evaluate import run_eval
+    from tc3.eval.run import run_eval
     from tc3.generate import quiet_libraries
 
     quiet_libraries()

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from tc3.cli.args import make_parser
+from tc3.cli.args import add_device_args, make_parser
 from tc3.errors import MODEL_MODULES, command, need
 
 
@@ -18,7 +18,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--base", help="16-bit base weights (default: the adapter's base; -bnb-4bit ids lose the suffix)")
     p.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
                    help="default: the precision the adapter was trained in")
-    p.add_argument("--device", default="auto", help="cpu, cuda ... (default: cuda when available)")
+    add_device_args(p, threads=False)
     p.add_argument("--no-check", action="store_true",
                    help="skip comparing the merged model with the adapter (export_check.json)")
     p.add_argument("--gguf", action="store_true", help="also write model-QUANT.gguf (tokenizer, chat template and "

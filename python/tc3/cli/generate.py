@@ -9,7 +9,7 @@ from contextlib import closing
 from pathlib import Path
 
 from tc3.cache_keys import GENERATION_MODULES, code_and_prompts
-from tc3.cli.args import make_parser, positive_int
+from tc3.cli.args import add_generation_args, add_model_args, make_parser, positive_int, set_threads, settings_from
 from tc3.errors import INTERRUPTED, MODEL_MODULES, UserError, command, need, one_line
 from tc3.outputs import check_dest, fingerprint, resumable_jsonl
 from tc3.progress import Ticker
@@ -17,60 +17,6 @@ from tc3.user_text import accept
 
 EXIT_WORDS = {"sair", "exit", "quit"}
 TICKER = ("tc3-generate", "titles")  # a bar on a terminal, a line a batch in a log
-
-
-def add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="merged model or LoRA adapter: a local dir or a Hub id")
-    p.add_argument("--base", help="base model of an adapter (default: base_model_name_or_path of its config)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="default: bf16 on GPU, fp32 on CPU")
-    p.add_argument("--threads", type=positive_int,
-                   help="CPU threads for torch (default: torch's; 1 is faster on a busy box)")
-
-
-def set_threads(args) -> None:
-    if args.threads is not None:
-        import torch
-
-        torch.set_num_threads(args.threads)
-
-
-def add_generation_args(p: argparse.ArgumentParser, max_new_tokens: int = 256, seed: bool = True,
-                        instruction: str | None = "en") -> None:
-    g = p.add_argument_group("generation")
-    g.add_argument("--instruction", default=instruction,
-                   help="'en', 'pt' or a literal instruction (default: "
-                   + (f"{instruction})" if instruction else "the model is asked as it was trained)"))
-    g.add_argument("--max-new-tokens", type=positive_int, default=max_new_tokens, help="longest answer, in tokens")
-    g.add_argument("--repetition-penalty", type=float, default=1.15,
-                   help="over the generated tokens only (default: 1.15; 1 turns it off)")
-    g.add_argument("--penalize-prompt", action="store_true",
-                   help="the repetition penalty also counts the prompt's tokens (transformers' behaviour): the "
-                   "title's and the record's words are then pushed out of the answer")
-    g.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
-    g.add_argument("--temperature", type=float, default=0.7, help="with --sample")
-    g.add_argument("--top-p", type=float, default=0.9, help="with --sample")
-    g.add_argument("--top-k", type=int, default=50, help="with --sample")
-    if seed:
-        g.add_argument("--seed", type=int, help="with --sample: make it reproducible")
-
-
-def settings_from(args):
-    from tc3.generate import GenerationSettings
-
-    if args.repetition_penalty <= 0:
-        raise UserError("--repetition-penalty must be positive")
-    if args.sample and args.temperature <= 0:
-        raise UserError("--temperature must be positive")
-    if args.sample and not 0 < args.top_p <= 1:
-        raise UserError(f"--top-p must be above 0 and at most 1, got {args.top_p}")
-    if args.sample and args.top_k < 0:
-        raise UserError(f"--top-k must be 0 (no limit) or more, got {args.top_k}")
-    return GenerationSettings(max_new_tokens=args.max_new_tokens, repetition_penalty=args.repetition_penalty,
-                              do_sample=args.sample, temperature=args.temperature, top_p=args.top_p,
-                              top_k=args.top_k, seed=getattr(args, "seed", None),
-                              penalize_prompt=args.penalize_prompt,
-                              **({"instruction": args.instruction} if args.instruction else {}))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -192,7 +138,7 @@ def run(args) -> int:
     from tc3.generate import (generate_batch, load_model, quiet_libraries, read_as, read_titles, settings_used,
                               title_from_query)
     from tc3.grounding import answer_found, answer_grounded, find, found_text
-    from tc3.models import check_model, fingerprint as model_fingerprint
+    from tc3.model_ref import resolve_model
 
     # Every mistake that can be seen before the model loads is reported before it loads.
     need("train", *MODEL_MODULES)
@@ -209,10 +155,10 @@ def run(args) -> int:
     if args.output:
         check_dest(args.output, "tc3-generate", folder=False)
     index = open_index(args)
-    check_model(args.model, base=args.base)
+    model = resolve_model(args.model, base=args.base)
     quiet_libraries()
     set_threads(args)
-    loaded = load_model(args.model, base=args.base, device=args.device, dtype=args.dtype)
+    loaded = load_model(model, device=args.device, dtype=args.dtype)
 
     def answer(titles: list[str]):
         if index is None:
@@ -233,7 +179,7 @@ def run(args) -> int:
         line_editing()
         return interactive(loaded, settings, literal=args.literal, index=index)
     if args.output:
-        key = fingerprint(Path(args.input), args.split, model_fingerprint(args.model, args.base), settings.as_dict(),
+        key = fingerprint(Path(args.input), args.split, model.fingerprint, settings.as_dict(),
                           args.batch_size, args.index, args.device, args.dtype, *code_and_prompts(*GENERATION_MODULES))
         with resumable_jsonl(args.output, "tc3-generate", key) as (done, out), Ticker(*TICKER) as ticker:
             if done:

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tc3.errors import UserError
+from tc3.layout import PrepDir, RunDir
 from tc3.eval.faithfulness import invented_attributions, unsupported_facts
 
 MODES = ("seen", "unseen", "grounded")
@@ -47,21 +48,12 @@ def parse_modes(text: str) -> list[str]:
     return [mode for mode in MODES if mode in asked]
 
 
-def training_config(model: str):
-    """The TrainConfig a tc3 output was trained with (its tc3_config.yaml), or None for another model."""
-    from tc3.config import load_config
-
-    saved = Path(model) / "tc3_config.yaml"
-    return load_config(saved) if saved.is_file() else None
-
-
 def trained_rows(data: str, config) -> list[dict]:
     """The train rows of `data` a run with `config` trained on: its `kinds`, then its seeded `train_samples` draw
     (`tc3.data.sample`, as tc3-train draws it). Every train row when `config` is None."""
-    from tc3.generate import read_prep_split
 
     if config is None:
-        return read_prep_split(data, "train")
+        return PrepDir(data).read_split("train")
     from tc3.data import keep_kinds, load_splits, sample
 
     splits = load_splits(data)
@@ -70,14 +62,11 @@ def trained_rows(data: str, config) -> list[dict]:
     return sample(splits["train"], config.train_samples, config.seed).to_list()
 
 
-def seen_coverage(model: str) -> float | None:
+def seen_coverage(run: RunDir) -> float | None:
     """The largest share of its training examples a tc3 run can have trained on: examples fed (optimizer steps x
     global batch) over the examples it had (overlong ones dropped), from its metrics.json, at most 1. None when the
     run has no metrics."""
-    metrics = Path(model) / "metrics.json"
-    if not metrics.is_file():
-        return None
-    facts = json.loads(metrics.read_text())
+    facts = run.metrics
     fed, rows = facts.get("global_step", 0) * facts.get("global_batch_size", 0), facts.get("train_examples", 0)
     return min(1.0, fed / rows) if fed and rows else None
 
@@ -109,7 +98,7 @@ def copy_answers(records: list[dict]) -> list[str]:
 def chrf_ci(predictions: Sequence[str], references: Sequence[str], seed: int = 0, resamples: int = 1000,
             level: float = 0.95) -> tuple[float, float] | None:
     """Percentile bootstrap interval of corpus chrF (0..100): titles drawn with replacement (seeded, as
-    `tc3.evaluate.bootstrap_ci`), the corpus score of each draw from its sentences' statistics (sacrebleu's own
+    `tc3.eval.metrics.bootstrap_ci`), the corpus score of each draw from its sentences' statistics (sacrebleu's own
     paired-bootstrap method). None for fewer than 2 titles."""
     import numpy as np
     from sacrebleu.metrics import CHRF
@@ -129,7 +118,7 @@ def chrf_ci(predictions: Sequence[str], references: Sequence[str], seed: int = 0
 def answer_rows(answers: Sequence[str], asks: list, records: list[dict], instruction: str) -> list[dict]:
     """Per answer: its content kind, ROUGE-L, the attributions it invents and its facts found nowhere (sources: the
     question as asked, record included, the title and the reference)."""
-    from tc3.evaluate import has_loop, rouge_scores
+    from tc3.eval.metrics import has_loop, rouge_scores
     from tc3.prompts import user_turn
 
     references = [r["description"] for r in records]
@@ -148,7 +137,7 @@ def answer_rows(answers: Sequence[str], asks: list, records: list[dict], instruc
 def faithfulness_metrics(rows: list[dict]) -> dict:
     """invented_attribution_share (answers with at least one) and hallucination_share (unsupported facts over all
     facts, pooled; None when no answer states one) of `answer_rows`."""
-    from tc3.evaluate import share
+    from tc3.eval.metrics import share
 
     facts = sum(row["facts"] for row in rows)
     return {"invented_attribution_share": share([bool(row["invented_attributions"]) for row in rows]),
@@ -159,7 +148,7 @@ def faithfulness_metrics(rows: list[dict]) -> dict:
 def by_kind(rows: list[dict], answers: Sequence[str], references: Sequence[str],
             stopped: Sequence[bool] | None) -> dict[str, dict]:
     """KIND_METRICS for each content kind among the records (stopped_share None for the copy baseline)."""
-    from tc3.evaluate import chrf, mean, share
+    from tc3.eval.metrics import chrf, mean, share
 
     out = {}
     for kind in sorted({row["kind"] for row in rows}):
@@ -175,7 +164,7 @@ def by_kind(rows: list[dict], answers: Sequence[str], references: Sequence[str],
 def answer_set_metrics(answers: Sequence[str], asks: list, records: list[dict], instruction: str, seed: int,
                        stopped: Sequence[bool] | None = None) -> tuple[dict, list[dict]]:
     """(metrics, per-answer rows) every answer set of a mode gets, the copy baseline's included: chrF's interval,
-    faithfulness, the breakdown by kind (the model's own metrics come from `tc3.evaluate.evaluate_model`)."""
+    faithfulness, the breakdown by kind (the model's own metrics come from `tc3.eval.run.evaluate_model`)."""
     references = [r["description"] for r in records]
     rows = answer_rows(answers, asks, records, instruction)
     metrics = {"chrf_ci": chrf_ci(answers, references, seed), **faithfulness_metrics(rows),
@@ -185,7 +174,7 @@ def answer_set_metrics(answers: Sequence[str], asks: list, records: list[dict], 
 
 def copy_result(records: list[dict], seed: int) -> dict:
     """The copy baseline scored as a model is (no perplexity, no stop: nothing was generated)."""
-    from tc3.evaluate import bootstrap_ci, rouge_scores, text_metrics
+    from tc3.eval.metrics import bootstrap_ci, rouge_scores, text_metrics
 
     answers = copy_answers(records)
     references = [r["description"] for r in records]
@@ -203,27 +192,30 @@ def copy_result(records: list[dict], seed: int) -> dict:
 
 @dataclasses.dataclass
 class Asked:
-    """One model of the report: its label, name (path or hub id), base, how it is asked, its training config."""
+    """One model of the report: its label, the model resolved (tc3.model_ref.ResolvedModel), how it is asked, its
+    training config (None: the baseline, asked as any model)."""
 
     label: str
-    name: str
-    base: str | None
+    model: object
     instruction: str
     config: object | None = None
 
+    @property
+    def name(self) -> str:
+        return self.model.name
+
 
 def mode_records(modes: list[str], data: str, config, n: int, seed: int) -> dict[str, list[dict]]:
-    """The n records (seeded draw, `tc3.evaluate.sample_records`) of each mode: seen from the rows the model trained
+    """The n records (seeded draw, `tc3.eval.run.sample_records`) of each mode: seen from the rows the model trained
     on, unseen and grounded from the validation split (the same titles for both)."""
-    from tc3.evaluate import sample_records
-    from tc3.generate import read_prep_split
+    from tc3.eval.run import sample_records
 
     pools = {}
     for mode in modes:
         if mode == "seen":
             pools[mode] = trained_rows(data, config)
         elif "validation" not in pools:
-            pools["validation"] = read_prep_split(data, "validation")
+            pools["validation"] = PrepDir(data).read_split("validation")
     out = {mode: sample_records(pools[mode if mode == "seen" else "validation"], n, seed) for mode in modes}
     for mode, records in out.items():
         if not records:
@@ -239,34 +231,34 @@ def run_modes(model: str, data: str, out_dir, modes: list[str], baseline: str | 
     """Score `model` (and `baseline`, usually its untouched base) in each of `modes`; write the report.
 
     Every check that can fail is made before a model loads (UserError). Each model is loaded once and answers every
-    mode; its answers are cached in OUT/cache like `tc3.evaluate.run_eval`'s, so a rerun with the same arguments
+    mode; its answers are cached in OUT/cache like `tc3.eval.run.run_eval`'s, so a rerun with the same arguments
     reuses them. `progress(label, done, total)` follows generation.
     """
     from tc3.errors import need
-    from tc3.evaluate import trained_instruction
+    from tc3.eval.run import trained_instruction
     from tc3.generate import GenerationSettings
-    from tc3.models import check_model, default_device
+    from tc3.model_ref import resolve_model
     from tc3.outputs import claim_dir
+    from tc3.runtime import default_device
 
     settings = settings or GenerationSettings()
     need("eval", "rouge_score", "sacrebleu", "matplotlib")
-    check_model(model, base=base)
-    if baseline is not None:
-        check_model(baseline)
-    config = training_config(model)
+    tuned = resolve_model(model, base)
+    other = resolve_model(baseline, known=(tuned.run, tuned.weights)) if baseline is not None else None
+    config = tuned.config
     if "seen" in modes:
         need("train", "datasets")  # the trained rows are drawn as tc3-train drew them
         if config is not None and Path(config.data).resolve() != Path(data).resolve():
             log(f"seen: {model} was trained on {config.data}; its train rows are drawn from --data {data}")
     records = mode_records(modes, data, config, n, seed)
-    coverage = seen_coverage(model) if "seen" in modes else None
+    coverage = seen_coverage(tuned.run) if "seen" in modes else None
     if coverage is not None and coverage < 1:
         log(f"seen: {model} trained on at most {coverage:.0%} of its train rows (fewer steps than one epoch): "
             "part of the 'seen' products were never trained on")
     out_dir = claim_dir(out_dir, "tc3-eval")
-    asked = [Asked("model", model, base, model_instruction or trained_instruction(model), config)]
-    if baseline is not None:
-        asked.append(Asked("baseline", baseline, None, baseline_instruction))
+    asked = [Asked("model", tuned, model_instruction or trained_instruction(tuned), config)]
+    if other is not None:
+        asked.append(Asked("baseline", other, baseline_instruction))
     device = default_device(device)
     results = {}
     for who in asked:
@@ -276,7 +268,7 @@ def run_modes(model: str, data: str, out_dir, modes: list[str], baseline: str | 
         results["copy"] = {"grounded": copy_result(records["grounded"], seed)}
     report = modes_report(asked, modes, records, results, settings, data=str(data), n=n, seed=seed,
                           batch_size=batch_size, device=device_name(device), seen_coverage=coverage)
-    from tc3.eval.report import write_modes_report
+    from tc3.eval.modes_report import write_modes_report
 
     write_modes_report(Path(out_dir), report)
     return report
@@ -284,10 +276,11 @@ def run_modes(model: str, data: str, out_dir, modes: list[str], baseline: str | 
 
 def answer_modes(who: Asked, modes: list[str], records: dict, settings, batch_size: int, device: str, seed: int,
                  cache_dir: Path, log, progress) -> dict[str, dict]:
-    """{mode: result} of one model: `tc3.evaluate.evaluate_model`'s generations and metrics (cached), with the
+    """{mode: result} of one model: `tc3.eval.run.evaluate_model`'s generations and metrics (cached), with the
     faithfulness metrics and per-answer rows of `answer_set_metrics` added."""
-    from tc3.evaluate import _cache_key, _finite, evaluate_model
-    from tc3.generate import load_model
+    from tc3.eval.report import _finite
+    from tc3.eval.run import _cache_key, evaluate_model
+    from tc3.models import load_model
     from tc3.outputs import write_staged
 
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -295,7 +288,7 @@ def answer_modes(who: Asked, modes: list[str], records: dict, settings, batch_si
     loaded, out = None, {}
     for mode in modes:
         asks = asks_of(mode, records[mode], who.config if who.label == "model" else None)
-        key = _cache_key(who.name, who.base, records[mode], asked, batch_size,
+        key = _cache_key(who.model, records[mode], asked, batch_size,
                          ["mode", mode, [(a.question, a.context is not None) for a in asks]], device)
         cached = cache_dir / f"{key}.json"
         if cached.is_file():
@@ -304,7 +297,7 @@ def answer_modes(who: Asked, modes: list[str], records: dict, settings, batch_si
         else:
             if loaded is None:
                 log(f"[{who.label}] loading {who.name}")
-                loaded = load_model(who.name, base=who.base, device=device)
+                loaded = load_model(who.model, device=device)
             log(f"[{who.label}] {mode}: generating for {len(asks)} titles, asked with {who.instruction!r}")
             keep = cache_dir / f"{key}.partial.jsonl"
             result = evaluate_model(loaded, records[mode], asked, batch_size=batch_size, seed=seed, keep=keep,
@@ -344,7 +337,7 @@ def training_summary(config) -> dict | None:
 def modes_report(asked: list[Asked], modes: list[str], records: dict, results: dict, settings, **run) -> dict:
     """report.json's content: settings, then for each mode its records' split, every label's metrics and the
     model-minus-baseline deltas (ROUGE-L's with a paired bootstrap interval), and every answer."""
-    from tc3.evaluate import bootstrap_ci
+    from tc3.eval.metrics import bootstrap_ci
     from tc3.generate import settings_used
 
     report = {"settings": {**run, "modes": modes, **{k: v for k, v in settings.as_dict().items()
