@@ -106,6 +106,14 @@ class Job:
         return subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
                               capture_output=True, text=True, check=False).stdout.strip() or "no GPU"
 
+    def check_extension(self) -> None:
+        """SystemExit unless the compiled engine imports here (a `cargo build` links one Python's libpython; the GPU
+        host's Python is another, so build it with `maturin build --release` or `maturin develop --release`)."""
+        done = subprocess.run([sys.executable, "-c", "import tc3._rust_clean"], cwd=ROOT, env=self.env,
+                              capture_output=True, text=True, check=False)
+        if done.returncode:
+            raise SystemExit(f"jobs: tc3._rust_clean does not import here: {done.stderr.strip().splitlines()[-1]}")
+
     def check_model_8b(self) -> Path:
         """Where the Llama-3-8B-shaped model is; SystemExit unless it is built or its tokenizer is here to build it."""
         model = self.work / "llama3-8b-random"
@@ -240,6 +248,7 @@ def job_tests(args) -> int:
     job = Job(Path(args.out), Path(args.work))
     job.say(f"tests on {job.device()}")
     junit = job.out / "pytest.xml"
+    job.check_extension()
     if not args.no_8b:
         job.check_model_8b()  # before the tests start, not after
     workers = ["-n", str(args.workers)] if args.workers > 1 else []  # each test trains a tiny model: the GPU idles
