@@ -105,8 +105,10 @@ def speed_options(config: TrainConfig, plan: TrainPlan, mean_length: float, shap
 
     asked = (config.gradient_checkpointing, config.per_device_batch_size, config.gradient_accumulation_steps)
     unsloth = plan.backend == "unsloth"
+    mean_length = min(mean_length, plan.max_length)  # longer examples are trimmed to it
     if free_bytes is not None and shape is not None:
-        static = speed.static_bytes(shape, config.lora_r, config.lora_target_modules, config.load_in_4bit)
+        quantized = config.load_in_4bit and plan.on_cuda  # bitsandbytes: CUDA only
+        static = speed.static_bytes(shape, config.lora_r, config.lora_target_modules, quantized)
         padded = not config.padding_free if unsloth else plan.attention == attention.PADDED
         work = speed.Workload(shape, static, mean_length, plan.max_length, padded, unsloth, config.tokens_per_step,
                               plan.world_size)
@@ -127,7 +129,8 @@ def with_option(plan: TrainPlan, option: speed.Option, reason: str) -> TrainPlan
     return dataclasses.replace(
         plan, checkpointing=option.checkpointed != 0, checkpointed_layers=option.checkpointed,
         per_device_batch=option.per_device_batch, gradient_accumulation=option.gradient_accumulation,
-        predicted_peak_gb=option.predicted_peak_gb, speed_choice=reason,
+        predicted_peak_gb=None if option.predicted_peak_gb is None else round(option.predicted_peak_gb, 3),
+        speed_choice=reason,
     )
 
 

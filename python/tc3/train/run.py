@@ -94,6 +94,8 @@ def fit_first_step(build):
 
     run = build(0, None)
     while True:
+        if torch.cuda.is_available():  # the peak metrics.json reports is this attempt's
+            torch.cuda.reset_peak_memory_stats()
         try:
             return run, run.trainer.train(resume_from_checkpoint=str(run.resume_from) if run.resume_from else None)
         except torch.OutOfMemoryError:

@@ -191,7 +191,7 @@ def _option(work: Workload, micro: int, accumulation: int, checkpointed: int) ->
     tokens = work.tokens(micro)
     peak = peak_bytes(work.shape, work.static, tokens, checkpointed, work.unsloth, work.unsloth)
     speed = relative_speed(micro * work.mean_length, checkpointed, work.shape.layers)
-    return Option(checkpointed, micro, accumulation, round(peak / GB, 2), speed)
+    return Option(checkpointed, micro, accumulation, peak / GB, speed)
 
 
 def options(work: Workload, checkpointing: bool | str, batch: int | str, accumulation: int | str) -> list[Option]:
@@ -218,7 +218,8 @@ def fallbacks(candidates: list[Option], budget: float) -> list[Option]:
     if not fits:
         return [min(candidates, key=lambda o: o.predicted_peak_gb)]
     order = [max(fits, key=lambda o: (o.speed, -o.predicted_peak_gb))]
-    while smaller := [o for o in fits if o.predicted_peak_gb <= 0.9 * order[-1].predicted_peak_gb]:
+    while smaller := [o for o in fits if o.predicted_peak_gb < order[-1].predicted_peak_gb
+                      and o.predicted_peak_gb <= 0.9 * order[-1].predicted_peak_gb]:
         order.append(max(smaller, key=lambda o: (o.speed, -o.predicted_peak_gb)))
     return order
 
