@@ -224,3 +224,48 @@ def test_out_of_memory_without_an_option_left_is_one_line(tiny_model_dir, prep_d
     err = capsys.readouterr().err
     assert "out of memory at step 1 with no gradient checkpointing, batch 4 x 1" in err
     assert "Traceback" not in err and len([line for line in err.splitlines() if "out of memory" in line]) == 1
+
+
+@pytest.mark.gpu
+def test_the_plans_agree_on_the_loss_and_their_predicted_peaks(tiny_model_dir, prep_dir, tmp_path, monkeypatch):
+    """CUDA, hf backend, a SmolLM2-135M-shaped random model (30 layers) in 4-bit: the same seeded run with nothing
+    checkpointed, with some of the layers (auto, the card's memory pretended to be between the two), and with every
+    layer. The loss curves agree within bf16 noise; the peaks fall in that order, and the activations the model
+    predicts (none less every layer) are within 30% of those measured."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    from tc3.prompts import load_tokenizer
+    from tc3.train import card, train
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    shape = LlamaConfig(vocab_size=len(tokenizer), hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                        num_attention_heads=9, num_key_value_heads=3, bos_token_id=tokenizer.bos_token_id,
+                        eos_token_id=tokenizer.eos_token_id)  # fmt: skip
+    torch.manual_seed(0)
+    model_dir = tmp_path / "smollm2-shape"
+    LlamaForCausalLM(shape).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+
+    def run(name, checkpointing):
+        overrides = [f"model={model_dir}", f"data={prep_dir}", f"output_dir={tmp_path / name}", "backend=hf",
+                     "load_in_4bit=true", "precision=bf16", "optimizer=adamw_8bit", "per_device_batch_size=32",
+                     "gradient_accumulation_steps=1", f"gradient_checkpointing={checkpointing}", "max_steps=6",
+                     "train_samples=192", "eval_samples=8", "logging_steps=1", "eval_steps=6", "save_steps=6",
+                     "max_length_cap=512"]  # fmt: skip
+        metrics = train(load_config(CONFIGS / "tiny-cpu.yaml", overrides))
+        log = [json.loads(line) for line in (tmp_path / name / "train_log.jsonl").read_text().splitlines()]
+        return metrics, [e["loss"] for e in log if "loss" in e]
+
+    none, none_loss = run("none", "false")
+    every, every_loss = run("every", "true")
+    middle_gb = (none["predicted_peak_gb"] + every["predicted_peak_gb"]) / 2
+    monkeypatch.setattr(card, "free_bytes", lambda: middle_gb * speed.GB / speed.HEADROOM)
+    some, some_loss = run("some", "auto")
+    assert 0 < some["checkpointed_layers"] < 30, some["speed_choice"]
+    for losses in (every_loss, some_loss):
+        assert losses == pytest.approx(none_loss, rel=2e-2, abs=2e-2)
+    peaks = [m["peak_gb"] for m in (none, some, every)]
+    predicted = [m["predicted_peak_gb"] for m in (none, some, every)]
+    assert peaks[0] > peaks[1] > peaks[2], (peaks, predicted)
+    assert predicted[0] - predicted[2] == pytest.approx(peaks[0] - peaks[2], rel=0.3), (peaks, predicted)
