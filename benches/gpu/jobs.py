@@ -216,6 +216,7 @@ def model_8b_checks(job: Job, args) -> list[dict]:
     shutil.rmtree(merged, ignore_errors=True)
     train = ["-m", "tc3.cli.train", "--config", "llama3-8b-qlora", f"model={model}", f"data={data}",
              f"output_dir={run_dir}", "train_samples=1024", "eval_samples=16", "per_device_batch_size=16",
+             "gradient_accumulation_steps=1",
              "logging_steps=1", "eval_steps=2", "save_steps=2", "lr_scheduler=constant"]  # fmt: skip
     # constant: the one schedule a --resume with more steps may extend (tc3-train refuses to stretch a decaying one)
     steps = [
@@ -275,13 +276,17 @@ def job_tests(args) -> int:
     return 1 if failed or tests.returncode not in (0, 5) else 0
 
 
-# A run is (label, setup, batch, {key: value}); the label "tc3" is the shipped config, profiled.
+# A run is (label, setup, batch, {key: value}, memory cap GB); the label "tc3" is profiled. Batch "auto": the shipped
+# config's auto settings (issue 28), with the card's whole memory or capped as a 24 or 16 GB card.
 BENCH_RUNS = [
-    ("tc3", "tc3", 64, {}),
-    ("tc3-b128", "tc3", 128, {}),
-    ("tc3-b64-nockpt", "tc3", 64, {"gradient_checkpointing": "false"}),
-    ("hf", "hf", 32, {}),
-    ("hf-tc3", "hf-tc3", 64, {}),
+    ("tc3", "tc3", 64, {"gradient_checkpointing": "true", "gradient_accumulation_steps": "1"}, None),
+    ("tc3-b128", "tc3", 128, {"gradient_checkpointing": "true", "gradient_accumulation_steps": "1"}, None),
+    ("tc3-b64-nockpt", "tc3", 64, {"gradient_checkpointing": "false", "gradient_accumulation_steps": "1"}, None),
+    ("auto-80gb", "tc3", "auto", {}, None),
+    ("auto-24gb", "tc3", "auto", {}, 24),
+    ("auto-16gb", "tc3", "auto", {}, 16),
+    ("hf", "hf", 32, {"gradient_accumulation_steps": "1"}, None),
+    ("hf-tc3", "hf-tc3", 64, {"gradient_accumulation_steps": "1"}, None),
 ]
 
 
@@ -300,7 +305,7 @@ def job_bench(args) -> int:
         "validation_examples": stats["kept"]["validation"], "dropped": stats["dropped"],
         "prep_engine_s": stats["seconds"]}))  # fmt: skip
     wanted = set(args.only.split(",")) if args.only else None
-    for label, setup, batch, sets in BENCH_RUNS:
+    for label, setup, batch, sets, cap in BENCH_RUNS:
         if wanted and label not in wanted:
             continue
         if time.monotonic() - job.start > args.deadline:
@@ -308,6 +313,7 @@ def job_bench(args) -> int:
             continue
         job.say(f"run {label}")
         extra = [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
+        extra += ["--memory-cap-gb", cap] if cap else []
         timing = ["--profile", job.out / "profile_tc3.txt"] if label == "tc3" else ["--warmup", "2", "--steps", "6"]
         done = job.python("benches/gpu/train_bench.py", "setup", setup, "--model", model, "--data", data, "--out",
                           job.out / "setups.jsonl", "--label", label, "--batch", batch, *timing, *extra,
@@ -330,16 +336,17 @@ def job_multigpu(args) -> int:
     shutil.rmtree(runs, ignore_errors=True)
     common = ["--config", "llama3-8b-qlora", f"model={model}", f"data={data}", "train_samples=8192",
               "eval_samples=256", f"max_steps={steps}", "logging_steps=4", f"eval_steps={steps}",
-              f"save_steps={steps // 2}", "backend=unsloth"]  # fmt: skip
-    batch = int(job.capture("-c", "from tc3.config import load_config; "
-                                  "print(load_config('llama3-8b-qlora').per_device_batch_size)"))
+              f"save_steps={steps // 2}", "backend=unsloth", "gradient_checkpointing=true",
+              "gradient_accumulation_steps=1"]  # fmt: skip
+    batch = 64  # fixed, not auto: the two runs must hold the same global batch
     torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "tc3.cli.train"]
     half = f"per_device_batch_size={batch // 2}"
-    commands = [f"CUDA_VISIBLE_DEVICES=0 tc3-train {' '.join(common)} output_dir=RUN1",
+    commands = [f"CUDA_VISIBLE_DEVICES=0 tc3-train {' '.join(common)} output_dir=RUN1 per_device_batch_size={batch}",
                 f"torchrun --standalone --nproc_per_node 2 -m tc3.cli.train {' '.join(common)} output_dir=RUN2 {half}",
                 f"the same with output_dir=RUN3, stopped after checkpoint-{steps // 2}, then with --resume"]
     job.say(f"1 GPU, batch {batch}")
-    job.python("-m", "tc3.cli.train", *common, f"output_dir={runs / 'one'}", log="log_1gpu.txt",
+    job.python("-m", "tc3.cli.train", *common, f"output_dir={runs / 'one'}", f"per_device_batch_size={batch}",
+               log="log_1gpu.txt",
                env={**nvls_off, "CUDA_VISIBLE_DEVICES": "0"})
     job.say(f"2 GPUs, {batch // 2} each")
     job.python(*torchrun, *common, f"output_dir={runs / 'two'}", half, log="log_2gpu.txt", env=nvls_off)

@@ -5,7 +5,10 @@
 Derived figures: tokens/s (real tokens, padding excluded) from the timed steps; the epoch time is the full prep train
 split (its example count from stats) x the mean tokens per example (seeded sample of 5,000, tc3's own measure) over
 tokens/s; MFU = 4 x parameters x tokens/s / the measured bf16 matrix rate (LoRA: forward, and backward to the inputs
-only; the recomputation of gradient checkpointing and attention's own FLOPs are not counted).
+only; the recomputation of gradient checkpointing and attention's own FLOPs are not counted), and `mfu_datasheet`
+the same over the card's datasheet dense bf16 peak (tc3.train.speed.datasheet_tflops; null for a card not listed).
+The auto rows (issue 28: the shipped config's auto settings on the whole card, and capped as a 24 and a 16 GB card)
+go into the summary's auto_* keys.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import json
 import sys
 import time
 from pathlib import Path
+
+from tc3.train.speed import datasheet_tflops, mfu
 
 
 def gpu_rate(out: Path, row: dict, default: float) -> float:
@@ -25,7 +30,7 @@ def gpu_rate(out: Path, row: dict, default: float) -> float:
 def choose(rows: list[dict], matmul: dict, out: Path) -> tuple[dict, dict]:
     """The default config: the fastest unsloth row with gradient checkpointing and a peak under 24 GB (reserved);
     the 80 GB+ config: the fastest row without checkpoint recompute under 75 GB. Targets of the attention issue."""
-    unsloth = [r for r in rows if r["setup"] == "tc3"]
+    unsloth = [r for r in rows if r["setup"] == "tc3" and not r.get("label", "").startswith("auto-")]
     fits = [r for r in unsloth if r.get("gradient_checkpointing", True) and r["peak_reserved_gb"] < 24]
     big = [r for r in unsloth if not r.get("gradient_checkpointing", True) and r["peak_reserved_gb"] < 75]
     default = max(fits, key=lambda r: r["tokens_per_s"], default=None)
@@ -55,12 +60,37 @@ def choose(rows: list[dict], matmul: dict, out: Path) -> tuple[dict, dict]:
         "big_config_mfu_at_least_60pct": bool(big_row) and big_row["mfu"] >= 0.6,
         "peak_at_most_24gb": default["peak_reserved_gb"] <= 24,
     }
+    auto_targets, auto_summary = summarize_auto(rows, matmul["device"])
+    targets.update(auto_targets)
+    summary.update(auto_summary)
     if course:
         targets["speedup_vs_course"] = round(default["tokens_per_s"] / course["tokens_per_s"], 2)
         targets["at_least_8x_course"] = targets["speedup_vs_course"] >= 8
     if hf:
         targets["speedup_vs_hf"] = round(default["tokens_per_s"] / hf["tokens_per_s"], 2)
         targets["at_least_3x_hf"] = targets["speedup_vs_hf"] >= 3
+    return targets, summary
+
+
+def summarize_auto(rows: list[dict], device: str) -> tuple[dict, dict]:
+    """(targets, summary keys) of the auto rows: auto-80gb (the whole card), auto-24gb and auto-16gb (capped)."""
+    by_label = {r.get("label"): r for r in rows}
+    full, capped_24 = by_label.get("auto-80gb"), by_label.get("auto-24gb")
+    summary = {
+        "auto_80gb_mfu": full and full["mfu"], "auto_80gb_mfu_datasheet": full and full["mfu_datasheet"],
+        "auto_80gb_tokens_per_s": full and full["tokens_per_s"], "auto_80gb_peak_gb": full and full["peak_allocated_gb"],
+        "auto_80gb_plan": full and full.get("speed_choice"), "auto_80gb_epoch_hours": full and full["epoch_hours_1_39m"],
+        "auto_24gb_mfu": capped_24 and capped_24["mfu"], "auto_24gb_peak_gb": capped_24 and capped_24["peak_reserved_gb"],
+        "auto_24gb_plan": capped_24 and capped_24.get("speed_choice"),
+        "auto_16gb_trains": "tokens_per_s" in by_label.get("auto-16gb", {}),
+        "device": device,
+    }  # fmt: skip
+    targets = {
+        "auto_80gb_mfu_at_least_70pct": bool(full) and full["mfu"] >= 0.7,
+        "auto_24gb_mfu_at_least_50pct_within_24gb": bool(capped_24) and capped_24["mfu"] >= 0.5
+        and capped_24["peak_reserved_gb"] <= 24,
+        "auto_16gb_trains": summary["auto_16gb_trains"],
+    }
     return targets, summary
 
 
@@ -74,7 +104,7 @@ def main(out: str) -> int:
         for line in (out / "setups.jsonl").read_text().splitlines()
         if line.strip()
     ]
-    ok = [r for r in rows if not r.get("oom")]
+    ok = [r for r in rows if not r.get("oom") and "tokens_per_s" in r]
     params = model["params"]
     epoch_examples = corpus["train_examples"]
     rate = matmul["tflops"] * 1e12
@@ -82,7 +112,8 @@ def main(out: str) -> int:
         mean = r["token_lengths"]["mean"]
         r["epoch_hours"] = round(epoch_examples * mean / r["tokens_per_s"] / 3600, 1)
         r["epoch_hours_1_39m"] = round(1.39e6 * mean / r["tokens_per_s"] / 3600, 1)
-        r["mfu"] = round(4 * params * r["tokens_per_s"] / gpu_rate(out, r, rate), 4)
+        r["mfu"] = mfu(params, r["tokens_per_s"], gpu_rate(out, r, rate) / 1e12)
+        r["mfu_datasheet"] = mfu(params, r["tokens_per_s"], datasheet_tflops(matmul["device"]))
         r["mfu_non_embedding_params"] = round(
             4 * (params - model["embedding_params"]) * r["tokens_per_s"] / gpu_rate(out, r, rate), 4
         )
@@ -104,7 +135,7 @@ def main(out: str) -> int:
     print(f"\n{matmul['device']}: bf16 matmul {matmul['tflops']} TFLOP/s; {params / 1e9:.2f} B params; "
           f"epoch h: 1.39 M examples (this prep's train split: {epoch_examples:,})")  # fmt: skip
     print(f"{'label':16} {'batch':>7} {'tok/s':>8} {'s/step':>7} {'tok/step':>9} {'pad':>6} {'peakGB':>7} "
-          f"{'resvGB':>7} {'epoch h':>8} {'MFU':>6}")  # fmt: skip
+          f"{'resvGB':>7} {'epoch h':>8} {'MFU':>6} {'MFU(ds)':>7}")  # fmt: skip
     for r in rows:
         b = f"{r['batch']}x{r['accumulation']}"
         if r.get("oom"):
@@ -112,7 +143,8 @@ def main(out: str) -> int:
             continue
         print(f"{r.get('label', r['setup']):16} {b:>7} {r['tokens_per_s']:8.0f} {r['s_per_step_median']:7.2f} "
               f"{r['tokens_per_step']:9.0f} {r['padding_fraction']:6.1%} {r['peak_allocated_gb']:7.1f} "
-              f"{r['peak_reserved_gb']:7.1f} {r['epoch_hours_1_39m']:8.1f} {r['mfu']:6.1%}")  # fmt: skip
+              f"{r['peak_reserved_gb']:7.1f} {r['epoch_hours_1_39m']:8.1f} {r['mfu']:6.1%} "
+              f"{r['mfu_datasheet'] or 0:7.1%}")  # fmt: skip
     print(json.dumps(targets))
     print(json.dumps(summary))
     return 0

@@ -11,7 +11,9 @@ Setups (each trains the same seeded sample of the same tc3-prep output through t
   hf      transformers + PEFT + bitsandbytes NF4 QLoRA as a user sets it up: same LoRA settings, no unsloth, padded
           batches, SDPA, gradient checkpointing (backend=hf varlen_attention=false), --batch B
   hf-tc3  tc3's hf backend: the same, with padding-free batches and variable-length attention (backend=hf)
-Variants: --set key=value (repeatable) and --label NAME to tell the row apart.
+Variants: --set key=value (repeatable) and --label NAME to tell the row apart; --memory-cap-gb G caps this process's
+GPU memory at G GB (torch.cuda.set_per_process_memory_fraction) before anything loads, as a card of G GB would (the
+auto settings plan for the cap). --batch auto (or none) leaves the batch to the config (auto in the shipped one).
 
 Timing: a callback synchronizes the GPU at the end of every optimizer step; the first --warmup steps are dropped;
 tokens are counted from the batches the Trainer feeds (attention_mask sum; the whole flattened row when
@@ -36,30 +38,11 @@ OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFL
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-def matmul_rate(n: int = 8192, reps: int = 50) -> dict:
-    """Median bf16 n x n x n matrix product rate (cuBLAS through torch), random inputs, three input sets rotated."""
-    import torch
+def matmul_rate() -> dict:
+    """Median bf16 8192-cube matrix product rate of this GPU (tc3.train.card.matmul_tflops)."""
+    from tc3.train.card import matmul_tflops
 
-    sets = [(torch.randn(n, n, device="cuda", dtype=torch.bfloat16),
-             torch.randn(n, n, device="cuda", dtype=torch.bfloat16)) for _ in range(3)]  # fmt: skip
-    out = torch.empty(n, n, device="cuda", dtype=torch.bfloat16)
-    for a, b in sets * 5:
-        torch.matmul(a, b, out=out)
-    times = []
-    for i in range(reps):
-        a, b = sets[i % 3]
-        start, end = (
-            torch.cuda.Event(enable_timing=True),
-            torch.cuda.Event(enable_timing=True),
-        )
-        start.record()
-        torch.matmul(a, b, out=out)
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
-    med = statistics.median(times)
-    return {"n": n, "median_s": med, "tflops": round(2 * n**3 / med / 1e12, 1),
-            "device": torch.cuda.get_device_name(), "reps": reps}  # fmt: skip
+    return matmul_tflops()
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -236,6 +219,21 @@ def whole_text_config(base):
     return WholeTextLoss
 
 
+def describe_run(args, config, run, setup_s: float) -> dict:
+    """The row's facts before its timings: the setup, and the plan tc3 resolved (auto settings filled)."""
+    plan, trainer = run.plan, run.trainer
+    return {"setup": args.name, "label": args.label or args.name, "attention": run.attention, "backend": run.backend,
+            "batch": plan.per_device_batch, "accumulation": plan.gradient_accumulation,
+            "max_length": run.config.max_length, "gradient_checkpointing": plan.checkpointing,
+            "checkpointed_layers": plan.checkpointed_layers, "speed_choice": plan.speed_choice,
+            "predicted_peak_gb": plan.predicted_peak_gb, "memory_cap_gb": args.memory_cap_gb,
+            "gpu": os.environ.get("CUDA_VISIBLE_DEVICES", "0"),
+            "padding_free": bool(trainer.args.padding_free) or (run.backend == "unsloth" and config.padding_free),
+            "train_samples": len(trainer.train_dataset),
+            "overrides": SETUPS[args.name] + ([f"per_device_batch_size={args.batch}"] if args.batch else []) + args.set,
+            "token_lengths": run.lengths["stats"], "setup_s": round(setup_s, 1)}  # fmt: skip
+
+
 def run_setup(args) -> int:
     os.environ.update(OFFLINE)
     name = args.name
@@ -246,8 +244,9 @@ def run_setup(args) -> int:
         import unsloth  # noqa: F401  (first, as tc3.train does: it patches transformers and TRL)
     import torch
     import trl
-    from tc3.config import load_config
+    from tc3.config import ConfigError, load_config
     from tc3.train import build_run
+    from tc3.train.run import fit_first_step
 
     if (
         name == "course"
@@ -263,35 +262,34 @@ def run_setup(args) -> int:
         overrides.append(f"per_device_batch_size={args.batch}")
     overrides += args.set
     config = load_config(CONFIG, overrides)
-    t0 = time.perf_counter()
-    run = build_run(config)
-    setup_s = time.perf_counter() - t0
-    trainer = run.trainer
-    timer, micro = make_timer(
-        trainer,
-        args.warmup,
-        args.profile_steps,
-        Path(args.profile) if args.profile else None,
-    )
-    trainer.add_callback(timer)
-    result = {"setup": name, "label": args.label or name, "attention": run.attention, "backend": run.backend, "batch": config.per_device_batch_size,
-              "accumulation": config.gradient_accumulation_steps, "max_length": run.config.max_length,
-              "gradient_checkpointing": config.gradient_checkpointing, "gpu": os.environ.get("CUDA_VISIBLE_DEVICES", "0"),
-              "padding_free": bool(trainer.args.padding_free) or (run.backend == "unsloth" and config.padding_free),
-              "train_samples": len(trainer.train_dataset), "overrides": SETUPS[name] + (
-                  [f"per_device_batch_size={args.batch}"] if args.batch else []) + args.set,
-              "token_lengths": run.lengths["stats"], "setup_s": round(setup_s, 1)}  # fmt: skip
+    if args.memory_cap_gb:
+        torch.cuda.set_per_process_memory_fraction(args.memory_cap_gb * 1e9 / torch.cuda.mem_get_info()[1])
+    timed = {}
+
+    def build(attempt, options):  # each attempt of tc3's out-of-memory fallback gets its own timer
+        timed.clear()  # the last attempt's run goes before the next loads
+        t0 = time.perf_counter()
+        run = build_run(config, attempt=attempt, options=options)
+        timed.update(setup_s=time.perf_counter() - t0, run=run)
+        timed["timer"], timed["micro"] = make_timer(run.trainer, args.warmup, args.profile_steps,
+                                                    Path(args.profile) if args.profile else None)
+        run.trainer.add_callback(timed["timer"])
+        return run
+
     try:
-        trainer.train()
-    except (
-        torch.OutOfMemoryError
-    ) as e:  # the hf setup's batch search: the driver tries a smaller one
+        fit_first_step(build)
+    except (torch.OutOfMemoryError, ConfigError) as e:  # past the first step, or no option left
+        run = timed["run"]
+        result = describe_run(args, config, run, timed["setup_s"])
         result.update(oom=True, error=str(e).splitlines()[0][:300],
                       peak_gb=round(torch.cuda.max_memory_allocated() / 1e9, 2))  # fmt: skip
         with open(args.out, "a") as f:
             f.write(json.dumps(result) + "\n")
         print(json.dumps(result))
         return 3
+    run, timer, micro = timed["run"], timed["timer"], timed["micro"]
+    trainer, plan = run.trainer, run.plan
+    result = describe_run(args, config, run, timed["setup_s"])
     counts = [(int(real), int(padded), int(loss)) for real, padded, loss in micro]
     ends = timer.ends
     if (
@@ -311,9 +309,7 @@ def run_setup(args) -> int:
     ]
     real = sum(c[0] for c in counts[m_a:m_b])
     padded = sum(c[1] for c in counts[m_a:m_b])
-    examples = (
-        args.steps * config.per_device_batch_size * config.gradient_accumulation_steps
-    )
+    examples = args.steps * plan.per_device_batch * plan.gradient_accumulation
     seconds = t_b - t_a
     result.update(
         timed_steps=args.steps, warmup_steps=args.warmup, timed_s=round(seconds, 3),
@@ -354,12 +350,10 @@ def main(argv=None) -> int:
     s.add_argument("--data", required=True)
     s.add_argument("--out", required=True)
     s.add_argument("--workdir", default="/tmp/bench-runs")
-    s.add_argument(
-        "--batch",
-        type=int,
-        default=None,
-        help="per-device batch (default: the config's)",
-    )
+    s.add_argument("--batch", type=lambda text: None if text in ("auto", "none") else int(text), default=None,
+                   help="per-device batch (default, auto or none: the config's)")
+    s.add_argument("--memory-cap-gb", type=float, default=None,
+                   help="cap this process's GPU memory at this many GB, as a smaller card would")
     s.add_argument("--train-samples", type=int, default=2048)
     s.add_argument("--eval-samples", type=int, default=16)
     s.add_argument("--warmup", type=int, default=3)

@@ -36,10 +36,14 @@ CHOICES = {
     "report_to": ("none", "tensorboard", "trackio", "mlflow", "wandb"),
 }
 
+# Keys that take `auto` besides their type: tc3 chooses them for the card (tc3.train.speed).
+AUTO = "auto"
+AUTO_KEYS = ("gradient_checkpointing", "per_device_batch_size", "gradient_accumulation_steps")
+
 # Counts and sizes that must be > 0 when set.
 POSITIVE = (
     "train_samples", "eval_samples", "dataset_num_proc", "max_length", "max_length_cap", "max_steps",
-    "per_device_batch_size", "gradient_accumulation_steps", "lora_r", "lora_alpha",
+    "per_device_batch_size", "gradient_accumulation_steps", "tokens_per_step", "lora_r", "lora_alpha",
     "logging_steps", "eval_steps", "save_steps", "save_total_limit",
 )  # fmt: skip
 
@@ -74,7 +78,8 @@ class TrainConfig:
     backend: str = key("auto", "auto: unsloth when CUDA is there, else hf (transformers + PEFT)")
     load_in_4bit: bool = key(True, "QLoRA: a 4-bit base; CUDA only (bitsandbytes), ignored on CPU")
     precision: str = key("auto", "auto: bf16 where the GPU supports it, else fp16; fp32 on CPU")
-    gradient_checkpointing: bool = key(True, "recompute activations in the backward pass: less memory, slower")
+    gradient_checkpointing: bool | str = key(AUTO, "recompute activations in the backward pass (less memory, slower); "
+                                             "auto: the fewest layers the card's memory needs (docs/training.md)")
     padding_free: bool = key(True, "unsloth backend: flatten each batch, no padding tokens")
     varlen_attention: bool = key(True, "one variable-length attention call a layer where CUDA allows "
                                  "(tc3/attention.py)")
@@ -89,9 +94,12 @@ class TrainConfig:
     # Optimisation
     epochs: float = key(1.0, "passes over the train sample")
     max_steps: int | None = key(None, "optimizer steps; when set, overrides epochs")
-    per_device_batch_size: int = key(128, "examples a device takes a step (chosen by tokens per optimizer step: "
-                                     "see llama3-8b-qlora.yaml)")
-    gradient_accumulation_steps: int = key(1, "batches summed into one optimizer step")
+    per_device_batch_size: int | str = key(AUTO, "examples a device takes a step; auto: the fastest that fits the "
+                                           "card, with the accumulation, for tokens_per_step")
+    gradient_accumulation_steps: int | str = key(AUTO, "batches summed into one optimizer step; auto: "
+                                                 "tokens_per_step over the batch")
+    tokens_per_step: int = key(24000, "with a batch or accumulation auto: tokens an optimizer step aims at, over "
+                               "every process")
     learning_rate: float = key(2e-4, "peak learning rate")
     lr_scheduler: str = key("linear", "learning-rate schedule after the warmup")
     warmup_ratio: float = key(0.03, "share of the steps that warm the learning rate up")
@@ -132,10 +140,11 @@ _YAML_NULL = "tag:yaml.org,2002:null"
 
 
 def _field_type(key: str) -> tuple[object, bool]:
-    """(the type of field `key` without None, whether it may be null)."""
+    """(the type of field `key` without None and without the `auto` of AUTO_KEYS, whether it may be null)."""
     expected = _TYPES[key]
-    if isinstance(expected, types.UnionType) and type(None) in typing.get_args(expected):
-        return next(t for t in typing.get_args(expected) if t is not type(None)), True
+    if isinstance(expected, types.UnionType):
+        others = [t for t in typing.get_args(expected) if t is not type(None) and not (key in AUTO_KEYS and t is str)]
+        return others[0], type(None) in typing.get_args(expected)
     return expected, False
 
 
@@ -143,7 +152,7 @@ def type_name(key: str) -> str:
     """How the value of field `key` is written: `int`, `float or null`, `bool (true or false)`, ..."""
     base, optional = _field_type(key)
     name = {bool: "bool (true or false)", int: "int", float: "float", str: "str"}.get(base, "a list of names (a,b,c)")
-    return name + (" or null" if optional else "")
+    return name + (" or null" if optional else "") + (" or auto" if key in AUTO_KEYS else "")
 
 
 def _type_error(key: str, got: str) -> ConfigError:
@@ -164,7 +173,7 @@ def key_rows() -> list[tuple[str, str, str, str]]:
     rows = []
     for name, f in FIELDS.items():
         kind = f"one of {', '.join(CHOICES[name])}" if name in CHOICES else type_name(name)
-        kind = kind.removesuffix(" (true or false)").replace("a list of names (a,b,c)", "list (a,b,c)")
+        kind = kind.replace(" (true or false)", "").replace("a list of names (a,b,c)", "list (a,b,c)")
         rows.append((name, kind, _written(getattr(defaults, name)), f.metadata["about"]))
     return rows
 
@@ -184,8 +193,8 @@ def keys_markdown() -> str:
 def parse_value(key: str, text: str):
     """`text`, an override's value or a YAML scalar as written, read as the type of field `key`.
 
-    A str field takes the text exactly as it is (`2024_06_01`, `Describe: {title}`); bool: true/false, yes/no,
-    on/off; int and float as Python reads them (`100_000`, `5e-3`), finite; a list: names split at commas or a
+    A str field takes the text exactly as it is (`2024_06_01`, `Describe: {title}`); `auto` where the key is one of
+    AUTO_KEYS; bool: true/false, yes/no, on/off; int and float as Python reads them (`100_000`, `5e-3`), finite; a list: names split at commas or a
     YAML flow list `[a, b]`; `null`, `none` or `~` where the field may be null. Raises ConfigError naming the key
     and the type expected.
     """
@@ -193,6 +202,8 @@ def parse_value(key: str, text: str):
     word = text.strip()
     if optional and word.lower() in NULL_WORDS:
         return None
+    if key in AUTO_KEYS and word.lower() == AUTO:
+        return AUTO
     if base is str:
         return text
     if base is bool and word.lower() in BOOL_WORDS:
@@ -250,7 +261,7 @@ def _validate(config: TrainConfig) -> None:
             raise ConfigError(f"{key} must be one of {', '.join(allowed)}, got {getattr(config, key)!r}")
     for key in POSITIVE:
         value = getattr(config, key)
-        if value is not None and value <= 0:
+        if value is not None and value != AUTO and value <= 0:
             raise ConfigError(f"{key} must be positive, got {value}")
     if config.learning_rate <= 0 or config.epochs <= 0:
         raise ConfigError("learning_rate and epochs must be positive")

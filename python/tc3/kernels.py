@@ -5,13 +5,20 @@ library versions each was written for. The attention kernels' adapters live in `
   PyTorch on CPU, where Triton has no driver.
 - `trainable_in_fp32`: undoes TRL 1.15's cast of every trainable parameter to bf16 over a 4-bit base.
 - `no_placeholder_card`: TRL 1.15's `Trainer.create_model_card` writes a placeholder card at every checkpoint.
+- `keep_unchecked_layers`: gradient checkpointing of some decoder layers only (tc3.train.speed's k-of-L plans), on
+  transformers 5.17's `GradientCheckpointingLayer` and through unsloth 2026.10.9's `FastLlamaModel.for_training`.
 
-`tests/test_train.py::test_library_internals_tc3_patches_are_there` fails when a library changes under one of them.
+`tests/test_train.py::test_library_internals_tc3_patches_are_there` and `tests/test_speed.py` fail when a library
+changes under one of them.
 """
 
 from __future__ import annotations
 
+import functools
+
 TRL_WRITTEN_FOR = "1.15"  # the TRL release the patches below were read against
+TRANSFORMERS_WRITTEN_FOR = "5.17"  # keep_unchecked_layers: GradientCheckpointingLayer.__call__
+UNSLOTH_WRITTEN_FOR = "2026.10"  # keep_unchecked_layers: FastLlamaModel.for_training, LlamaModel_fast_forward
 
 
 class _EagerLogProb:
@@ -58,3 +65,34 @@ def no_placeholder_card(trainer) -> None:
     """TRL writes a placeholder card ("fine-tuned version of [None]") into output_dir at every checkpoint; tc3 writes
     its own card with the final adapter, and an interrupted run leaves none."""
     trainer.create_model_card = lambda *args, **kwargs: None
+
+
+@functools.cache
+def _kept(layer_class: type) -> type:
+    """A subclass of a decoder layer class whose `gradient_checkpointing` reads False and ignores every write."""
+    if getattr(layer_class, "_tc3_kept", False):
+        return layer_class
+    return type(f"Kept{layer_class.__name__}", (layer_class,), {
+        "gradient_checkpointing": property(lambda self: False, lambda self, value: None),
+        "_tc3_kept": True, "__module__": layer_class.__module__,
+    })
+
+
+def keep_unchecked_layers(model, checkpointed: int | None) -> list:
+    """Checkpoint only the first `checkpointed` decoder layers of `model` and keep the others' activations; None
+    (every layer) or 0 (checkpointing off) change nothing. Returns the kept layers.
+
+    transformers 5.17's `GradientCheckpointingLayer.__call__` checkpoints when its own `gradient_checkpointing` is true
+    (and training), and unsloth's `LlamaModel_fast_forward` calls such layers as they are. But the flag is written
+    again after this runs: by the Trainer's `gradient_checkpointing_enable` (hf backend) and by unsloth's
+    `FastLlamaModel.for_training` at every `trainer.train()` (it sets it on every module). So the kept layers get a
+    class whose flag reads False whatever is written, rather than a value one of those would overwrite."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    if checkpointed is None or checkpointed == 0:
+        return []
+    kept = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)][checkpointed:]
+    for layer in kept:
+        layer.__dict__.pop("gradient_checkpointing", None)
+        layer.__class__ = _kept(type(layer))
+    return kept

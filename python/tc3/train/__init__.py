@@ -8,6 +8,8 @@ The package, one concern a module, in the order a run goes through them:
 - `plan`: the TrainPlan (backend, device, precision, optimizer, max_length, attention, checkpointing, batch, world
   size), resolved once and saved with the run;
 - `examples`: the splits sampled, measured and tokenized to max_length;
+- `speed`: the memory model and the choice of gradient checkpointing and batch for the card (`auto`), MFU two ways;
+  `card`: the GPU's free memory, name and measured matmul rate;
 - `model`: the environment, then the base and its LoRA adapter by backend;
 - `trainer`: the SFTTrainer set up (`build_run`); `checkpoints`: resuming, the run's totals and log;
 - `run`: `train` and `dry_run`; `distributed`, `trace`: several processes, and what each trained on.

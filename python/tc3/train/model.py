@@ -12,6 +12,7 @@ from tc3.config import ConfigError, TrainConfig
 from tc3.models import check_model_ref, fit_embeddings, go_offline_if_possible, is_quantized, load_source
 from tc3.runtime import torch_dtype
 from tc3.template_tokens import expose_head_bias, make_rows_trainable, trainable_token_indices
+from tc3.kernels import keep_unchecked_layers
 from tc3.train.plan import TrainPlan
 
 
@@ -28,6 +29,20 @@ def prepare_environment(config: TrainConfig, backend: str) -> bool:
             os.environ["UNSLOTH_DISABLE_AUTO_PADDING_FREE"] = "1"
         import unsloth  # noqa: F401  (first, so that it patches transformers and TRL before they load)
     return offline
+
+
+def base_shape(config: TrainConfig):
+    """The base model's tc3.train.speed.ModelShape, read from its config.json (a language model's own config inside
+    a multimodal one); None when it cannot be read or lacks a Llama-like field."""
+    from transformers import AutoConfig
+
+    from tc3.train.speed import ModelShape
+
+    try:
+        values = AutoConfig.from_pretrained(load_source(config.model)).to_dict()
+        return ModelShape.from_config(values.get("text_config") or values)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def lora_settings(config: TrainConfig) -> dict:
@@ -105,6 +120,7 @@ def load_unsloth(config: TrainConfig, plan: TrainPlan, offline: bool):
         random_state=config.seed,
         **extra,
     )
+    keep_unchecked_layers(model, plan.checkpointed_layers)
     make_rows_trainable(model, token_rows)
     expose_head_bias(model)
     return model, tokenizer, token_rows
@@ -150,6 +166,7 @@ def load_hf(config: TrainConfig, plan: TrainPlan, tokenizer, attn_implementation
     lora = LoraConfig(**lora_settings(config), task_type="CAUSAL_LM",
                       trainable_token_indices=trainable_token_indices(model, token_rows))
     model = get_peft_model(model, lora)
+    keep_unchecked_layers(model, plan.checkpointed_layers)
     make_rows_trainable(model, token_rows)
     expose_head_bias(model)
     return model, tokenizer, token_rows

@@ -2,8 +2,8 @@
 attention, gradient checkpointing, batch, world size), resolved once from the config and this machine, saved with
 the run (`tc3.layout.RunDir.PLAN`) and read by export, eval, generate and the model card instead of guessing again.
 
-`checkpointing`, `per_device_batch` and `gradient_accumulation` come straight from the config today; they are plan
-values so that a later resolution (automatic speed settings) can fill them without any reader changing.
+Gradient checkpointing, the batch and the accumulation are filled once the data is measured (`fit_to_card`): the
+config's explicit values, and for `auto` the fastest settings tc3.train.speed predicts to fit the card.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tc3.config import ConfigError, TrainConfig
+from tc3.config import AUTO, ConfigError, TrainConfig
 from tc3.runtime import auto_precision, cuda_available
+from tc3.train import speed
 
 EIGHT_BIT_OPTIMIZERS = ("adamw_8bit", "paged_adamw_8bit")  # bitsandbytes: CUDA only
 CPU_OPTIMIZER = "adamw_torch"  # what an 8-bit optimizer asked for runs as on CPU
@@ -30,12 +31,16 @@ class TrainPlan:
     precision: str  # fp32, bf16 or fp16 (tc3.runtime): the dtype the run computes and the adapter trains in
     optimizer: str  # as run (an 8-bit optimizer asked for on CPU runs as CPU_OPTIMIZER)
     attention: str  # the attention path, in words (tc3.attention)
-    checkpointing: bool  # gradient checkpointing
-    per_device_batch: int  # sequences a process takes a step
-    gradient_accumulation: int  # batches summed into one optimizer step
     world_size: int  # processes (one a GPU) training together
+    # The three below are None until the data is measured (fit_to_card)
+    checkpointing: bool | None = None  # gradient checkpointing of some layers
+    per_device_batch: int | None = None  # sequences a process takes a step
+    gradient_accumulation: int | None = None  # batches summed into one optimizer step
     max_length: int | None = None  # tokens an example may hold; None until the data is measured
     notes: list[str] = field(default_factory=list)  # where the plan departs from the config, and why
+    checkpointed_layers: int | None = None  # layers recomputed in the backward, the first ones; None: every layer
+    predicted_peak_gb: float | None = None  # tc3.train.speed's peak for the step; None where not predicted
+    speed_choice: str | None = None  # how checkpointing and batch were chosen, in words
 
     @property
     def on_cuda(self) -> bool:
@@ -85,14 +90,51 @@ def resolve_plan(config: TrainConfig, world_size: int = 1):
     optimizer = resolve_optimizer(config.optimizer, device == "cuda")
     notes = [] if optimizer == config.optimizer else [f"{config.optimizer} needs CUDA (bitsandbytes): {optimizer}"]
     planned = attention.plan(backend, config.padding_free, config.varlen_attention, precision)
-    plan = TrainPlan(
-        backend=backend, device=device, precision=precision, optimizer=optimizer, attention=planned.path,
-        checkpointing=config.gradient_checkpointing, per_device_batch=config.per_device_batch_size,
-        gradient_accumulation=config.gradient_accumulation_steps, world_size=world_size, notes=notes,
-    )
+    plan = TrainPlan(backend=backend, device=device, precision=precision, optimizer=optimizer,
+                     attention=planned.path, world_size=world_size, notes=notes)
     return plan, planned
 
 
+def speed_options(config: TrainConfig, plan: TrainPlan, mean_length: float, shape: speed.ModelShape | None,
+                  free_bytes: float | None) -> tuple[list[speed.Option], str]:
+    """(the settings to try in order, why the first) for `plan` with its max_length: tc3.train.speed.choose on a GPU
+    whose free memory and model shape are known. Otherwise one option: the explicit values, and for `auto` no
+    checkpointing on CPU (its memory is not modelled; recomputing only costs time), every layer checkpointed on a GPU
+    with a model tc3 cannot read the shape of, the batch of tokens_per_step in one step."""
+    from tc3 import attention
+
+    asked = (config.gradient_checkpointing, config.per_device_batch_size, config.gradient_accumulation_steps)
+    unsloth = plan.backend == "unsloth"
+    mean_length = min(mean_length, plan.max_length)  # longer examples are trimmed to it
+    if free_bytes is not None and shape is not None:
+        quantized = config.load_in_4bit and plan.on_cuda  # bitsandbytes: CUDA only
+        static = speed.static_bytes(shape, config.lora_r, config.lora_target_modules, quantized)
+        padded = not config.padding_free if unsloth else plan.attention == attention.PADDED
+        work = speed.Workload(shape, static, mean_length, plan.max_length, padded, unsloth, config.tokens_per_step,
+                              plan.world_size)
+        return speed.choose(work, free_bytes, *asked)
+    checkpointing, batch, accumulation = asked
+    target = speed.target_batch(config.tokens_per_step, mean_length, plan.world_size)
+    if batch == AUTO:
+        batch = target if accumulation == AUTO else max(1, round(target / accumulation))
+    accumulation = max(1, round(target / batch)) if accumulation == AUTO else accumulation
+    checkpointing = plan.on_cuda if checkpointing == AUTO else checkpointing
+    option = speed.Option(None if checkpointing else 0, batch, accumulation, None)
+    where = "on CPU auto means" if not plan.on_cuda else "the model's shape is unknown to tc3's memory model:"
+    return [option], f"{where} {option.describe(None, unsloth)}"
+
+
+def with_option(plan: TrainPlan, option: speed.Option, reason: str) -> TrainPlan:
+    """`plan` with the checkpointing, batch and accumulation of `option` (tc3.train.speed.Option)."""
+    return dataclasses.replace(
+        plan, checkpointing=option.checkpointed != 0, checkpointed_layers=option.checkpointed,
+        per_device_batch=option.per_device_batch, gradient_accumulation=option.gradient_accumulation,
+        predicted_peak_gb=None if option.predicted_peak_gb is None else round(option.predicted_peak_gb, 3),
+        speed_choice=reason,
+    )
+
+
 def resolved_config(config: TrainConfig, plan: TrainPlan) -> TrainConfig:
-    """The config as the run ran it, the one saved with it: max_length and the optimizer as the plan resolved them."""
+    """The config as the run ran it, the one saved with it: max_length and the optimizer as the plan resolved them.
+    `auto` stays `auto` (the plan holds what it chose on this card: a resumed run on another card chooses again)."""
     return dataclasses.replace(config, max_length=plan.max_length, optimizer=plan.optimizer)

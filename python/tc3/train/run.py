@@ -7,9 +7,10 @@ import json
 import shutil
 from pathlib import Path
 
-from tc3.config import TrainConfig
+from tc3.config import ConfigError, TrainConfig
 from tc3.layout import RunDir
-from tc3.train.checkpoints import publish_final
+from tc3.train.checkpoints import checkpoint_step, publish_final
+from tc3.train.distributed import say
 from tc3.train.examples import (check_some_fit, describe_fits, describe_token_rows, measure_lengths,
                                 render_example)
 from tc3.train.trace import tracing, write_trace
@@ -46,21 +47,75 @@ def final_metrics(run: Run, result) -> dict:
         "tokens_per_s": round(session_tokens / run.totals.busy_s, 1) if run.totals.busy_s else None,
         "world_size": plan.world_size,
         "global_batch_size": plan.global_batch,
+        **speed_metrics(run, session_tokens / run.totals.busy_s if run.totals.busy_s else None),
     }
+
+
+def speed_metrics(run: Run, tokens_per_s: float | None) -> dict:
+    """How the run fitted the card: the checkpointing and batch chosen and why, the predicted and measured peak
+    (GB = 1e9 bytes, torch's max allocated), and MFU against the measured matmul rate and the datasheet's peak
+    (tc3.train.speed.mfu_both; CUDA only)."""
+    import torch
+
+    from tc3.train import card, speed
+
+    plan = run.plan
+    out = {"speed_choice": plan.speed_choice, "checkpointed_layers": plan.checkpointed_layers,
+           "predicted_peak_gb": plan.predicted_peak_gb}
+    if not plan.on_cuda:
+        return out
+    out["peak_gb"] = round(torch.cuda.max_memory_allocated() / speed.GB, 2)
+    if tokens_per_s and run.shape is not None:
+        measured = card.matmul_tflops()["tflops"]
+        out["mfu"] = speed.mfu_both(run.shape.params(), tokens_per_s, card.device_name(), measured)
+    return out
 
 
 def train(config: TrainConfig, resume: bool = False, callbacks=()) -> dict:
     """Fine-tune as `config` says; returns the final metrics. Writes adapter, tokenizer, config, plan, log and model
     card to the output dir (tc3.layout.RunDir). `callbacks`: extra transformers TrainerCallbacks."""
-    run = build_run(config, resume, callbacks)
+    run, result = fit_first_step(lambda attempt, options: build_run(config, resume, callbacks, attempt, options))
     trainer = run.trainer
-    result = trainer.train(resume_from_checkpoint=str(run.resume_from) if run.resume_from else None)
     if tracing():
         write_trace(trainer)
     metrics = final_metrics(run, result)  # every process, before the main one goes on alone
     write_final(run, metrics)
     trainer.args.distributed_state.wait_for_everyone()  # no process returns before the output dir is complete
     return metrics
+
+
+def fit_first_step(build):
+    """(the run, its train() result): `build(attempt, options)` (a tc3.train.trainer.Run) trained; an out-of-memory
+    error at the first step (global step 0) frees that run and builds the next option of `run.options`, with one
+    line on the log. ConfigError (one line) when it comes later, with several processes, or with no option left."""
+    import gc
+
+    import torch
+
+    run = build(0, None)
+    while True:
+        if torch.cuda.is_available():  # the peak metrics.json reports is this attempt's
+            torch.cuda.reset_peak_memory_stats()
+        try:
+            return run, run.trainer.train(resume_from_checkpoint=str(run.resume_from) if run.resume_from else None)
+        except torch.OutOfMemoryError:
+            step, following, described = run.trainer.state.global_step, run.next_option, describe_option(run)
+            first = checkpoint_step(run.resume_from) if run.resume_from else 0  # this session's first step
+            if step > first or following is None or run.plan.world_size > 1:
+                raise ConfigError(f"out of memory at step {step + 1} with {described}: set gradient_checkpointing and "
+                                  "per_device_batch_size to auto, or lower per_device_batch_size") from None
+        attempt, options = run.attempt + 1, run.options
+        say(f"tc3-train: out of memory at the first step with {described}; trying "
+            f"{following.describe(run.shape and run.shape.layers, run.backend == 'unsloth')}")
+        del run
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        run = build(attempt, options)
+
+
+def describe_option(run: Run) -> str:
+    return run.options[run.attempt].describe(run.shape and run.shape.layers, run.backend == "unsloth")
 
 
 def write_final(run: Run, metrics: dict) -> None:
@@ -86,16 +141,18 @@ def write_final(run: Run, metrics: dict) -> None:
 
 
 def dry_run(config: TrainConfig) -> None:
-    """Print the resolved config and plan, dataset sizes, token-length statistics, what max_length does to the
-    examples, the template tokens whose rows will be trained, the attention path and three rendered examples."""
+    """Print the resolved config and plan (with the gradient checkpointing and batch chosen for this machine's card,
+    and their predicted peak), dataset sizes, token-length statistics, what max_length does to the examples, the
+    template tokens whose rows will be trained, the attention path and three rendered examples."""
     from dataclasses import replace
 
     from tc3.data import tokenize_examples, training_splits
     from tc3.models import load_source, model_dir
     from tc3.prompts import load_tokenizer
     from tc3.template_tokens import rows_to_train_on_disk
-    from tc3.train.model import prepare_environment
-    from tc3.train.plan import resolve_plan, resolved_config
+    from tc3.train import card
+    from tc3.train.model import base_shape, prepare_environment
+    from tc3.train.plan import resolve_plan, resolved_config, speed_options, with_option
 
     prepare_environment(config, "hf")  # the tokenizer alone: no backend is loaded
     plan, _ = resolve_plan(config)
@@ -103,6 +160,8 @@ def dry_run(config: TrainConfig) -> None:
     tokenizer = load_tokenizer(load_source(config.model))
     lengths = measure_lengths(config, tokenizer, train)
     plan = replace(plan, max_length=lengths["max_length"])
+    options, reason = speed_options(config, plan, lengths["stats"]["mean"], base_shape(config), card.free_bytes())
+    plan = with_option(plan, options[0], reason)
     print("# resolved config\n" + resolved_config(config, plan).to_yaml())
     print("# plan\n" + json.dumps(plan.to_dict(), indent=2))
     print(f"# data: {len(train)} train examples, {len(evaluation)} eval examples from {config.data}")
@@ -114,5 +173,6 @@ def dry_run(config: TrainConfig) -> None:
     token_rows = rows_to_train_on_disk(model_dir(config.model), tokenizer)
     print(f"# template token rows: {describe_token_rows(tokenizer, token_rows)}")
     print(f"# backend {plan.backend}, attention: {plan.attention}")
+    print(f"# gradient checkpointing and batch: {reason}")
     for i in range(min(3, len(train))):
         print(f"\n# example {i + 1}\n{render_example(tokenizer, train[i])}")

@@ -14,8 +14,8 @@ from tc3.outputs import claim_dir
 from tc3.train.checkpoints import RunTotals, check_output_dir, make_callbacks, start_record
 from tc3.train.distributed import check_processes_agree, launched_world_size, process_state, say
 from tc3.train.examples import describe_fits, describe_token_rows, tokenized_splits
-from tc3.train.model import load_model, prepare_environment
-from tc3.train.plan import TrainPlan, resolve_plan, resolved_config
+from tc3.train.model import base_shape, load_model, prepare_environment
+from tc3.train.plan import TrainPlan, resolve_plan, resolved_config, speed_options, with_option
 from tc3.train.trace import trace_training_steps, tracing
 
 TRACKER_PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "trackio": ("trackio",), "mlflow": ("mlflow",),
@@ -42,6 +42,14 @@ class Run:
     fits: dict  # split -> {"whole", "trimmed", "dropped"} example counts under max_length
     token_rows: list[int]  # template token ids whose embedding rows are trained
     totals: RunTotals
+    shape: object  # the base's tc3.train.speed.ModelShape, or None
+    options: list  # tc3.train.speed.Option: the settings to try in order (`attempt`: the one this run has)
+    attempt: int = 0
+
+    @property
+    def next_option(self):
+        """The settings to try after an out-of-memory error at the first step, or None."""
+        return self.options[self.attempt + 1] if self.attempt + 1 < len(self.options) else None
 
     @property
     def backend(self) -> str:
@@ -109,16 +117,34 @@ def start_processes(plan: TrainPlan, resume_from: Path | None):
         raise ConfigError("--resume with several processes needs CUDA (on CPU transformers cannot reload optimizers)")
     for note in plan.notes:
         say(f"tc3-train: {note}")
+    return state, plan
+
+
+def fit_to_card(config: TrainConfig, plan: TrainPlan, lengths: dict, attempt: int, options: list | None):
+    """(the plan with its checkpointing, batch and accumulation, the options to try in order, the base's shape):
+    option `attempt` of `options` (made here when None: tc3.train.plan.speed_options on this process's GPU). The
+    choice and the global batch said on the log."""
+    from tc3.train import card
+
+    shape = base_shape(config)
+    if options is None:
+        options, reason = speed_options(config, plan, lengths["stats"]["mean"], shape, card.free_bytes())
+    else:
+        described = options[attempt].describe(shape and shape.layers, plan.backend == "unsloth")
+        reason = f"after out of memory at the first step: {described}"
+    plan = with_option(plan, options[attempt], reason)
+    say(f"tc3-train: gradient checkpointing and batch: {reason}")
     say(
         f"tc3-train: {plan.world_size} process(es); global batch {plan.global_batch} sequences an optimizer step "
         f"(per_device_batch_size {plan.per_device_batch} x gradient_accumulation_steps "
         f"{plan.gradient_accumulation} x {plan.world_size})"
     )
-    return state, plan
+    return plan, options, shape
 
 
-def build_run(config: TrainConfig, resume: bool = False, callbacks=()) -> Run:
-    """Load data, model and tokenizer as `config` says and set up the SFTTrainer (nothing trained yet)."""
+def build_run(config: TrainConfig, resume: bool = False, callbacks=(), attempt: int = 0, options=None) -> Run:
+    """Load data, model and tokenizer as `config` says and set up the SFTTrainer (nothing trained yet). `attempt`,
+    `options`: the settings a run tries after an out-of-memory error (tc3.train.run.train)."""
     from tc3 import attention, kernels
     from tc3.data import content_digest
     from tc3.models import load_source
@@ -134,9 +160,12 @@ def build_run(config: TrainConfig, resume: bool = False, callbacks=()) -> Run:
     tokenizer = load_tokenizer(load_source(config.model))
     data = tokenized_splits(config, tokenizer, state)
     plan = dataclasses.replace(plan, max_length=data["lengths"]["max_length"], attention=attention.apply(planned))
-    if plan.world_size > 1:
+    plan, options, shape = fit_to_card(config, plan, data["lengths"], attempt, options)
+    if plan.world_size > 1:  # auto settings too: each process chose from its own GPU's free memory
         facts = {"train": content_digest(data["train"]), "eval": content_digest(data["eval"]),
-                 "max_length": plan.max_length}
+                 "max_length": plan.max_length, "per_device_batch_size": plan.per_device_batch,
+                 "gradient_accumulation_steps": plan.gradient_accumulation,
+                 "checkpointed_layers": plan.checkpointed_layers}
         check_processes_agree(state, facts)
     say(f"tc3-train: attention: {plan.attention}")
     model, tokenizer, token_rows = load_model(config, plan, tokenizer, offline, planned.hf_implementation)
@@ -148,7 +177,8 @@ def build_run(config: TrainConfig, resume: bool = False, callbacks=()) -> Run:
                                    varlen=planned.hf_implementation == attention.HF_VARLEN)
     say(f"tc3-train: max_length {plan.max_length}, train examples: {describe_fits(data['fits']['train'], config)}")
     say(f"tc3-train: template token rows: {describe_token_rows(tokenizer, token_rows)}")
-    return Run(trainer, tokenizer, config, plan, data["lengths"], resume_from, data["fits"], token_rows, totals)
+    return Run(trainer, tokenizer, config, plan, data["lengths"], resume_from, data["fits"], token_rows, totals,
+               shape, options, attempt)
 
 
 def save_plan(folder: Path, config: TrainConfig, plan: TrainPlan) -> None:
