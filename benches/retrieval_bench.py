@@ -199,7 +199,8 @@ def machine() -> dict:
     return {"nproc": os.cpu_count(), "cpu": model, "mem_mib": mem, "os": platform.platform()}
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
+    """The command line's options."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("prep_dir", type=Path)
     ap.add_argument("--queries", type=int, default=1000,
@@ -217,10 +218,11 @@ def main() -> int:
     ap.add_argument("--reuse-index", action="store_true", help="use PREP/index as it is instead of building it")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "retrieval.json")
     ap.add_argument("--export-grounding", type=Path, metavar="FILE", help="one JSON line per positive query")
-    args = ap.parse_args()
-    command = "python " + " ".join([os.path.relpath(__file__)] + sys.argv[1:])
+    return ap.parse_args()
 
-    # --- build ---
+
+def build_stats(args: argparse.Namespace) -> dict:
+    """Builds PREP/index (or, with --reuse-index, reads the meta of the one there); returns the build's record."""
     if args.reuse_index:
         meta = json.loads((args.prep_dir / "index" / tc3_index.META_NAME).read_text())
         build = {"reused": True, "seconds": meta["seconds"], "peak_rss_mib": None}
@@ -232,11 +234,13 @@ def main() -> int:
                  "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
     build.update(records=meta["total"], records_per_s=round(meta["total"] / meta["seconds"]),
                  threads=meta["threads"], index_bytes=meta["bytes"], index_mib=round(meta["bytes"] / 2**20, 1))
-    ix = ProductIndex.open(args.prep_dir)
+    return build
 
-    # --- positives ---
-    rng = random.Random(args.seed)
-    source = args.queries_from or args.prep_dir
+
+def positive_rows(args: argparse.Namespace, source: Path, ix: ProductIndex,
+                  rng: random.Random) -> tuple[list[dict], int]:
+    """The records of the positive queries (sampled with `rng`, or those of --queries-from that the index holds,
+    repeated up to --queries), and how many of --queries-from's records the index lacks."""
     splits = ("train", "validation") if args.queries_split == "all" else ("validation",)
     pool = pa.concat_tables(read_split(source, s) for s in splits)
     if args.queries_from is None:
@@ -250,13 +254,25 @@ def main() -> int:
             raise SystemExit(f"none of the records of {source} is in the index of {args.prep_dir}")
         if args.queries:  # as many noisy variants of each record as the count needs, in record order
             rows = [rows[i % len(rows)] for i in range(args.queries)]
+    return rows, missing
+
+
+def noisy_queries(rows: list[dict], rng: random.Random) -> tuple[list, list]:
+    """(record, query, noise) of each record with one kind of noise, and of each with all three."""
     # One kind of noise a query (lower-cased, a word dropped or a typo, a third each, seeded), then the same records
     # with all three at once.
     kinds = [NOISE_KINDS[i % 3] for i in range(len(rows))]
     rng.shuffle(kinds)
     single = [(r, *noisy(r["title"], rng, (kind,))) for r, kind in zip(rows, kinds)]
     combined = [(r, *noisy(r["title"], rng)) for r in rows]
-    negatives_wanted = args.queries or len(rows)
+    return single, combined
+
+
+def measure_all_positives(args: argparse.Namespace, source: Path, ix: ProductIndex, rows: list[dict], missing: int,
+                          rng: random.Random) -> tuple[dict, list[dict]]:
+    """The positives' record (one noise each, by kind of noise, all three at once, records of a title of their
+    own) and the grounding lines of the one-noise queries."""
+    single, combined = noisy_queries(rows, rng)
     for r, q, _ in single[:WARMUP]:
         ix.lookup(q)
     positives, grounding = measure_positives(ix, single, rows, rng)
@@ -271,10 +287,12 @@ def main() -> int:
     unique = [(r, q, noise) for r, q, noise in single if r["title"].lower() not in shared]
     positives["records_sharing_their_title"] = len(single) - len(unique)
     positives["top1_accuracy_unique_titles"] = measure_positives(ix, unique, rows, rng, brief=True)[0]["top1_accuracy"]
+    return positives, grounding
 
-    # --- negatives ---
-    print("making negatives ...", file=sys.stderr)
-    negs, neg_info = make_negatives(args.prep_dir, negatives_wanted, args.neg_records, args.neg_seed, args.seed)
+
+def lookup_negatives(ix: ProductIndex, negs: list[str]) -> tuple[list[float], list[bool], int, int, list[float]]:
+    """Each negative looked up: (top-hit coverages, which are fragments, false matches, false matches among
+    fragments, lookup seconds)."""
     raw = tantivy.Index.open(str(ix.path))
     neg_cov, neg_frag, false_match, false_match_frag = [], [], 0, 0
     neg_lat = []
@@ -289,9 +307,17 @@ def main() -> int:
         neg_frag.append(frag)
         false_match += hit is not None
         false_match_frag += hit is not None and frag
+    return neg_cov, neg_frag, false_match, false_match_frag, neg_lat
+
+
+def measure_negatives(args: argparse.Namespace, ix: ProductIndex, wanted: int) -> dict:
+    """The negatives' record: false matches (fragments and the others apart), lookup latency, top-hit coverage."""
+    print("making negatives ...", file=sys.stderr)
+    negs, neg_info = make_negatives(args.prep_dir, wanted, args.neg_records, args.neg_seed, args.seed)
+    neg_cov, neg_frag, false_match, false_match_frag, neg_lat = lookup_negatives(ix, negs)
     fragments = sum(neg_frag)
     others = len(negs) - fragments
-    negatives = {
+    return {
         "queries": len(negs), "source": {"generator": "benches/gen_trn.py", "seed": args.neg_seed,
                                          "records": args.neg_records, **neg_info},
         "false_match_rate": round(false_match / len(negs), 4),
@@ -306,8 +332,22 @@ def main() -> int:
                                                     / max(others, 1), 4) for t in THRESHOLDS},
     }
 
+
+def target_checks(build: dict, positives: dict) -> dict:
+    """Each target: what is wanted, the measured value and whether it is met."""
     p95 = positives["lookup_latency_ms"]["p95"]
-    report = {
+    return {
+        "build_minutes": {"target": f"< {TARGETS['build_minutes']}", "value": round(build["seconds"] / 60, 2),
+                          "met": build["seconds"] < TARGETS["build_minutes"] * 60},
+        "top1_accuracy": {"target": f">= {TARGETS['top1_accuracy']}", "value": positives["top1_accuracy"],
+                          "met": positives["top1_accuracy"] >= TARGETS["top1_accuracy"]},
+        "p95_ms": {"target": f"< {TARGETS['p95_ms']}", "value": p95, "met": p95 < TARGETS["p95_ms"]},
+    }
+
+
+def make_report(args: argparse.Namespace, command: str, build: dict, positives: dict, negatives: dict) -> dict:
+    """The result record: command, date, machine, versions, settings, the measures and the targets."""
+    return {
         "command": command,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(),
@@ -315,14 +355,12 @@ def main() -> int:
         "prep_dir": str(args.prep_dir), "queries_from": args.queries_from and str(args.queries_from),
         "seed": args.seed, "match_threshold": MATCH_THRESHOLD,
         "build": build, "positives": positives, "negatives": negatives,
-        "targets": {
-            "build_minutes": {"target": f"< {TARGETS['build_minutes']}", "value": round(build["seconds"] / 60, 2),
-                              "met": build["seconds"] < TARGETS["build_minutes"] * 60},
-            "top1_accuracy": {"target": f">= {TARGETS['top1_accuracy']}", "value": positives["top1_accuracy"],
-                              "met": positives["top1_accuracy"] >= TARGETS["top1_accuracy"]},
-            "p95_ms": {"target": f"< {TARGETS['p95_ms']}", "value": p95, "met": p95 < TARGETS["p95_ms"]},
-        },
+        "targets": target_checks(build, positives),
     }
+
+
+def write_outputs(args: argparse.Namespace, report: dict, grounding: list[dict]) -> None:
+    """Writes --out (JSON), its .md table and --export-grounding; prints the build and the targets."""
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     args.out.with_suffix(".md").write_text(markdown(report))
@@ -330,13 +368,27 @@ def main() -> int:
         args.export_grounding.parent.mkdir(parents=True, exist_ok=True)
         args.export_grounding.write_text("".join(json.dumps(g, ensure_ascii=False) + "\n" for g in grounding))
     print(json.dumps({k: report[k] for k in ("build", "targets")}, indent=2))
+
+
+def main() -> int:
+    """Runs the benchmark; writes --out (and its .md) and returns 0."""
+    args = parse_args()
+    command = "python " + " ".join([os.path.relpath(__file__)] + sys.argv[1:])
+    build = build_stats(args)
+    ix = ProductIndex.open(args.prep_dir)
+    rng = random.Random(args.seed)
+    source = args.queries_from or args.prep_dir
+    rows, missing = positive_rows(args, source, ix, rng)
+    positives, grounding = measure_all_positives(args, source, ix, rows, missing, rng)
+    negatives = measure_negatives(args, ix, args.queries or len(rows))
+    report = make_report(args, command, build, positives, negatives)
+    write_outputs(args, report, grounding)
     return 0
 
 
-def markdown(r: dict) -> str:
-    b, p, n, m = r["build"], r["positives"], r["negatives"], r["machine"]
-    nlat = n["lookup_latency_ms"]
-    rss = "not measured (--reuse-index)" if b["peak_rss_mib"] is None else f"{b['peak_rss_mib']:,} MiB"
+def markdown_head(r: dict) -> list[str]:
+    """The page's title, command, machine line and targets table."""
+    m = r["machine"]
     lines = [
         "# tc3-index retrieval benchmark", "",
         f"`{r['command']}`", "",
@@ -349,29 +401,49 @@ def markdown(r: dict) -> str:
              "p95_ms": "p95 lookup latency (ms)"}
     for key, t in r["targets"].items():
         lines.append(f"| {names[key]} | {t['target']} | {t['value']} | {'yes' if t['met'] else '**no**'} |")
-    if not r["targets"]["top1_accuracy"]["met"]:
-        duplicates = (
-            "; and exact duplicate titles under other uids cost the gap between uid and same-title accuracy "
-            f"({p['top1_accuracy']:.1%} vs {p['top1_same_title_accuracy']:.1%})"
-            if p["top1_accuracy"] < p["top1_same_title_accuracy"] else ""
-        )
-        lines += [
-            "", f"**Top-1 accuracy misses its target** ({p['top1_accuracy']:.1%} < {TARGETS['top1_accuracy']:.0%}), "
-            "and the queries, not the ranking, are why: for "
-            f"{p['ambiguous']:,} of {p['queries']:,} another indexed title answers the noisy query at least as well as "
-            "the record's own (by `match_key`: coverage, then how much of the title the query holds, then exact "
-            f"words), mostly because the dropped word was the only one that told two titles apart{duplicates}. On "
-            f"the other, unambiguous queries the right title comes first "
-            f"{fmt_rate(p['top1_same_title_accuracy_unambiguous'])} of the "
-            "time." + ("" if r.get("queries_from") else " The synthetic titles make this common: each is a few "
-                       "1-4-word windows of 500 real titles, so 1.25 M of them share words far more than real "
-                       "product titles do."),
-        ]
-    lines += [
+    return lines
+
+
+def markdown_accuracy_note(r: dict) -> list[str]:
+    """Why the top-1 accuracy misses its target, when it does ([] otherwise)."""
+    p = r["positives"]
+    if r["targets"]["top1_accuracy"]["met"]:
+        return []
+    duplicates = (
+        "; and exact duplicate titles under other uids cost the gap between uid and same-title accuracy "
+        f"({p['top1_accuracy']:.1%} vs {p['top1_same_title_accuracy']:.1%})"
+        if p["top1_accuracy"] < p["top1_same_title_accuracy"] else ""
+    )
+    return [
+        "", f"**Top-1 accuracy misses its target** ({p['top1_accuracy']:.1%} < {TARGETS['top1_accuracy']:.0%}), "
+        "and the queries, not the ranking, are why: for "
+        f"{p['ambiguous']:,} of {p['queries']:,} another indexed title answers the noisy query at least as well as "
+        "the record's own (by `match_key`: coverage, then how much of the title the query holds, then exact "
+        f"words), mostly because the dropped word was the only one that told two titles apart{duplicates}. On "
+        f"the other, unambiguous queries the right title comes first "
+        f"{fmt_rate(p['top1_same_title_accuracy_unambiguous'])} of the "
+        "time." + ("" if r.get("queries_from") else " The synthetic titles make this common: each is a few "
+                   "1-4-word windows of 500 real titles, so 1.25 M of them share words far more than real "
+                   "product titles do."),
+    ]
+
+
+def markdown_build(r: dict) -> list[str]:
+    """The build table."""
+    b = r["build"]
+    rss = "not measured (--reuse-index)" if b["peak_rss_mib"] is None else f"{b['peak_rss_mib']:,} MiB"
+    return [
         "", "## Build", "",
         "| records | seconds | records/s | threads | peak RSS | index on disk |", "|---|---|---|---|---|---|",
         f"| {b['records']:,} | {b['seconds']} | {b['records_per_s']:,} | {b['threads']} | {rss} | "
         f"{b['index_mib']:,} MiB |",
+    ]
+
+
+def markdown_positives(r: dict) -> list[str]:
+    """The positives' section: how the queries were made, their table and what its columns mean."""
+    p = r["positives"]
+    lines = [
         "", f"## Positives: {p['queries']:,} noisy titles of {p['distinct_records']:,} records of "
         f"`{p['source']}`", "",
         "Each query has one kind of noise, a third each (seeded): lower-cased, one word dropped (titles of 3+ words) "
@@ -396,6 +468,15 @@ def markdown(r: dict) -> str:
         "uid with the very same title cannot be told apart by a title). Ambiguous: another indexed title answers "
         "the query at least as well as the record's own, by `match_key` (coverage, then how much of the title the "
         "query holds, then exact words): usually the dropped word was the only one that told two titles apart.",
+    ]
+    return lines
+
+
+def markdown_negatives(r: dict) -> list[str]:
+    """The negatives' section: their source and false-match table."""
+    n = r["negatives"]
+    nlat = n["lookup_latency_ms"]
+    return [
         "", f"## Negatives: {n['queries']:,} titles not in the index", "",
         f"From `{n['source']['generator']}` (seed {n['source']['seed']}, {n['source']['records']:,} records, cleaned "
         f"by tc3-prep; {n['source']['in_index_excluded']:,} titles found in the index left out). "
@@ -406,6 +487,13 @@ def markdown(r: dict) -> str:
         f"| false matches among fragments | {fmt_rate(n['false_match_rate_fragments'])} |",
         f"| false matches among non-fragments | {fmt_rate(n['false_match_rate_non_fragments'])} |",
         f"| lookup latency p50 / p95 / max | {nlat['p50']} / {nlat['p95']} / {nlat['max']} ms |",
+    ]
+
+
+def markdown_coverage(r: dict) -> list[str]:
+    """The top hit's coverage histogram and acceptance by threshold, of positives and negatives."""
+    p, n = r["positives"], r["negatives"]
+    lines = [
         "", "## Coverage of the top hit (what the threshold sees)", "",
         "| coverage | positives | negatives | negatives, non-fragments |", "|---|---|---|---|",
     ]
@@ -417,6 +505,13 @@ def markdown(r: dict) -> str:
     for t in p["accepted_at"]:
         lines.append(f"| {t} | {p['accepted_at'][t]:.1%} | {p['with_extra_word_accepted_at'][t]:.1%} | "
                      f"{n['accepted_at'][t]:.1%} | {n['accepted_at_non_fragments'][t]:.1%} |")
+    return lines
+
+
+def markdown(r: dict) -> str:
+    """The report as a Markdown page."""
+    lines = [*markdown_head(r), *markdown_accuracy_note(r), *markdown_build(r), *markdown_positives(r),
+             *markdown_negatives(r), *markdown_coverage(r)]
     return "\n".join(lines) + "\n"
 
 

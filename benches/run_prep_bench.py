@@ -280,8 +280,8 @@ def parity_checks(results: dict, out: Path) -> dict[str, list[str]]:
     return checks
 
 
-def main(argv=None) -> int:
-    """Runs the benchmark; 0 when every run succeeded and every output comparison agreed, 1 otherwise."""
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command line's options."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("input", nargs="?", type=Path, help="trn.json or .gz (default: generated, see --records)")
     ap.add_argument("--records", type=int, default=2_248_619)
@@ -299,17 +299,13 @@ def main(argv=None) -> int:
     ap.add_argument("--name", help="results name (default: from the input)")
     ap.add_argument("--out", type=Path, help="result JSON (default: benches/results/prep-<name>.json)")
     ap.add_argument("--keep-outputs", action="store_true", help="keep the Parquet outputs (printed path)")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
-    plain, gz = resolve_inputs(args)
-    name = args.name or (plain or gz).name.split(".")[0]
-    size = warm_and_size(plain or gz)
-    if plain and gz:
-        warm_and_size(gz)
-    DATA.mkdir(parents=True, exist_ok=True)
-    out = Path(tempfile.mkdtemp(prefix="bench-out-", dir=DATA))
-    results, load_before = {}, os.getloadavg()
-    for run_name, cmd in planned_runs(args, plain, gz, out):
+
+def run_all(runs: list[tuple[str, list[str]]], size: int, out: Path) -> dict:
+    """Times each planned run in turn; returns each run's timings (with MB/s, rows written and its command) by name."""
+    results = {}
+    for run_name, cmd in runs:
         print(f"{run_name}: {' '.join(cmd)}", file=sys.stderr)
         r = timed(cmd)
         r["mb_per_s"] = round(size / 1e6 / r["seconds"], 1)
@@ -318,28 +314,58 @@ def main(argv=None) -> int:
         results[run_name] = r | {"cmd": [recorded(arg) for arg in cmd]}
         print(f"  {r['seconds']:.2f} s, {r['mb_per_s']:.1f} MB/s, peak RSS {r['peak_rss_mib']:.0f} MiB",
               file=sys.stderr)
+    return results
 
-    parity = parity_checks(results, out)
-    report = {"name": name, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "command": " ".join([Path(sys.executable).name, *map(recorded, sys.argv)]), "machine": machine(),
-              # Other work on the machine slows every run alike: the load averages say how much there was.
-              "load": {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in os.getloadavg()]},
-              "input": {"path": recorded(plain or gz), "gz": recorded(gz) if gz else None, "bytes": size},
-              "runs": results, "ratios": ratios(results, gz_only=plain is None), "parity": parity}
-    dest = args.out or BENCHES / "results" / f"prep-{name}.json"
+
+def make_report(name: str, plain: Path | None, gz: Path | None, size: int, load_before: tuple, results: dict,
+                parity: dict) -> dict:
+    """The result record: what ran where, on what input, the runs, their ratios and the parity checks."""
+    return {"name": name, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "command": " ".join([Path(sys.executable).name, *map(recorded, sys.argv)]), "machine": machine(),
+            # Other work on the machine slows every run alike: the load averages say how much there was.
+            "load": {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in os.getloadavg()]},
+            "input": {"path": recorded(plain or gz), "gz": recorded(gz) if gz else None, "bytes": size},
+            "runs": results, "ratios": ratios(results, gz_only=plain is None), "parity": parity}
+
+
+def write_report(report: dict, dest: Path) -> None:
+    """Writes the record to `dest` (JSON) and its table beside it (.md), and prints the table."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(json.dumps(report, indent=2) + "\n")
     dest.with_suffix(".md").write_text(markdown(report))
     print(markdown(report))
+
+
+def finish(results: dict, parity: dict, out: Path, keep_outputs: bool) -> int:
+    """Keeps the outputs when asked or on a failure (else removes them); returns 1 when a run failed or a
+    failing parity check differed, else 0."""
     failed = [name for name, r in results.items() if r["rc"]] + [
         check for check, diff in parity.items() if diff and not check.endswith(INFORMATIONAL)]
-    if args.keep_outputs or failed:  # a failure's outputs are what its diagnosis needs
+    if keep_outputs or failed:  # a failure's outputs are what its diagnosis needs
         print(f"outputs kept in {out}", file=sys.stderr)
     else:
         shutil.rmtree(out)
     if failed:
         print(f"benchmark FAILED: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def main(argv=None) -> int:
+    """Runs the benchmark; 0 when every run succeeded and every output comparison agreed, 1 otherwise."""
+    args = parse_args(argv)
+    plain, gz = resolve_inputs(args)
+    name = args.name or (plain or gz).name.split(".")[0]
+    size = warm_and_size(plain or gz)
+    if plain and gz:
+        warm_and_size(gz)
+    DATA.mkdir(parents=True, exist_ok=True)
+    out = Path(tempfile.mkdtemp(prefix="bench-out-", dir=DATA))
+    load_before = os.getloadavg()
+    results = run_all(planned_runs(args, plain, gz, out), size, out)
+    parity = parity_checks(results, out)
+    report = make_report(name, plain, gz, size, load_before, results, parity)
+    write_report(report, args.out or BENCHES / "results" / f"prep-{name}.json")
+    return finish(results, parity, out, args.keep_outputs)
 
 
 if __name__ == "__main__":

@@ -138,22 +138,9 @@ def make_timer(trainer, warmup: int, profile_steps: int, profile_path: Path | No
     return Timer(), micro
 
 
-def summarize_profile(prof, wall_s: float, steps: int, path: Path) -> dict:
-    """Device time by kind of kernel over the profiled steps, and how busy the GPU was: the union of kernel and copy
-    intervals over the wall time (a CUDA-only trace: kernels and copies, no CPU ops, so nothing is counted twice)."""
-    from torch.autograd import DeviceType
-
-    groups = {"matmul (gemm)": ("gemm", "cutlass", "nvjet", "xmma", "cublas", "sm90_xmma"),
-              "attention (cuDNN SDPA)": ("sdpa", "flash", "fmha", "attention", "compute_dot_do_o"),
-              "4-bit dequantize": ("dequant",),
-              "copies device<->host (offloaded checkpoints)": ("memcpy dtoh", "memcpy htod"),
-              "copies device<->device": ("memcpy dtod",),
-              "fill (zeroing)": ("fillfunctor",),
-              "copy / cast kernels": ("direct_copy", "copy_kernel", "catarraybatchedcopy"),
-              "add / other elementwise": ("elementwise_kernel", "vectorized_elementwise", "unrolled_elementwise"),
-              "unsloth triton kernels": ("lora_mlp", "_fg_kernel", "_dwf", "rms_layernorm", "rope", "cross_entropy",
-                                         "_cce", "triton")}  # fmt: skip
-    kernels = [e for e in prof.events() if e.device_type == DeviceType.CUDA]
+def kernel_times(kernels, groups: dict) -> tuple[dict, dict, list]:
+    """Device time (us) of `kernels` by group of `groups` (first match, else "other"), (time, count) by kernel name,
+    and the (start, end) interval of each."""
     by_group = dict.fromkeys([*groups, "other"], 0.0)
     by_name: dict[str, list] = {}
     intervals = []
@@ -170,6 +157,11 @@ def summarize_profile(prof, wall_s: float, steps: int, path: Path) -> dict:
         row = by_name.setdefault(e.name, [0.0, 0])
         row[0] += dur
         row[1] += 1
+    return by_group, by_name, intervals
+
+
+def busy_time(intervals: list) -> float:
+    """The length of the union of (start, end) intervals (sorts them in place)."""
     intervals.sort()
     busy, cur_s, cur_e = 0.0, None, None
     for s, e in intervals:
@@ -181,6 +173,40 @@ def summarize_profile(prof, wall_s: float, steps: int, path: Path) -> dict:
             cur_e = max(cur_e, e)
     if cur_e is not None:
         busy += cur_e - cur_s
+    return busy
+
+
+def write_profile(path: Path, summary: dict, by_name: dict) -> None:
+    """Writes the summary (JSON) and the 40 kernels and copies of most device time to `path`."""
+    with path.open("w") as f:
+        f.write(
+            json.dumps(summary, indent=2)
+            + "\n\n# top kernels and copies (device time over the profiled steps)\n"
+        )
+        for name, (dur, count) in sorted(by_name.items(), key=lambda kv: -kv[1][0])[
+            :40
+        ]:
+            f.write(f"{dur / 1e3:10.1f} ms  {count:7d}x  {name[:150]}\n")
+
+
+def summarize_profile(prof, wall_s: float, steps: int, path: Path) -> dict:
+    """Device time by kind of kernel over the profiled steps, and how busy the GPU was: the union of kernel and copy
+    intervals over the wall time (a CUDA-only trace: kernels and copies, no CPU ops, so nothing is counted twice)."""
+    from torch.autograd import DeviceType
+
+    groups = {"matmul (gemm)": ("gemm", "cutlass", "nvjet", "xmma", "cublas", "sm90_xmma"),
+              "attention (cuDNN SDPA)": ("sdpa", "flash", "fmha", "attention", "compute_dot_do_o"),
+              "4-bit dequantize": ("dequant",),
+              "copies device<->host (offloaded checkpoints)": ("memcpy dtoh", "memcpy htod"),
+              "copies device<->device": ("memcpy dtod",),
+              "fill (zeroing)": ("fillfunctor",),
+              "copy / cast kernels": ("direct_copy", "copy_kernel", "catarraybatchedcopy"),
+              "add / other elementwise": ("elementwise_kernel", "vectorized_elementwise", "unrolled_elementwise"),
+              "unsloth triton kernels": ("lora_mlp", "_fg_kernel", "_dwf", "rms_layernorm", "rope", "cross_entropy",
+                                         "_cce", "triton")}  # fmt: skip
+    kernels = [e for e in prof.events() if e.device_type == DeviceType.CUDA]
+    by_group, by_name, intervals = kernel_times(kernels, groups)
+    busy = busy_time(intervals)
     summary = {
         "profiled_steps": steps,
         "wall_s": round(wall_s, 3),
@@ -191,15 +217,7 @@ def summarize_profile(prof, wall_s: float, steps: int, path: Path) -> dict:
         "gpu_busy_fraction": round(busy / 1e6 / wall_s, 3),
         "device_time_by_kind_s": {g: round(v / 1e6, 3) for g, v in by_group.items()},
     }
-    with path.open("w") as f:
-        f.write(
-            json.dumps(summary, indent=2)
-            + "\n\n# top kernels and copies (device time over the profiled steps)\n"
-        )
-        for name, (dur, count) in sorted(by_name.items(), key=lambda kv: -kv[1][0])[
-            :40
-        ]:
-            f.write(f"{dur / 1e3:10.1f} ms  {count:7d}x  {name[:150]}\n")
+    write_profile(path, summary, by_name)
     return summary
 
 
@@ -234,25 +252,19 @@ def describe_run(args, config, run, setup_s: float) -> dict:
             "token_lengths": run.lengths["stats"], "setup_s": round(setup_s, 1)}  # fmt: skip
 
 
-def run_setup(args) -> int:
+def setup_environment(args) -> None:
+    """Sets the offline environment; for the unsloth setups, imports unsloth first (padding-free off where asked)."""
     os.environ.update(OFFLINE)
-    name = args.name
-    if not name.startswith("hf"):
+    if not args.name.startswith("hf"):
         # read when unsloth is imported, which happens here, before tc3.train.model.prepare_environment could set it
-        if name == "course" or "padding_free=false" in args.set:
+        if args.name == "course" or "padding_free=false" in args.set:
             os.environ["UNSLOTH_DISABLE_AUTO_PADDING_FREE"] = "1"
         import unsloth  # noqa: F401  (first, as tc3.train does: it patches transformers and TRL)
-    import torch
-    import trl
-    from tc3.config import ConfigError, load_config
-    from tc3.train import build_run
-    from tc3.train.run import fit_first_step
 
-    if (
-        name == "course"
-    ):  # the notebook trained on the whole text: loss on prompt and answer
-        trl.SFTConfig = whole_text_config(trl.SFTConfig)
 
+def setup_overrides(args) -> list[str]:
+    """The config overrides of this setup: data, model, step counts, the setup's own and --batch, --set."""
+    name = args.name
     total_steps = args.warmup + args.steps + (args.profile_steps if args.profile else 0)
     overrides = [f"model={args.model}", f"data={args.data}", f"output_dir={args.workdir}/{name}-b{args.batch}-{os.getpid()}",
                  f"train_samples={args.train_samples}", f"eval_samples={args.eval_samples}",
@@ -260,13 +272,27 @@ def run_setup(args) -> int:
                  *SETUPS[name]]  # fmt: skip
     if args.batch:
         overrides.append(f"per_device_batch_size={args.batch}")
-    overrides += args.set
-    config = load_config(CONFIG, overrides)
-    if args.memory_cap_gb:
-        torch.cuda.set_per_process_memory_fraction(args.memory_cap_gb * 1e9 / torch.cuda.mem_get_info()[1])
+    return overrides + args.set
+
+
+def append_result(out: str, result: dict, rc: int) -> int:
+    """Appends `result` as one JSON line to `out` and prints it; returns `rc`."""
+    with open(out, "a") as f:
+        f.write(json.dumps(result) + "\n")
+    print(json.dumps(result))
+    return rc
+
+
+def train_timed(args, config) -> dict:
+    """Trains `config` through tc3's out-of-memory fallback, each attempt under its own step timer (and profiler).
+    Returns {run, timer, micro, setup_s} of the attempt that trained; raises what fit_first_step raises, with the
+    last attempt's {run, setup_s} in the exception's `timed` attribute."""
+    from tc3.train import build_run
+    from tc3.train.run import fit_first_step
+
     timed = {}
 
-    def build(attempt, options):  # each attempt of tc3's out-of-memory fallback gets its own timer
+    def build(attempt, options):
         timed.clear()  # the last attempt's run goes before the next loads
         t0 = time.perf_counter()
         run = build_run(config, attempt=attempt, options=options)
@@ -278,40 +304,25 @@ def run_setup(args) -> int:
 
     try:
         fit_first_step(build)
-    except (torch.OutOfMemoryError, ConfigError) as e:  # past the first step, or no option left
-        run = timed["run"]
-        result = describe_run(args, config, run, timed["setup_s"])
-        result.update(oom=True, error=str(e).splitlines()[0][:300],
-                      peak_gb=round(torch.cuda.max_memory_allocated() / 1e9, 2))  # fmt: skip
-        with open(args.out, "a") as f:
-            f.write(json.dumps(result) + "\n")
-        print(json.dumps(result))
-        return 3
-    run, timer, micro = timed["run"], timed["timer"], timed["micro"]
-    trainer, plan = run.trainer, run.plan
-    result = describe_run(args, config, run, timed["setup_s"])
-    counts = [(int(real), int(padded), int(loss)) for real, padded, loss in micro]
+    except Exception as e:
+        e.timed = timed
+        raise
+    return timed
+
+
+def step_timings(args, plan, timer, counts: list) -> dict:
+    """The timed steps' fields: seconds per step, token and example rates, padding, peak GPU memory."""
+    import torch
+
     ends = timer.ends
-    if (
-        len(ends) < args.warmup + args.steps
-    ):  # the step callbacks did not fire as expected: keep what there is
-        result.update(error=f"{len(ends)} step ends seen, {len(counts)} micro-batches",
-                      log_history=trainer.state.log_history[-5:])  # fmt: skip
-        with open(args.out, "a") as f:
-            f.write(json.dumps(result) + "\n")
-        print(json.dumps(result))
-        return 1
     # optimizer steps warmup+1 .. warmup+steps: from the end of step `warmup` to the end of the last timed one
     (t_a, m_a), (t_b, m_b) = ends[args.warmup - 1], ends[args.warmup + args.steps - 1]
-    step_times = [
-        ends[i][0] - ends[i - 1][0]
-        for i in range(args.warmup, args.warmup + args.steps)
-    ]
+    step_times = [ends[i][0] - ends[i - 1][0] for i in range(args.warmup, args.warmup + args.steps)]
     real = sum(c[0] for c in counts[m_a:m_b])
     padded = sum(c[1] for c in counts[m_a:m_b])
     examples = args.steps * plan.per_device_batch * plan.gradient_accumulation
     seconds = t_b - t_a
-    result.update(
+    return dict(
         timed_steps=args.steps, warmup_steps=args.warmup, timed_s=round(seconds, 3),
         s_per_step_median=round(statistics.median(step_times), 3), s_per_step_mean=round(seconds / args.steps, 3),
         s_per_step_min=round(min(step_times), 3), s_per_step_max=round(max(step_times), 3),
@@ -324,17 +335,43 @@ def run_setup(args) -> int:
         peak_allocated_gb=round(torch.cuda.max_memory_allocated() / 1e9, 2) if torch.cuda.is_available() else None,
         peak_reserved_gb=round(torch.cuda.max_memory_reserved() / 1e9, 2) if torch.cuda.is_available() else None,
     )  # fmt: skip
-    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+
+
+def run_setup(args) -> int:
+    """Trains one setup under the step timer (and the profiler); appends its JSON line to --out and prints it.
+    Returns 0, 3 on out of memory (past the first step, or no smaller plan left), 1 when the step callbacks did
+    not fire as expected."""
+    setup_environment(args)
+    import torch
+    import trl
+    from tc3.config import ConfigError, load_config
+
+    if args.name == "course":  # the notebook trained on the whole text: loss on prompt and answer
+        trl.SFTConfig = whole_text_config(trl.SFTConfig)
+    config = load_config(CONFIG, setup_overrides(args))
+    if args.memory_cap_gb:
+        torch.cuda.set_per_process_memory_fraction(args.memory_cap_gb * 1e9 / torch.cuda.mem_get_info()[1])
+    try:
+        timed = train_timed(args, config)
+    except (torch.OutOfMemoryError, ConfigError) as e:
+        result = describe_run(args, config, e.timed["run"], e.timed["setup_s"])
+        result.update(oom=True, error=str(e).splitlines()[0][:300],
+                      peak_gb=round(torch.cuda.max_memory_allocated() / 1e9, 2))  # fmt: skip
+        return append_result(args.out, result, 3)
+    run, timer = timed["run"], timed["timer"]
+    result = describe_run(args, config, run, timed["setup_s"])
+    counts = [(int(real), int(padded), int(loss)) for real, padded, loss in timed["micro"]]
+    if len(timer.ends) < args.warmup + args.steps:  # the step callbacks did not fire as expected: keep what there is
+        result.update(error=f"{len(timer.ends)} step ends seen, {len(counts)} micro-batches",
+                      log_history=run.trainer.state.log_history[-5:])  # fmt: skip
+        return append_result(args.out, result, 1)
+    result.update(step_timings(args, run.plan, timer, counts))
+    losses = [e["loss"] for e in run.trainer.state.log_history if "loss" in e]
     result["losses_first_last"] = [losses[0], losses[-1]] if losses else None
     if timer.prof is not None:
         lo, hi = timer.profile_window
-        result["profile"] = summarize_profile(
-            timer.prof, hi - lo, args.profile_steps, Path(args.profile)
-        )
-    with open(args.out, "a") as f:
-        f.write(json.dumps(result) + "\n")
-    print(json.dumps(result))
-    return 0
+        result["profile"] = summarize_profile(timer.prof, hi - lo, args.profile_steps, Path(args.profile))
+    return append_result(args.out, result, 0)
 
 
 def main(argv=None) -> int:
