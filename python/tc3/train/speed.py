@@ -19,13 +19,13 @@ checkpointing and batch it allows, and model FLOPs utilisation (MFU) two ways. P
 
 Fitted (2026-11-24..12-07, Llama-3-8B shape: 32 layers, hidden 4096, MLP 14336, kv 1024, vocab 128256; 4-bit,
 LoRA r=32 on all 7 projections; peaks are torch's max allocated) on benches/results/gpu_train.json (H200, mean
-201.7 tokens, max_length 799), gpu_train_hf_tc3.json (H100) and /work/shared/GPU.md (H100, about 170 tokens):
+201.7 tokens, max_length 799), gpu_train_hf_tc3.json (H100) and a probe of 2026-11-24 (H100, about 170 tokens, one run each):
 
 | setup | tokens a micro-batch | measured GB | predicted GB |
 |---|---|---|---|
 | unsloth offloaded, batch 64 / 128 / 256 | 12,469 / 25,584 / 51,697 | 9.54 / 11.55 / 16.46 | 9.5 / 11.8 / 16.4 |
-| unsloth offloaded, batch 8 / 96 (GPU.md) | 1,360 / 16,320 | 6.7 / 9.7 | 7.6 / 10.2 |
-| unsloth plain checkpointing, batch 96 (GPU.md) | 16,320 | 13.5 | 14.5 |
+| unsloth offloaded, batch 8 / 96 (probe 11-24) | 1,360 / 16,320 | 6.7 / 9.7 | 7.6 / 10.2 |
+| unsloth plain checkpointing, batch 96 (probe 11-24) | 16,320 | 13.5 | 14.5 |
 | unsloth, no checkpointing, batch 32 / 64 | 6,232 / 12,473 | 33.49 / 55.04 | 31.6 / 55.9 |
 | hf padded, plain checkpointing, batch 8 / 32 (max_length 799) | 6,392 / 25,568 positions | 14.1 / 33.22 | 13.9 / 33.5 |
 | hf padding-free (tc3's varlen), plain checkpointing, batch 64 | 11,935 | 22.11 | 19.6 |
