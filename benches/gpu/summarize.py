@@ -112,11 +112,10 @@ def main(out: str) -> int:
         mean = r["token_lengths"]["mean"]
         r["epoch_hours"] = round(epoch_examples * mean / r["tokens_per_s"] / 3600, 1)
         r["epoch_hours_1_39m"] = round(1.39e6 * mean / r["tokens_per_s"] / 3600, 1)
-        r["mfu"] = mfu(params, r["tokens_per_s"], gpu_rate(out, r, rate) / 1e12)
+        measured = gpu_rate(out, r, rate) / 1e12
+        r["mfu"] = mfu(params, r["tokens_per_s"], measured)
         r["mfu_datasheet"] = mfu(params, r["tokens_per_s"], datasheet_tflops(matmul["device"]))
-        r["mfu_non_embedding_params"] = round(
-            4 * (params - model["embedding_params"]) * r["tokens_per_s"] / gpu_rate(out, r, rate), 4
-        )
+        r["mfu_non_embedding_params"] = mfu(params - model["embedding_params"], r["tokens_per_s"], measured)
     targets, summary = choose(ok, matmul, out)
     result = {
         "device": matmul["device"],

@@ -23,7 +23,7 @@ from tc3.layout import RunDir
 from tc3.model_ref import ResolvedModel, resolve_model
 from tc3.models import check_model_folder, check_model_ref, go_offline_if_possible
 from tc3.outputs import check_dest, staged_dir
-from tc3.runtime import PRECISIONS, precision_of
+from tc3.runtime import PRECISIONS, TORCH_NAMES, precision_of
 
 QUANTIZED_SUFFIX = "-bnb-4bit"  # unsloth's pre-quantized repos; the 16-bit weights are the same id without it
 # Titles the merged model and the adapter both answer to measure how far apart they are.
@@ -59,7 +59,7 @@ def trained_dtype(target: ResolvedModel) -> str:
         return precision
     stored = target.weights.model_config or {}
     stored = stored.get("dtype") or stored.get("torch_dtype")
-    return precision_of(stored) if stored in ("float32", "bfloat16", "float16") else "bf16"
+    return precision_of(stored) if stored in TORCH_NAMES.values() else "bf16"
 
 
 def answer_end_token(tokenizer) -> str:
