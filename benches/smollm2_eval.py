@@ -7,7 +7,7 @@ EVAL_RECALL: the report dir of `tc3-eval --modes seen` on the recall config's ru
 unseen,grounded` on the describe config's run; EVAL_ALL_KINDS (optional): of `--modes unseen` on the describe
 config trained with `kinds=null` (review_quotes included). Writes OUT/summary.json: for `seen` (recall), `unseen` and
 `grounded` (describe) a `model` and a `baseline` object (`grounded` also `copy`) with SUMMARY_KEYS, `settings`
-(config, epochs, n, max_new_tokens, commit, device) and `targets` (the issue's, each with its value and whether it
+(config, epochs, n, max_new_tokens, commit, device, date) and `targets` (the issue's, each with its value and whether it
 is met); copies each report (json, md, png) to OUT/<recall|describe|describe-all-kinds>/. With --unfiltered, fills
 `invented_attribution_share` (`unfiltered`, `filtered`) of --content-kinds, leaving its other keys as they are.
 """
@@ -15,6 +15,7 @@ is met); copies each report (json, md, png) to OUT/<recall|describe|describe-all
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import shutil
 import subprocess
@@ -98,6 +99,7 @@ def summarize(recall: dict, describe: dict, configs: dict[str, str], commit: str
         "commit": commit,
         "device": {goal: s["device"] for goal, s in settings.items()},
         "baseline_instruction": reports["describe"]["models"]["baseline"]["instruction"],
+        "date": datetime.date.today().isoformat(),
     }
     summary["targets"] = targets(summary)
     return summary
