@@ -89,6 +89,37 @@ def test_reference_loss_matches_transformers_loss(tiny_model_dir):
     assert together["eval_loss"] == pytest.approx(total, rel=1e-4)
 
 
+def test_loss_chunks_bound_the_logits_of_a_batch():
+    from tc3.eval.metrics import loss_chunks
+
+    examples = [([0] * n, [0] * n) for n in (10, 20, 30, 40, 50)]
+    # within the batch size when memory is plenty
+    assert [len(c) for c in loss_chunks(examples, 2, 100, budget=1 << 30)] == [2, 2, 1]
+    # a budget of 3 rows of 40 tokens (x vocab 100 x 4 bytes): rows are added while rows x longest fits
+    chunks = loss_chunks(examples, 50, 100, budget=3 * 40 * 100 * 4)
+    assert [len(c) for c in chunks] == [3, 2]
+    assert all(len(c) * max(len(ids) for ids, _ in c) * 400 <= 3 * 40 * 400 for c in chunks)
+    # an example over the budget alone is still scored, alone; every example is kept, in order
+    chunks = loss_chunks(examples, 50, 100, budget=1)
+    assert [len(c) for c in chunks] == [1] * 5 and [c[0] for c in chunks] == examples
+
+
+def test_reference_loss_under_a_memory_budget_is_the_same(tiny_model_dir, monkeypatch):
+    from tc3.eval import metrics
+    from tc3.generate import load_model
+
+    loaded = load_model(str(tiny_model_dir), device="cpu")
+    pairs = [(f"Title {i}", "A description " + "with words " * i) for i in range(6)]
+    whole = reference_loss(loaded, pairs, "pt", batch_size=6)
+    monkeypatch.setattr(metrics, "LOSS_LOGITS_BYTES", 1)  # one example a pass
+    sizes, chunks = [], metrics.loss_chunks
+    monkeypatch.setattr(metrics, "loss_chunks", lambda *a: [sizes.append(len(c)) or c for c in chunks(*a)])
+    split = reference_loss(loaded, pairs, "pt", batch_size=6)
+    assert sizes == [1] * 6
+    assert split["reference_tokens"] == whole["reference_tokens"]
+    assert split["eval_loss"] == pytest.approx(whole["eval_loss"], rel=1e-4)
+
+
 def test_tc3_eval_writes_report(tiny_model_dir, prep_dir, tmp_path, capsys):
     from tc3.cli.eval import main
 

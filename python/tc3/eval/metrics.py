@@ -168,13 +168,34 @@ def text_metrics(predictions: Sequence[str], references: Sequence[str]) -> dict[
 # Loss on references
 
 
+# The most float32 logits one loss pass holds (rows x width x vocabulary x 4 bytes), 1 GiB: cross-entropy makes a
+# second copy, so a batch of long grounded prompts over a 49k vocabulary (50 x 1,100 x 49,152 x 4 = 10.8 GB, twice)
+# would otherwise exhaust a 24 GB host or card.
+LOSS_LOGITS_BYTES = 1 << 30
+
+
+def loss_chunks(examples: list[tuple[list, list]], batch_size: int, vocab_size: int,
+                budget: int = LOSS_LOGITS_BYTES) -> list[list[tuple[list, list]]]:
+    """`examples` (sorted by length) in consecutive chunks of at most `batch_size`, each chunk's padded logits
+    (len x longest x vocab_size x 4 bytes) within `budget`; an example over it alone is still one chunk."""
+    chunks, chunk = [], []
+    for example in examples:
+        width = max([len(example[0])] + [len(ids) for ids, _ in chunk])
+        if chunk and (len(chunk) == batch_size or (len(chunk) + 1) * width * vocab_size * 4 > budget):
+            chunks.append(chunk)
+            chunk = []
+        chunk.append(example)
+    return chunks + [chunk] if chunk else chunks
+
+
 def reference_loss(loaded, pairs: Sequence[tuple], instruction: str, batch_size: int = 8,
                    max_length: int = 1024) -> dict[str, float]:
     """Mean token NLL of each reference description given its prompt (a title, or an Ask), and its perplexity.
 
     The example is encoded as the trainer encodes it (`tc3.prompts.encode_example`): the loss covers the tokens
     after the prompt (the description and the template's end of turn); a reference longer than `max_length` is
-    trimmed at a word boundary with its turn closed, never cut off its end token.
+    trimmed at a word boundary with its turn closed, never cut off its end token. Batches of at most `batch_size`
+    whose logits stay within LOSS_LOGITS_BYTES (`loss_chunks`).
     """
     import torch
 
@@ -192,8 +213,8 @@ def reference_loss(loaded, pairs: Sequence[tuple], instruction: str, batch_size:
     examples.sort(key=lambda example: len(example[0]))  # batches of similar lengths: little padding
     total_nll, total_tokens = 0.0, 0
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    for start in range(0, len(examples), batch_size):
-        chunk = examples[start : start + batch_size]
+    vocab_size = model.config.get_text_config().vocab_size
+    for chunk in loss_chunks(examples, batch_size, vocab_size, LOSS_LOGITS_BYTES):
         width = max(len(ids) for ids, _ in chunk)
         input_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in chunk], device=loaded.device)
         mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in chunk], device=loaded.device)
