@@ -248,3 +248,22 @@ def test_seen_coverage_says_how_much_of_the_train_rows_a_run_can_have_seen(tmp_p
         (tmp_path / "metrics.json").write_text(json.dumps(facts))
         assert seen_coverage(RunDir(tmp_path)) == coverage
     assert seen_coverage(RunDir(tmp_path / "other")) is None
+
+
+def test_perplexity_by_kind_groups_the_unseen_references(recall_adapter, tiny_model_dir, prep_dir, tmp_path):
+    """benches/perplexity_by_kind.py: one row per content kind of tc3-eval's unseen draw and `all`, the counts adding
+    up; the zero-B adapter is its base, so every ratio is 1 (the fine-tuned model asked as trained, in English)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benches"))
+    import perplexity_by_kind
+
+    out = tmp_path / "by-kind.json"
+    assert perplexity_by_kind.main([str(recall_adapter), str(tiny_model_dir), str(prep_dir), "-o", str(out),
+                                    "--n", "8"]) == 0
+    rows = json.loads(out.read_text())["by_kind"]
+    kinds = [kind for kind in rows if kind != "all"]
+    assert kinds and rows["all"]["n"] == 8 == sum(rows[kind]["n"] for kind in kinds)
+    assert rows["all"]["reference_tokens"] == sum(rows[kind]["reference_tokens"] for kind in kinds)
+    assert all(row["ratio"] == pytest.approx(1.0, abs=1e-3) for row in rows.values())
