@@ -175,15 +175,15 @@ LOSS_LOGITS_BYTES = 1 << 30
 
 
 def loss_chunks(examples: list[tuple[list, list]], batch_size: int, vocab_size: int,
-                budget: int = LOSS_LOGITS_BYTES) -> list[list[tuple[list, list]]]:
+                budget: int) -> list[list[tuple[list, list]]]:
     """`examples` (sorted by length) in consecutive chunks of at most `batch_size`, each chunk's padded logits
-    (len x longest x vocab_size x 4 bytes) within `budget`; an example over it alone is still one chunk."""
-    chunks, chunk = [], []
+    (len x longest x vocab_size x 4 bytes) within `budget` bytes; an example over it alone is still one chunk."""
+    chunks, chunk, width = [], [], 0
     for example in examples:
-        width = max([len(example[0])] + [len(ids) for ids, _ in chunk])
+        width = max(width, len(example[0]))
         if chunk and (len(chunk) == batch_size or (len(chunk) + 1) * width * vocab_size * 4 > budget):
             chunks.append(chunk)
-            chunk = []
+            chunk, width = [], len(example[0])
         chunk.append(example)
     return chunks + [chunk] if chunk else chunks
 

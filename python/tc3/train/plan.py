@@ -115,9 +115,7 @@ def speed_options(config: TrainConfig, plan: TrainPlan, mean_length: float, shap
         return speed.choose(work, free_bytes, *asked)
     checkpointing, batch, accumulation = asked
     target = speed.target_batch(config.tokens_per_step, mean_length, plan.world_size)
-    if batch == AUTO:
-        batch = target if accumulation == AUTO else max(1, round(target / accumulation))
-    accumulation = max(1, round(target / batch)) if accumulation == AUTO else accumulation
+    batch, accumulation = speed.splits(target, batch, accumulation)[0]  # no memory model: the largest micro-batch
     checkpointing = plan.on_cuda if checkpointing == AUTO else checkpointing
     option = speed.Option(None if checkpointing else 0, batch, accumulation, None)
     where = "on CPU auto means" if not plan.on_cuda else "the model's shape is unknown to tc3's memory model:"

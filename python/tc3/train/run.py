@@ -99,23 +99,19 @@ def fit_first_step(build):
         try:
             return run, run.trainer.train(resume_from_checkpoint=str(run.resume_from) if run.resume_from else None)
         except torch.OutOfMemoryError:
-            step, following, described = run.trainer.state.global_step, run.next_option, describe_option(run)
+            step, following = run.trainer.state.global_step, run.next_option
+            described = run.describe(run.options[run.attempt])
             first = checkpoint_step(run.resume_from) if run.resume_from else 0  # this session's first step
             if step > first or following is None or run.plan.world_size > 1:
                 raise ConfigError(f"out of memory at step {step + 1} with {described}: set gradient_checkpointing and "
                                   "per_device_batch_size to auto, or lower per_device_batch_size") from None
         attempt, options = run.attempt + 1, run.options
-        say(f"tc3-train: out of memory at the first step with {described}; trying "
-            f"{following.describe(run.shape and run.shape.layers, run.backend == 'unsloth')}")
+        say(f"tc3-train: out of memory at the first step with {described}; trying {run.describe(following)}")
         del run
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         run = build(attempt, options)
-
-
-def describe_option(run: Run) -> str:
-    return run.options[run.attempt].describe(run.shape and run.shape.layers, run.backend == "unsloth")
 
 
 def write_final(run: Run, metrics: dict) -> None:

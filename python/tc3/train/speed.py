@@ -200,14 +200,17 @@ def options(work: Workload, checkpointing: bool | str, batch: int | str, accumul
     batch, see Workload.target_batch)."""
     layers = work.shape.layers
     ks = {True: [layers], False: [0]}.get(checkpointing, list(range(layers + 1)))
-    target = work.target_batch()
+    return [_option(work, micro, acc, k) for micro, acc in splits(work.target_batch(), batch, accumulation) for k in ks]
+
+
+def splits(target: int, batch: int | str, accumulation: int | str) -> list[tuple[int, int]]:
+    """(micro-batch, accumulation) pairs for a target batch of `target` sequences, largest micro-batch first: the
+    explicit values, `auto` filled from the target (both auto: every split of ACCUMULATIONS)."""
     if batch != "auto":
-        splits = [(batch, accumulation if accumulation != "auto" else max(1, round(target / batch)))]
-    elif accumulation != "auto":
-        splits = [(math.ceil(target / accumulation), accumulation)]
-    else:
-        splits = sorted({(math.ceil(target / a), a) for a in ACCUMULATIONS if a <= target}, reverse=True)
-    return [_option(work, micro, acc, k) for micro, acc in splits for k in ks]
+        return [(batch, accumulation if accumulation != "auto" else max(1, round(target / batch)))]
+    if accumulation != "auto":
+        return [(math.ceil(target / accumulation), accumulation)]
+    return sorted({(math.ceil(target / a), a) for a in ACCUMULATIONS if a <= target}, reverse=True)
 
 
 def fallbacks(candidates: list[Option], budget: float) -> list[Option]:

@@ -51,6 +51,10 @@ class Run:
         """The settings to try after an out-of-memory error at the first step, or None."""
         return self.options[self.attempt + 1] if self.attempt + 1 < len(self.options) else None
 
+    def describe(self, option) -> str:
+        """`option` (this run's `options[attempt]` or another) in words, for this model and backend."""
+        return option.describe(self.shape and self.shape.layers, self.backend == "unsloth")
+
     @property
     def backend(self) -> str:
         return self.plan.backend
