@@ -22,7 +22,7 @@ train() {  # name config [key=value ...]
 }
 train recall smollm2-recall
 train describe smollm2-describe
-train describe-all-kinds smollm2-describe kinds=null
+train describe-all-kinds smollm2-describe kinds=null grounded_kinds=null
 evaluate() {  # name modes
     python -m tc3.cli.eval --model "$WORK/$1" --baseline "$BASE" --data "$PREP" --modes "$2" --n "$N" --seed 3407 \
         --max-new-tokens "$MAX_NEW" --batch-size "$BATCH" --baseline-instruction en --out "$WORK/eval-$1"

@@ -222,12 +222,13 @@ def test_goals_script_runs_end_to_end_on_the_tiny_model(tiny_model_dir, tmp_path
                            str(tmp_path / "work")], env=env, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((tmp_path / "results" / "smollm2-eval" / "summary.json").read_text())
-    assert summary["settings"]["epochs"] == {"seen": 20, "unseen": 3, "grounded": 3}
+    assert summary["settings"]["epochs"] == {"seen": 20, "unseen": 5, "grounded": 5}
     kinds = json.loads((tmp_path / "results" / "content-kinds.json").read_text())["invented_attribution_share"]
     assert kinds["measured"] is True and "seen_rougeL" in done.stdout
     recall = load_saved_config(tmp_path / "work" / "recall")
     assert (recall.questions, recall.context_fraction, recall.lora_r) == ("fixed", 0.0, 64)
     assert load_saved_config(tmp_path / "work" / "describe-all-kinds").kinds is None
+    assert load_saved_config(tmp_path / "work" / "describe").grounded_kinds == ["review_quotes"]
 
 
 def load_saved_config(run_dir):

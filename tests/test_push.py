@@ -314,7 +314,7 @@ def test_a_model_card_says_which_content_kinds_trained_and_why(tmp_path):
 
     card = card_of(tmp_path, "org/base")
     assert ("Content kinds trained on: " + ", ".join(f"`{k}`" for k in DESCRIPTIVE_KINDS)) in card
-    assert "`review_quotes` records (press praise with its source) were left out" in card and "66%" in card
+    assert "`review_quotes` records (press praise with its source) were not trained closed book" in card and "66%" in card
     everything = TrainConfig(model="org/base", data=str(tmp_path / "prep"), output_dir=str(tmp_path / "all"),
                              kinds=None)
     (tmp_path / "all").mkdir()

@@ -92,6 +92,34 @@ def test_training_examples_draw_questions_and_context_turns(prep_dir):
     assert _user_turns(fixed) == [user_turn(row["title"], "pt") for row in rows]
 
 
+def test_grounded_kinds_train_only_with_their_record(prep_dir):
+    """Rows of grounded_kinds join the sample and always see their record; the other kinds keep the seeded share
+    (none here); the seen mode leaves the grounded-only rows out, as they were never asked closed book."""
+    from tc3.eval.modes import trained_rows
+    from tc3.model_card import kinds_line
+
+    config = load_config(CONFIGS / "tiny-cpu.yaml", [f"data={prep_dir}", "train_samples=200", "eval_samples=40",
+                                                     "context_fraction=0", "grounded_kinds=[review_quotes]"])
+    train, evaluation = training_splits(config)
+    rows = sample(_kept(prep_dir, config), 200, config.seed).to_list()
+    by_kind = Counter(row["kind"] for row in rows)
+    assert by_kind["review_quotes"] > 10 and by_kind["description"] > 10
+    for row, turn in zip(rows, _user_turns(train)):
+        assert turn.startswith(f"Product record {row['uid']}\n") == (row["kind"] == "review_quotes"), row["kind"]
+    assert any(turn.startswith("Product record ") for turn in _user_turns(evaluation))  # validation rendered alike
+    seen = trained_rows(str(prep_dir), config)
+    assert seen == [row for row in rows if row["kind"] != "review_quotes"]
+    assert kinds_line(config.kinds, config.grounded_kinds).endswith(
+        "(grounded examples, never closed book): `review_quotes`.")
+    without = load_config(CONFIGS / "tiny-cpu.yaml", [f"data={prep_dir}", "context_fraction=0"])
+    assert not any(row["kind"] == "review_quotes" for row in trained_rows(str(prep_dir), without))
+
+
+def _kept(prep_dir, config):
+    wanted = set(config.kinds + (config.grounded_kinds or []))
+    return load_splits(prep_dir)["train"].filter(lambda kind: kind in wanted, input_columns="kind")
+
+
 def test_config_checks_the_question_switches(prep_dir):
     from tc3.config import ConfigError
 
@@ -99,6 +127,12 @@ def test_config_checks_the_question_switches(prep_dir):
         _config(prep_dir, "questions=random")
     with pytest.raises(ConfigError, match="context_fraction"):
         _config(prep_dir, "context_fraction=1.5")
+    with pytest.raises(ConfigError, match="grounded_kinds: description is also trained closed book"):
+        _config(prep_dir, "kinds=[description,author_bio]", "grounded_kinds=[description,review_quotes]")
+    with pytest.raises(ConfigError, match="grounded_kinds: review_quotes is also trained closed book"):
+        _config(prep_dir, "grounded_kinds=[review_quotes]")  # kinds=null: every kind is
+    with pytest.raises(ConfigError, match="grounded_kinds: quotes is not a content kind"):
+        _config(prep_dir, "kinds=[description]", "grounded_kinds=[quotes]")
 
 
 def test_cards_record_the_questions(prep_dir, tmp_path):

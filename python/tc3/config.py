@@ -72,6 +72,8 @@ class TrainConfig:
     eval_samples: int | None = key(1000, "seeded random sample of the validation split; null = all of it")
     kinds: list[str] | None = key(DESCRIPTIVE_KINDS, "train and evaluate only on rows of these content kinds "
                                   "(tc3-prep's kind column); default: all but review_quotes; null = all")
+    grounded_kinds: list[str] | None = key(None, "content kinds trained only with their own record in the prompt "
+                                           "(grounded examples), never closed book; not also in kinds; null = none")
     seed: int = key(3407, "seed of the samples, the questions, LoRA's initialisation and the data order")
 
     # How
@@ -273,12 +275,19 @@ def _validate(config: TrainConfig) -> None:
         raise ConfigError("max_length_percentile must be in (0, 100]")
     if config.neftune_noise_alpha is not None and config.neftune_noise_alpha <= 0:
         raise ConfigError(f"neftune_noise_alpha must be positive or null, got {config.neftune_noise_alpha}")
-    if config.kinds is not None:
-        from tc3._rust_clean import CONTENT_KINDS  # the engine names the kinds; loaded only when asked for
+    for key in ("kinds", "grounded_kinds"):
+        if getattr(config, key) is not None:
+            from tc3._rust_clean import CONTENT_KINDS  # the engine names the kinds; loaded only when asked for
 
-        unknown = [k for k in config.kinds if k not in CONTENT_KINDS] or ([] if config.kinds else ["nothing"])
-        if unknown:
-            raise ConfigError(f"kinds: {', '.join(unknown)} is not a content kind (choose from {', '.join(CONTENT_KINDS)})")
+            named = getattr(config, key)
+            unknown = [k for k in named if k not in CONTENT_KINDS] or ([] if named else ["nothing"])
+            if unknown:
+                raise ConfigError(f"{key}: {', '.join(unknown)} is not a content kind "
+                                  f"(choose from {', '.join(CONTENT_KINDS)})")
+    both = sorted(set(config.grounded_kinds or ()) & set(config.kinds or ()))
+    if config.grounded_kinds and (both or config.kinds is None):
+        raise ConfigError(f"grounded_kinds: {', '.join(both) or ', '.join(config.grounded_kinds)} is also trained "
+                          "closed book (kinds); leave it out of kinds")
     if not config.lora_target_modules:
         raise ConfigError("lora_target_modules must name at least one module")
     for key in (key for key, kind in _TYPES.items() if kind is str):  # a path, a hub id or a text: never blank

@@ -77,31 +77,47 @@ def to_prompt_completion(dataset, config, num_proc: int | None = None):
     """Rows {prompt, completion} in TRL's conversational format, rendered later by the tokenizer's template.
 
     The user turn is a question template drawn per example (or the fixed instruction), and a seeded share of
-    examples carries the product's own record as context: both keyed by uid and seed, so any process, order
-    or num_proc gives the same examples.
+    examples, and every row of `grounded_kinds`, carries the product's own record as context (`is_grounded`):
+    keyed by uid and seed, so any process, order or num_proc gives the same examples.
     """
     questions, instruction, seed = config.questions, config.instruction, config.seed
-    context_fraction = config.context_fraction
+    context_fraction, grounded_kinds = config.context_fraction, config.grounded_kinds
 
     def convert(row):
         question = choose_question(row["uid"], seed) if questions == "varied" else instruction
-        grounded = seeded_unit(seed, "context", row["uid"]) < context_fraction
+        grounded = is_grounded(row, seed, context_fraction, grounded_kinds)
         return {
             "prompt": prompt_messages(row["title"], question, row if grounded else None),
             "completion": completion_messages(row["description"]),
         }
 
     fingerprint = rendering_fingerprint(dataset, "prompt_completion", questions=questions, instruction=instruction,
-                                        seed=seed, context_fraction=context_fraction)
+                                        seed=seed, context_fraction=context_fraction, grounded_kinds=grounded_kinds)
     return dataset.map(convert, remove_columns=dataset.column_names, num_proc=num_proc, new_fingerprint=fingerprint)
+
+
+def is_grounded(row: dict, seed: int, context_fraction: float, grounded_kinds: list[str] | None) -> bool:
+    """Whether a training example of `row` carries the row's own record as context: always for a row of
+    `grounded_kinds`, else for a seeded `context_fraction` share keyed by uid."""
+    if grounded_kinds and row["kind"] in grounded_kinds:
+        return True
+    return seeded_unit(seed, "context", row["uid"]) < context_fraction
+
+
+def sampled_train_rows(config):
+    """(splits, train sample): the prep output's splits with the rows of the config's kinds (`kinds` and
+    `grounded_kinds`), and the seeded `train_samples` draw of its train split, as tc3-train trains on it."""
+    splits = load_splits(config.data)
+    if config.grounded_kinds and "kind" not in splits["train"].column_names:
+        raise ConfigError(f"grounded_kinds is set but {config.data} has no kind column: run tc3-prep again to add it")
+    if config.kinds is not None:
+        splits = keep_kinds(splits, config.kinds + (config.grounded_kinds or []), config.data)
+    return splits, sample(splits["train"], config.train_samples, config.seed)
 
 
 def training_splits(config):
     """(train, eval) prompt/completion datasets as the config asks: seeded samples of the prep output."""
-    splits = load_splits(config.data)
-    if config.kinds is not None:
-        splits = keep_kinds(splits, config.kinds, config.data)
-    train = sample(splits["train"], config.train_samples, config.seed)
+    splits, train = sampled_train_rows(config)
     evaluation = sample(splits["validation"], config.eval_samples, config.seed)
     return (
         to_prompt_completion(train, config, config.dataset_num_proc),

@@ -61,15 +61,19 @@ def data_summary(prep_dir: str) -> str:
     return f"{what}; its report:\n\n```json\n{json.dumps(report, indent=2)}\n```"
 
 
-def kinds_line(kinds: list[str] | None) -> str:
-    """Which content kinds of the prep output trained (the config's `kinds`), and why review_quotes is left out."""
+def kinds_line(kinds: list[str] | None, grounded_kinds: list[str] | None = None) -> str:
+    """Which content kinds of the prep output trained (the config's `kinds`, and `grounded_kinds` with their record
+    only), and why review_quotes is left out of closed-book examples."""
     if kinds is None:
         return ("Content kinds: every kind of the prep output trained, review_quotes (press praise with its source) "
                 "included: such a model writes invented press quotes (two answers in three for SmolLM2, issue 25).")
     line = f"Content kinds trained on: {', '.join(f'`{k}`' for k in kinds)} (tc3-prep's `kind` column)."
     if "review_quotes" not in kinds:
-        line += (" `review_quotes` records (press praise with its source) were left out: trained on them, SmolLM2 "
-                 "wrote invented press quotes in 66% of its answers to held-out titles, without them in 0%.")
+        line += (" `review_quotes` records (press praise with its source) were not trained closed book: so "
+                 "trained, SmolLM2 wrote invented press quotes in 66% of its answers to held-out titles, without them in 0%.")
+    if grounded_kinds:
+        line += (f" Trained only with their own record in the prompt (grounded examples, never closed book): "
+                 f"{', '.join(f'`{k}`' for k in grounded_kinds)}.")
     return line
 
 
@@ -152,7 +156,7 @@ the template's end-of-turn token: stop generation on any of `tc3.prompts.end_tok
 ## Data
 {data_summary(config.data)}
 
-{kinds_line(config.kinds)}
+{kinds_line(config.kinds, config.grounded_kinds)}
 
 Train examples: {metrics.get("train_examples")}, eval examples: {metrics.get("eval_examples")}
 (seeded random samples, seed {config.seed}).

@@ -49,17 +49,17 @@ def parse_modes(text: str) -> list[str]:
 
 
 def trained_rows(data: str, config) -> list[dict]:
-    """The train rows of `data` a run with `config` trained on: its `kinds`, then its seeded `train_samples` draw
-    (`tc3.data.sample`, as tc3-train draws it). Every train row when `config` is None."""
+    """The train rows of `data` a run with `config` trained on closed book: its seeded `train_samples` draw of its
+    kinds (`tc3.data.sampled_train_rows`) less the rows of its `grounded_kinds` (those saw their record each time).
+    Every train row when `config` is None."""
 
     if config is None:
         return PrepDir(data).read_split("train")
-    from tc3.data import keep_kinds, load_splits, sample
+    from tc3.data import sampled_train_rows
 
-    splits = load_splits(data)
-    if config.kinds is not None:
-        splits = keep_kinds(splits, config.kinds, data)
-    return sample(splits["train"], config.train_samples, config.seed).to_list()
+    _, train = sampled_train_rows(dataclasses.replace(config, data=data))
+    grounded = config.grounded_kinds or ()
+    return [row for row in train.to_list() if not grounded or row["kind"] not in grounded]
 
 
 def seen_coverage(run: RunDir) -> float | None:
