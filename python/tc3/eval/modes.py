@@ -330,7 +330,7 @@ def training_summary(config) -> dict | None:
     if config is None:
         return None
     keys = ("epochs", "max_steps", "learning_rate", "lora_r", "lora_alpha", "questions", "instruction",
-            "context_fraction", "kinds", "train_samples", "seed")
+            "context_fraction", "kinds", "grounded_kinds", "train_samples", "seed")
     return {key: getattr(config, key) for key in keys}
 
 
