@@ -284,10 +284,13 @@ def _validate(config: TrainConfig) -> None:
             if unknown:
                 raise ConfigError(f"{key}: {', '.join(unknown)} is not a content kind "
                                   f"(choose from {', '.join(CONTENT_KINDS)})")
+    if config.grounded_kinds and config.kinds is None:
+        raise ConfigError(f"grounded_kinds ({', '.join(config.grounded_kinds)}) needs kinds to name the closed-book "
+                          "kinds; to train every kind closed book, set grounded_kinds=null with kinds=null")
     both = sorted(set(config.grounded_kinds or ()) & set(config.kinds or ()))
-    if config.grounded_kinds and (both or config.kinds is None):
-        raise ConfigError(f"grounded_kinds: {', '.join(both) or ', '.join(config.grounded_kinds)} is also trained "
-                          "closed book (kinds); leave it out of kinds")
+    if both:
+        raise ConfigError(f"grounded_kinds: {', '.join(both)} is also trained closed book (kinds); leave it out of "
+                          "kinds")
     if not config.lora_target_modules:
         raise ConfigError("lora_target_modules must name at least one module")
     for key in (key for key, kind in _TYPES.items() if kind is str):  # a path, a hub id or a text: never blank
