@@ -108,9 +108,7 @@ def sampled_train_rows(config):
     """(splits, train sample): the prep output's splits with the rows of the config's kinds (`kinds` and
     `grounded_kinds`), and the seeded `train_samples` draw of its train split, as tc3-train trains on it."""
     splits = load_splits(config.data)
-    if config.grounded_kinds and "kind" not in splits["train"].column_names:
-        raise ConfigError(f"grounded_kinds is set but {config.data} has no kind column: run tc3-prep again to add it")
-    if config.kinds is not None:
+    if config.kinds is not None:  # set whenever grounded_kinds is (tc3.config checks)
         splits = keep_kinds(splits, config.kinds + (config.grounded_kinds or []), config.data)
     return splits, sample(splits["train"], config.train_samples, config.seed)
 
