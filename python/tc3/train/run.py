@@ -99,8 +99,7 @@ def fit_first_step(build):
         try:
             return run, run.trainer.train(resume_from_checkpoint=str(run.resume_from) if run.resume_from else None)
         except torch.OutOfMemoryError:
-            step, following = run.trainer.state.global_step, run.next_option
-            described = run.describe(run.options[run.attempt])
+            step, following, described = run.trainer.state.global_step, run.next_option, run.describe(run.option)
             first = checkpoint_step(run.resume_from) if run.resume_from else 0  # this session's first step
             if step > first or following is None or run.plan.world_size > 1:
                 raise ConfigError(f"out of memory at step {step + 1} with {described}: set gradient_checkpointing and "

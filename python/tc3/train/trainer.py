@@ -47,13 +47,18 @@ class Run:
     attempt: int = 0
 
     @property
+    def option(self):
+        """The settings this run has: `options[attempt]`."""
+        return self.options[self.attempt]
+
+    @property
     def next_option(self):
         """The settings to try after an out-of-memory error at the first step, or None."""
         return self.options[self.attempt + 1] if self.attempt + 1 < len(self.options) else None
 
     def describe(self, option) -> str:
-        """`option` (this run's `options[attempt]` or another) in words, for this model and backend."""
-        return option.describe(self.shape and self.shape.layers, self.backend == "unsloth")
+        """`option` (this run's or another) in words, for this model and backend."""
+        return option_words(option, self.shape, self.backend)
 
     @property
     def backend(self) -> str:
@@ -124,6 +129,11 @@ def start_processes(plan: TrainPlan, resume_from: Path | None):
     return state, plan
 
 
+def option_words(option, shape, backend: str) -> str:
+    """A tc3.train.speed.Option in words, for a base of `shape` (its ModelShape, or None) under `backend`."""
+    return option.describe(shape and shape.layers, backend == "unsloth")
+
+
 def fit_to_card(config: TrainConfig, plan: TrainPlan, lengths: dict, attempt: int, options: list | None):
     """(the plan with its checkpointing, batch and accumulation, the options to try in order, the base's shape):
     option `attempt` of `options` (made here when None: tc3.train.plan.speed_options on this process's GPU). The
@@ -134,8 +144,7 @@ def fit_to_card(config: TrainConfig, plan: TrainPlan, lengths: dict, attempt: in
     if options is None:
         options, reason = speed_options(config, plan, lengths["stats"]["mean"], shape, card.free_bytes())
     else:
-        described = options[attempt].describe(shape and shape.layers, plan.backend == "unsloth")
-        reason = f"after out of memory at the first step: {described}"
+        reason = f"after out of memory at the first step: {option_words(options[attempt], shape, plan.backend)}"
     plan = with_option(plan, options[attempt], reason)
     say(f"tc3-train: gradient checkpointing and batch: {reason}")
     say(
