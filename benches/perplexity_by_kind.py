@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import platform
 import sys
 from collections import defaultdict
@@ -22,12 +23,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
 
 
 def perplexities(reference, instruction: str, groups: dict, device: str) -> dict:
-    """{kind: reference_loss of its (ask, reference) pairs} under one loaded model."""
+    """{kind: {perplexity, reference_tokens}} of each kind's (ask, reference) pairs under one loaded model, and `all`
+    pooled from them (reference_loss is a mean over tokens: each reference is scored once)."""
     from tc3.eval.metrics import reference_loss
     from tc3.models import load_model
 
     loaded = load_model(reference, device=device)
-    return {kind: reference_loss(loaded, pairs, instruction) for kind, pairs in groups.items()}
+    scores = {kind: reference_loss(loaded, pairs, instruction) for kind, pairs in groups.items()}
+    tokens = sum(score["reference_tokens"] for score in scores.values())
+    pooled = sum(score["eval_loss"] * score["reference_tokens"] for score in scores.values()) / tokens
+    return {**scores, "all": {"perplexity": math.exp(pooled), "reference_tokens": tokens}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,14 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     groups = defaultdict(list)
     for ask, record in zip(asks_of("unseen", records), records):
         groups[record.get("kind") or "unknown"].append((ask, record["description"]))
-    groups["all"] = [pair for kind in list(groups) for pair in groups[kind]]
     model = perplexities(tuned, trained_instruction(tuned), groups, args.device)
     base = perplexities(resolve_model(args.base), "en", groups, args.device)
     rows = {kind: {"n": len(pairs), "reference_tokens": model[kind]["reference_tokens"],
                    "model_perplexity": round(model[kind]["perplexity"], 2),
                    "base_perplexity": round(base[kind]["perplexity"], 2),
                    "ratio": round(model[kind]["perplexity"] / base[kind]["perplexity"], 3)}
-            for kind, pairs in groups.items()}  # fmt: skip
+            for kind, pairs in {**groups, "all": records}.items()}  # fmt: skip
     result = {"command": "python benches/perplexity_by_kind.py " + " ".join(sys.argv[1:] if argv is None else argv),
               "date": datetime.date.today().isoformat(), "machine": f"{platform.machine()} {platform.processor()}",
               "device": args.device, "n": args.n, "seed": args.seed, "by_kind": rows}  # fmt: skip
