@@ -275,15 +275,14 @@ def _validate(config: TrainConfig) -> None:
         raise ConfigError("max_length_percentile must be in (0, 100]")
     if config.neftune_noise_alpha is not None and config.neftune_noise_alpha <= 0:
         raise ConfigError(f"neftune_noise_alpha must be positive or null, got {config.neftune_noise_alpha}")
-    for key in ("kinds", "grounded_kinds"):
-        if getattr(config, key) is not None:
-            from tc3._rust_clean import CONTENT_KINDS  # the engine names the kinds; loaded only when asked for
+    for key, named in (("kinds", config.kinds), ("grounded_kinds", config.grounded_kinds)):
+        if named is None:
+            continue
+        from tc3._rust_clean import CONTENT_KINDS  # the engine names the kinds; loaded only when asked for
 
-            named = getattr(config, key)
-            unknown = [k for k in named if k not in CONTENT_KINDS] or ([] if named else ["nothing"])
-            if unknown:
-                raise ConfigError(f"{key}: {', '.join(unknown)} is not a content kind "
-                                  f"(choose from {', '.join(CONTENT_KINDS)})")
+        unknown = [k for k in named if k not in CONTENT_KINDS] or ([] if named else ["nothing"])
+        if unknown:
+            raise ConfigError(f"{key}: {', '.join(unknown)} is not a content kind (choose from {', '.join(CONTENT_KINDS)})")
     if config.grounded_kinds and config.kinds is None:
         raise ConfigError(f"grounded_kinds ({', '.join(config.grounded_kinds)}) needs kinds to name the closed-book "
                           "kinds; to train every kind closed book, set grounded_kinds=null with kinds=null")
